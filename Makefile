@@ -1,0 +1,40 @@
+# attnlab: the two quick-start commands live here (see README.md).
+#   make train   set up .venv, build the data, train the default Multi30K config, evaluate, print BLEU
+#   make test    set up .venv and run the test suite
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+# Where the raw corpora live (multi30k/, text/, word_eval/). Defaults to ../shared/data when present;
+# empty means "download from the canonical public locations".
+ATTNLAB_DATA_DIR ?= $(if $(wildcard ../shared/data/multi30k),$(abspath ../shared/data),)
+export ATTNLAB_DATA_DIR
+# Built tfds datasets and sentencepiece models are cached here (override to share between checkouts).
+ATTNLAB_BUILD_DIR ?= $(abspath .cache/attnlab)
+export ATTNLAB_BUILD_DIR
+CONFIG ?= configs/multi30k.py
+WORKDIR ?= workdirs/multi30k_default
+TEST_ARGS ?=
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install train test data clean
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+data: install
+	$(PY) -m train.data.prepare --config=$(CONFIG)
+
+train: data
+	$(PY) -m train.main --config=$(CONFIG) --workdir=$(WORKDIR)
+	$(PY) -m train.evaluate --workdir=$(WORKDIR) --checkpoint=latest --split=test_2016_flickr --show=5
+
+test: install
+	$(PY) -m pytest -q -n 2 --durations=15 $(TEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .cache workdirs
