@@ -33,97 +33,97 @@ _DECODE_KEYS = ("inputs", "inputs_position", "inputs_segment")
 # ---------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class DecodeSettings:
-    method: str = "beam"
-    beam_size: int = 4
-    alpha: float = 0.6
-    max_len_margin: int = 50
+  method: str = "beam"
+  beam_size: int = 4
+  alpha: float = 0.6
+  max_len_margin: int = 50
 
-    def __post_init__(self):
-        if self.method not in ("beam", "greedy"):
-            raise ValueError(f"decode={self.method!r}: choose one of 'beam', 'greedy'")
-        if self.method == "beam" and self.beam_size < 1:
-            raise ValueError(f"beam_size={self.beam_size}: must be >= 1")
+  def __post_init__(self):
+    if self.method not in ("beam", "greedy"):
+      raise ValueError(f"decode={self.method!r}: choose one of 'beam', 'greedy'")
+    if self.method == "beam" and self.beam_size < 1:
+      raise ValueError(f"beam_size={self.beam_size}: must be >= 1")
 
-    @property
-    def tag(self) -> str:
-        """Short name used in the ledger and in non-default result file names."""
-        if self.method == "greedy":
-            return "greedy"
-        return f"beam{self.beam_size}-a{self.alpha:g}"
+  @property
+  def tag(self) -> str:
+    """Short name used in the ledger and in non-default result file names."""
+    if self.method == "greedy":
+      return "greedy"
+    return f"beam{self.beam_size}-a{self.alpha:g}"
 
-    def as_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        if self.method == "greedy":
-            d.pop("beam_size"), d.pop("alpha")
-        return d
+  def as_dict(self) -> dict[str, Any]:
+    d = dataclasses.asdict(self)
+    if self.method == "greedy":
+      d.pop("beam_size"), d.pop("alpha")
+    return d
 
 
 def settings_from_config(config, decode=None, beam_size=None, alpha=None) -> DecodeSettings:
-    """`config.eval` defaults, overridden by any argument that is not None."""
-    ev = config.get("eval", {}) or {}
-    return DecodeSettings(
-        method=decode if decode is not None else ev.get("decode", "beam"),
-        beam_size=int(beam_size if beam_size is not None else ev.get("beam_size", 4)),
-        alpha=float(alpha if alpha is not None else ev.get("alpha", 0.6)),
-        max_len_margin=int(ev.get("max_len_margin", 50)))
+  """`config.eval` defaults, overridden by any argument that is not None."""
+  ev = config.get("eval", {}) or {}
+  return DecodeSettings(
+      method=decode if decode is not None else ev.get("decode", "beam"),
+      beam_size=int(beam_size if beam_size is not None else ev.get("beam_size", 4)),
+      alpha=float(alpha if alpha is not None else ev.get("alpha", 0.6)),
+      max_len_margin=int(ev.get("max_len_margin", 50)))
 
 
 # ---------------------------------------------------------------------------------------------
 # Batches from raw text (for --source_file and train.translate); splits use train.data
 # ---------------------------------------------------------------------------------------------
 def _pad_to(n: int, multiple: int = 8) -> int:
-    return max(multiple, -(-n // multiple) * multiple)
+  return max(multiple, -(-n // multiple) * multiple)
 
 
 def text_batches(tokenizer, sources: Sequence[str], references: Sequence[str] | None, *,
                  arch: str, batch_size: int, max_src_len: int, max_tgt_len: int
                  ) -> list[dict[str, np.ndarray]]:
-    """Batches in the contracts.md layout for raw sentences, sorted by length, `index` = line.
+  """Batches in the contracts.md layout for raw sentences, sorted by length, `index` = line.
 
-    Sources longer than `max_src_len` (with EOS) are truncated: the model never saw longer
-    inputs. Every batch is padded to the same widths so decoding compiles once.
-    """
-    src_ids = [tokenizer.encode(s)[:max_src_len - 1] + [EOS] for s in sources]
-    tgt_ids = None
-    if references is not None:
-        tgt_ids = [tokenizer.encode(r)[:max_tgt_len - 1] + [EOS] for r in references]
-    order = sorted(range(len(sources)), key=lambda i: len(src_ids[i]))
-    if arch == "decoder_only" and tgt_ids is not None:
-        seqs = [src_ids[i] + tgt_ids[i] for i in range(len(sources))]
-        width_t = _pad_to(max((len(s) for s in seqs), default=1))
-    elif tgt_ids is not None:
-        width_t = _pad_to(max((len(t) for t in tgt_ids), default=1))
-    width_s = _pad_to(max((len(s) for s in src_ids), default=1))
-    batches = []
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        b = {k: np.zeros((batch_size, width_s), np.int32)
-             for k in ("inputs", "inputs_position", "inputs_segment")}
-        b["index"] = np.full((batch_size,), -1, np.int32)
-        if tgt_ids is not None:
-            for k in ("decoder_inputs", "targets", "targets_segment", "targets_position"):
-                b[k] = np.zeros((batch_size, width_t), np.int32)
-            b["weights"] = np.zeros((batch_size, width_t), np.float32)
-        for r, i in enumerate(rows):
-            n = len(src_ids[i])
-            b["inputs"][r, :n] = src_ids[i]
-            b["inputs_position"][r, :n] = np.arange(n)
-            b["inputs_segment"][r, :n] = 1
-            b["index"][r] = i
-            if tgt_ids is None:
-                continue
-            if arch == "decoder_only":  # x = src + [eos] + y + [eos]; loss only on y + [eos]
-                x, first = src_ids[i] + tgt_ids[i], n
-            else:
-                x, first = tgt_ids[i], 0
-            m = len(x)
-            b["targets"][r, :m] = x
-            b["decoder_inputs"][r, :m] = [BOS] + x[:-1]
-            b["targets_segment"][r, :m] = 1
-            b["targets_position"][r, :m] = np.arange(m)
-            b["weights"][r, first:m] = 1.0
-        batches.append(b)
-    return batches
+  Sources longer than `max_src_len` (with EOS) are truncated: the model never saw longer
+  inputs. Every batch is padded to the same widths so decoding compiles once.
+  """
+  src_ids = [tokenizer.encode(s)[:max_src_len - 1] + [EOS] for s in sources]
+  tgt_ids = None
+  if references is not None:
+    tgt_ids = [tokenizer.encode(r)[:max_tgt_len - 1] + [EOS] for r in references]
+  order = sorted(range(len(sources)), key=lambda i: len(src_ids[i]))
+  if arch == "decoder_only" and tgt_ids is not None:
+    seqs = [src_ids[i] + tgt_ids[i] for i in range(len(sources))]
+    width_t = _pad_to(max((len(s) for s in seqs), default=1))
+  elif tgt_ids is not None:
+    width_t = _pad_to(max((len(t) for t in tgt_ids), default=1))
+  width_s = _pad_to(max((len(s) for s in src_ids), default=1))
+  batches = []
+  for start in range(0, len(order), batch_size):
+    rows = order[start:start + batch_size]
+    b = {k: np.zeros((batch_size, width_s), np.int32)
+         for k in ("inputs", "inputs_position", "inputs_segment")}
+    b["index"] = np.full((batch_size,), -1, np.int32)
+    if tgt_ids is not None:
+      for k in ("decoder_inputs", "targets", "targets_segment", "targets_position"):
+        b[k] = np.zeros((batch_size, width_t), np.int32)
+      b["weights"] = np.zeros((batch_size, width_t), np.float32)
+    for r, i in enumerate(rows):
+      n = len(src_ids[i])
+      b["inputs"][r, :n] = src_ids[i]
+      b["inputs_position"][r, :n] = np.arange(n)
+      b["inputs_segment"][r, :n] = 1
+      b["index"][r] = i
+      if tgt_ids is None:
+        continue
+      if arch == "decoder_only":  # x = src + [eos] + y + [eos]; loss only on y + [eos]
+        x, first = src_ids[i] + tgt_ids[i], n
+      else:
+        x, first = tgt_ids[i], 0
+      m = len(x)
+      b["targets"][r, :m] = x
+      b["decoder_inputs"][r, :m] = [BOS] + x[:-1]
+      b["targets_segment"][r, :m] = 1
+      b["targets_position"][r, :m] = np.arange(m)
+      b["weights"][r, first:m] = 1.0
+    batches.append(b)
+  return batches
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,34 +133,34 @@ _GENERATE_CACHE: dict[tuple, tuple[Any, Any]] = {}
 
 
 def _generate_fn(module, settings: DecodeSettings):
-    key = (id(module), settings)
-    cached = _GENERATE_CACHE.get(key)
-    if cached is not None and cached[0] is module:  # id() may be reused after GC: check identity
-        return cached[1]
-    from model import decoding  # pylint: disable=import-outside-toplevel
+  key = (id(module), settings)
+  cached = _GENERATE_CACHE.get(key)
+  if cached is not None and cached[0] is module:  # id() may be reused after GC: check identity
+    return cached[1]
+  from model import decoding  # pylint: disable=import-outside-toplevel
 
-    def run(params, batch):
-        kwargs = dict(method=settings.method, max_len_margin=settings.max_len_margin)
-        if settings.method == "beam":
-            kwargs.update(beam_size=settings.beam_size, alpha=settings.alpha)
-        return decoding.generate(module, params, batch, **kwargs)
+  def run(params, batch):
+    kwargs = dict(method=settings.method, max_len_margin=settings.max_len_margin)
+    if settings.method == "beam":
+      kwargs.update(beam_size=settings.beam_size, alpha=settings.alpha)
+    return decoding.generate(module, params, batch, **kwargs)
 
-    fn = jax.jit(run)
-    _GENERATE_CACHE[key] = (module, fn)
-    return fn
+  fn = jax.jit(run)
+  _GENERATE_CACHE[key] = (module, fn)
+  return fn
 
 
 def translate_batches(module, params, batches, tokenizer, settings: DecodeSettings
                       ) -> dict[int, str]:
-    """`{original index: hypothesis text}` for every real row of `batches`."""
-    generate = _generate_fn(module, settings)
-    out: dict[int, str] = {}
-    for batch in batches:
-        tokens = np.asarray(generate(params, {k: batch[k] for k in _DECODE_KEYS if k in batch}))
-        for row, index in zip(tokens, np.asarray(batch["index"])):
-            if index >= 0:
-                out[int(index)] = tokenizer.decode([int(t) for t in row])
-    return out
+  """`{original index: hypothesis text}` for every real row of `batches`."""
+  generate = _generate_fn(module, settings)
+  out: dict[int, str] = {}
+  for batch in batches:
+    tokens = np.asarray(generate(params, {k: batch[k] for k in _DECODE_KEYS if k in batch}))
+    for row, index in zip(tokens, np.asarray(batch["index"])):
+      if index >= 0:
+        out[int(index)] = tokenizer.decode([int(t) for t in row])
+  return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,45 +170,45 @@ _SPLIT_CACHE: dict[tuple, tuple[list[dict], list[dict]]] = {}
 
 
 def _split_data(config, tokenizer, split, max_sentences, batch_size):
-    from train import data  # pylint: disable=import-outside-toplevel
-    key = (config.data.to_json(), id(tokenizer), split, max_sentences, batch_size)
-    if key not in _SPLIT_CACHE:
-        examples = data.load_examples(config, split)
-        batches = data.make_eval_batches(config, tokenizer, split, batch_size=batch_size,
-                                         max_examples=max_sentences)
-        _SPLIT_CACHE.clear()  # keep one split's data; training alternates between few
-        _SPLIT_CACHE[key] = (examples, batches)
-    return _SPLIT_CACHE[key]
+  from train import data  # pylint: disable=import-outside-toplevel
+  key = (config.data.to_json(), id(tokenizer), split, max_sentences, batch_size)
+  if key not in _SPLIT_CACHE:
+    examples = data.load_examples(config, split)
+    batches = data.make_eval_batches(config, tokenizer, split, batch_size=batch_size,
+                                     max_examples=max_sentences)
+    _SPLIT_CACHE.clear()  # keep one split's data; training alternates between few
+    _SPLIT_CACHE[key] = (examples, batches)
+  return _SPLIT_CACHE[key]
 
 
 def score(hypotheses: dict[int, str], examples_by_index: dict[int, dict]) -> dict[str, Any]:
-    """BLEU/chrF (+ exact match per length when examples carry `length`), in index order."""
-    indices = sorted(hypotheses)
-    hyps = [hypotheses[i] for i in indices]
-    refs = [examples_by_index[i]["target"] for i in indices]
-    result = scoring.score_corpus(hyps, refs)
-    if indices and "length" in examples_by_index[indices[0]]:
-        lengths = [examples_by_index[i]["length"] for i in indices]
-        result.update(scoring.exact_match(hyps, refs, lengths))
-    result.update(num_sentences=len(indices), indices=indices, hypotheses=hyps)
-    return result
+  """BLEU/chrF (+ exact match per length when examples carry `length`), in index order."""
+  indices = sorted(hypotheses)
+  hyps = [hypotheses[i] for i in indices]
+  refs = [examples_by_index[i]["target"] for i in indices]
+  result = scoring.score_corpus(hyps, refs)
+  if indices and "length" in examples_by_index[indices[0]]:
+    lengths = [examples_by_index[i]["length"] for i in indices]
+    result.update(scoring.exact_match(hyps, refs, lengths))
+  result.update(num_sentences=len(indices), indices=indices, hypotheses=hyps)
+  return result
 
 
 def decode_and_score(config, module, params, tokenizer, split, *, max_sentences=None,
                      decode=None, beam_size=None, alpha=None) -> dict[str, Any]:
-    """Decode `split` (its first `max_sentences` examples) and score against the references.
+  """Decode `split` (its first `max_sentences` examples) and score against the references.
 
-    Returns bleu, chrf, sacrebleu_signature, hypotheses (in original order), indices,
-    num_sentences, decode settings, seconds; exact_match[_by_length] for lengthgen.
-    """
-    start = time.time()
-    settings = settings_from_config(config, decode, beam_size, alpha)
-    batch_size = int(config.get("eval", {}).get("batch_size", 0) or 0) or None
-    examples, batches = _split_data(config, tokenizer, split, max_sentences, batch_size)
-    hypotheses = translate_batches(module, params, batches, tokenizer, settings)
-    result = score(hypotheses, {int(e["index"]): e for e in examples})
-    result.update(split=split, decode=settings.as_dict(), seconds=time.time() - start)
-    return result
+  Returns bleu, chrf, sacrebleu_signature, hypotheses (in original order), indices,
+  num_sentences, decode settings, seconds; exact_match[_by_length] for lengthgen.
+  """
+  start = time.time()
+  settings = settings_from_config(config, decode, beam_size, alpha)
+  batch_size = int(config.get("eval", {}).get("batch_size", 0) or 0) or None
+  examples, batches = _split_data(config, tokenizer, split, max_sentences, batch_size)
+  hypotheses = translate_batches(module, params, batches, tokenizer, settings)
+  result = score(hypotheses, {int(e["index"]): e for e in examples})
+  result.update(split=split, decode=settings.as_dict(), seconds=time.time() - start)
+  return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,128 +216,128 @@ def decode_and_score(config, module, params, tokenizer, split, *, max_sentences=
 # ---------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Loaded:
-    config: Any
-    module: Any
-    tokenizer: Any
+  config: Any
+  module: Any
+  tokenizer: Any
 
 
 def load_workdir(workdir: str) -> Loaded:
-    """Resolved config, tokenizer and model module of a training workdir."""
-    import model  # pylint: disable=import-outside-toplevel
-    from train import config_io, data  # pylint: disable=import-outside-toplevel
-    if not os.path.isdir(workdir):
-        raise FileNotFoundError(f"--workdir={workdir}: no such directory")
-    config = config_io.load_config(workdir)
-    tokenizer = data.load_tokenizer(os.path.join(workdir, "tokenizer"))
-    if not config.model.get("vocab_size"):
-        with config.unlocked():
-            config.model.vocab_size = tokenizer.vocab_size
-    return Loaded(config, model.build_model(config.model), tokenizer)
+  """Resolved config, tokenizer and model module of a training workdir."""
+  import model  # pylint: disable=import-outside-toplevel
+  from train import config_io, data  # pylint: disable=import-outside-toplevel
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"--workdir={workdir}: no such directory")
+  config = config_io.load_config(workdir)
+  tokenizer = data.load_tokenizer(os.path.join(workdir, "tokenizer"))
+  if not config.model.get("vocab_size"):
+    with config.unlocked():
+      config.model.vocab_size = tokenizer.vocab_size
+  return Loaded(config, model.build_model(config.model), tokenizer)
 
 
 def resolve_steps(workdir: str, which: str) -> list[int]:
-    """Checkpoint steps for `latest | best | all | STEP` (ascending)."""
-    from train import checkpointing  # pylint: disable=import-outside-toplevel
-    steps = sorted(int(s) for s in checkpointing.list_steps(workdir))
-    if not steps:
-        raise FileNotFoundError(f"{workdir}/checkpoints: no checkpoints; train first "
-                                f"(python -m train.main --workdir={workdir} --config=...)")
-    if which == "latest":
-        return steps[-1:]
-    if which == "all":
-        return steps
-    if which == "best":
-        best = checkpointing.best_step(workdir)
-        if best is None:
-            raise ValueError(f"{workdir}: no best checkpoint recorded (no validation metric was "
-                             "saved); use --checkpoint=latest or a step")
-        return [int(best)]
-    try:
-        step = int(which)
-    except ValueError:
-        raise ValueError(f"--checkpoint={which!r}: use latest, best, all or a step number") from None
-    if step not in steps:
-        raise ValueError(f"--checkpoint={step}: no such checkpoint in {workdir}; "
-                         f"available steps: {steps}")
-    return [step]
+  """Checkpoint steps for `latest | best | all | STEP` (ascending)."""
+  from train import checkpointing  # pylint: disable=import-outside-toplevel
+  steps = sorted(int(s) for s in checkpointing.list_steps(workdir))
+  if not steps:
+    raise FileNotFoundError(f"{workdir}/checkpoints: no checkpoints; train first "
+                            f"(python -m train.main --workdir={workdir} --config=...)")
+  if which == "latest":
+    return steps[-1:]
+  if which == "all":
+    return steps
+  if which == "best":
+    best = checkpointing.best_step(workdir)
+    if best is None:
+      raise ValueError(f"{workdir}: no best checkpoint recorded (no validation metric was "
+                       "saved); use --checkpoint=latest or a step")
+    return [int(best)]
+  try:
+    step = int(which)
+  except ValueError:
+    raise ValueError(f"--checkpoint={which!r}: use latest, best, all or a step number") from None
+  if step not in steps:
+    raise ValueError(f"--checkpoint={step}: no such checkpoint in {workdir}; "
+                     f"available steps: {steps}")
+  return [step]
 
 
 def _results_paths(workdir, name, step, settings, default_settings, output):
-    """(results JSON, hypotheses file). Non-default decode settings get their own file name."""
-    if output:
-        json_path = output.format(step=step, split=name)
-    else:
-        suffix = "" if settings == default_settings else f"-{settings.tag}"
-        json_path = os.path.join(workdir, "eval", f"{name}-{step}{suffix}.json")
-    stem = json_path[:-len(".json")] if json_path.endswith(".json") else json_path
-    return json_path, stem + ".hyp.txt"
+  """(results JSON, hypotheses file). Non-default decode settings get their own file name."""
+  if output:
+    json_path = output.format(step=step, split=name)
+  else:
+    suffix = "" if settings == default_settings else f"-{settings.tag}"
+    json_path = os.path.join(workdir, "eval", f"{name}-{step}{suffix}.json")
+  stem = json_path[:-len(".json")] if json_path.endswith(".json") else json_path
+  return json_path, stem + ".hyp.txt"
 
 
 def _loss(loaded: Loaded, params, batches) -> dict[str, float]:
-    from train import trainer  # pylint: disable=import-outside-toplevel
-    out = trainer.eval_loss(loaded.module, params, batches, loaded.config)
-    return {"loss": float(out["loss"]), "loss_tokens": float(out["tokens"]),
-            "token_accuracy": float(out["accuracy"])}
+  from train import trainer  # pylint: disable=import-outside-toplevel
+  out = trainer.eval_loss(loaded.module, params, batches, loaded.config)
+  return {"loss": float(out["loss"]), "loss_tokens": float(out["tokens"]),
+          "token_accuracy": float(out["accuracy"])}
 
 
 def evaluate_step(loaded: Loaded, workdir: str, step: int, params, *, split=None,
                   source_file=None, reference_file=None, settings: DecodeSettings,
                   output=None, show: int = 0) -> dict[str, Any]:
-    """Evaluate one checkpoint; write hypotheses (and results JSON when references exist)."""
-    from train import data  # pylint: disable=import-outside-toplevel
-    config, start = loaded.config, time.time()
-    batch_size = int(config.get("eval", {}).get("batch_size", 0) or 0) or None
-    if source_file:
-        name = os.path.basename(source_file).removesuffix(".gz")
-        sources, references = scoring.read_parallel(source_file, reference_file)
-        batches = text_batches(
-            loaded.tokenizer, sources, references,
-            arch=config.model.get("arch", "encoder_decoder"),
-            batch_size=batch_size or 32, max_src_len=config.data.max_src_len,
-            max_tgt_len=config.data.max_tgt_len)
-        examples = {i: {"source": s, "target": references[i] if references else None}
-                    for i, s in enumerate(sources)}
-    else:
-        name = split
-        batches = data.make_eval_batches(config, loaded.tokenizer, split, batch_size=batch_size)
-        examples = {int(e["index"]): e for e in data.load_examples(config, split)}
-    hypotheses = translate_batches(loaded.module, params, batches, loaded.tokenizer, settings)
-    decode_seconds = time.time() - start
-    default = settings_from_config(config)
-    json_path, hyp_path = _results_paths(workdir, name, step, settings, default, output)
-    scoring.write_lines(hyp_path, [hypotheses[i] for i in sorted(hypotheses)])
-    if source_file and reference_file is None:
-        result = {"hypotheses_file": hyp_path, "num_sentences": len(hypotheses), "step": step,
-                  "split": name, "indices": sorted(hypotheses),
-                  "hypotheses": [hypotheses[i] for i in sorted(hypotheses)]}
-        _print_examples(result, examples, show)
-        return result
-    result = score(hypotheses, examples)
-    result.update(_loss(loaded, params, batches))
-    result.update(
-        step=int(step), split=name, workdir=os.path.abspath(workdir), decode=settings.as_dict(),
-        decode_seconds=decode_seconds, seconds=time.time() - start, hypotheses_file=hyp_path,
-        source_file=source_file, reference_file=reference_file)
-    record = {k: v for k, v in result.items() if k not in ("hypotheses", "indices")}
-    scoring.write_json(json_path, record)
-    result["results_file"] = json_path
+  """Evaluate one checkpoint; write hypotheses (and results JSON when references exist)."""
+  from train import data  # pylint: disable=import-outside-toplevel
+  config, start = loaded.config, time.time()
+  batch_size = int(config.get("eval", {}).get("batch_size", 0) or 0) or None
+  if source_file:
+    name = os.path.basename(source_file).removesuffix(".gz")
+    sources, references = scoring.read_parallel(source_file, reference_file)
+    batches = text_batches(
+        loaded.tokenizer, sources, references,
+        arch=config.model.get("arch", "encoder_decoder"),
+        batch_size=batch_size or 32, max_src_len=config.data.max_src_len,
+        max_tgt_len=config.data.max_tgt_len)
+    examples = {i: {"source": s, "target": references[i] if references else None}
+                for i, s in enumerate(sources)}
+  else:
+    name = split
+    batches = data.make_eval_batches(config, loaded.tokenizer, split, batch_size=batch_size)
+    examples = {int(e["index"]): e for e in data.load_examples(config, split)}
+  hypotheses = translate_batches(loaded.module, params, batches, loaded.tokenizer, settings)
+  decode_seconds = time.time() - start
+  default = settings_from_config(config)
+  json_path, hyp_path = _results_paths(workdir, name, step, settings, default, output)
+  scoring.write_lines(hyp_path, [hypotheses[i] for i in sorted(hypotheses)])
+  if source_file and reference_file is None:
+    result = {"hypotheses_file": hyp_path, "num_sentences": len(hypotheses), "step": step,
+              "split": name, "indices": sorted(hypotheses),
+              "hypotheses": [hypotheses[i] for i in sorted(hypotheses)]}
     _print_examples(result, examples, show)
     return result
+  result = score(hypotheses, examples)
+  result.update(_loss(loaded, params, batches))
+  result.update(
+      step=int(step), split=name, workdir=os.path.abspath(workdir), decode=settings.as_dict(),
+      decode_seconds=decode_seconds, seconds=time.time() - start, hypotheses_file=hyp_path,
+      source_file=source_file, reference_file=reference_file)
+  record = {k: v for k, v in result.items() if k not in ("hypotheses", "indices")}
+  scoring.write_json(json_path, record)
+  result["results_file"] = json_path
+  _print_examples(result, examples, show)
+  return result
 
 
 def _print_examples(result: dict[str, Any], examples: dict[int, dict], n: int) -> None:
-    """First `n` source / reference / hypothesis triples (original order) and the BLEU line."""
-    for i, hyp in list(zip(result["indices"], result["hypotheses"]))[:n]:
-        print(f"SRC: {examples[i]['source']}")
-        if examples[i].get("target") is not None:
-            print(f"REF: {examples[i]['target']}")
-        print(f"HYP: {hyp}\n")
-    if "bleu" in result:
-        print(f"{result['split']} step {result['step']}: BLEU = {result['bleu']:.2f}  "
-              f"chrF = {result['chrf']:.2f}  loss = {result['loss']:.4f}  "
-              f"({result['num_sentences']} sentences, {result['decode']['method']})")
-        print(f"  {result['bleu_details']}")
-        print(f"  sacreBLEU signature: {result['sacrebleu_signature']}")
+  """First `n` source / reference / hypothesis triples (original order) and the BLEU line."""
+  for i, hyp in list(zip(result["indices"], result["hypotheses"]))[:n]:
+    print(f"SRC: {examples[i]['source']}")
+    if examples[i].get("target") is not None:
+      print(f"REF: {examples[i]['target']}")
+    print(f"HYP: {hyp}\n")
+  if "bleu" in result:
+    print(f"{result['split']} step {result['step']}: BLEU = {result['bleu']:.2f}  "
+          f"chrF = {result['chrf']:.2f}  loss = {result['loss']:.4f}  "
+          f"({result['num_sentences']} sentences, {result['decode']['method']})")
+    print(f"  {result['bleu_details']}")
+    print(f"  sacreBLEU signature: {result['sacrebleu_signature']}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,70 +346,70 @@ def _print_examples(result: dict[str, Any], examples: dict[int, dict], n: int) -
 def run(workdir: str, checkpoint: str = "latest", *, split=None, source_file=None,
         reference_file=None, decode=None, beam_size=None, alpha=None, output=None,
         show: int = 0) -> list[dict[str, Any]]:
-    """Evaluate the chosen checkpoint(s); returns one result dict per evaluated step."""
-    from train import checkpointing  # pylint: disable=import-outside-toplevel
-    if split and source_file:
-        raise ValueError("give either --split or --source_file (with --reference_file), not both")
-    if reference_file and not source_file:
-        raise ValueError("--reference_file needs --source_file")
-    loaded = load_workdir(workdir)
-    config = loaded.config
-    if not source_file and not split:
-        split = list(config.data.get("eval_splits") or ["val"])[0]
-    settings = settings_from_config(config, decode, beam_size, alpha)
-    steps = resolve_steps(workdir, checkpoint)
-    if output and len(steps) > 1 and "{step}" not in output:
-        raise ValueError(f"--output={output}: several checkpoints would overwrite one file; "
-                         "put {step} in the name, e.g. --output=out/val-{step}.json")
-    eval_dir = os.path.join(workdir, "eval")
-    name = split or os.path.basename(source_file).removesuffix(".gz")
-    ledger_key = f"{name}:{settings.tag}"
-    if checkpoint == "all":
-        steps = scoring.pending_steps(steps, scoring.load_ledger(eval_dir), ledger_key)
-        print(f"{len(steps)} checkpoint(s) to evaluate on {name}: {steps}")
-    results = []
-    for step in steps:
-        params = checkpointing.restore_params(workdir, step, config)
-        result = evaluate_step(loaded, workdir, step, params, split=split, source_file=source_file,
-                               reference_file=reference_file, settings=settings, output=output,
-                               show=show)
-        if "results_file" in result:
-            scoring.record_in_ledger(eval_dir, ledger_key, step, result["results_file"])
-            print(f"wrote {result['results_file']} and {result['hypotheses_file']}")
-        else:
-            print(f"wrote {result['hypotheses_file']} (no reference, so no scores)")
-        results.append(result)
-    return results
+  """Evaluate the chosen checkpoint(s); returns one result dict per evaluated step."""
+  from train import checkpointing  # pylint: disable=import-outside-toplevel
+  if split and source_file:
+    raise ValueError("give either --split or --source_file (with --reference_file), not both")
+  if reference_file and not source_file:
+    raise ValueError("--reference_file needs --source_file")
+  loaded = load_workdir(workdir)
+  config = loaded.config
+  if not source_file and not split:
+    split = list(config.data.get("eval_splits") or ["val"])[0]
+  settings = settings_from_config(config, decode, beam_size, alpha)
+  steps = resolve_steps(workdir, checkpoint)
+  if output and len(steps) > 1 and "{step}" not in output:
+    raise ValueError(f"--output={output}: several checkpoints would overwrite one file; "
+                     "put {step} in the name, e.g. --output=out/val-{step}.json")
+  eval_dir = os.path.join(workdir, "eval")
+  name = split or os.path.basename(source_file).removesuffix(".gz")
+  ledger_key = f"{name}:{settings.tag}"
+  if checkpoint == "all":
+    steps = scoring.pending_steps(steps, scoring.load_ledger(eval_dir), ledger_key)
+    print(f"{len(steps)} checkpoint(s) to evaluate on {name}: {steps}")
+  results = []
+  for step in steps:
+    params = checkpointing.restore_params(workdir, step, config)
+    result = evaluate_step(loaded, workdir, step, params, split=split, source_file=source_file,
+                           reference_file=reference_file, settings=settings, output=output,
+                           show=show)
+    if "results_file" in result:
+      scoring.record_in_ledger(eval_dir, ledger_key, step, result["results_file"])
+      print(f"wrote {result['results_file']} and {result['hypotheses_file']}")
+    else:
+      print(f"wrote {result['hypotheses_file']} (no reference, so no scores)")
+    results.append(result)
+  return results
 
 
 def _define_flags():
-    # Defined only when run as a script: train.main imports this module for decode_and_score,
-    # and absl refuses two definitions of --workdir.
-    from absl import flags  # pylint: disable=import-outside-toplevel
-    flags.DEFINE_string("workdir", None, "Training workdir (config.json, checkpoints/).",
-                        required=True)
-    flags.DEFINE_string("checkpoint", "latest", "latest | best | all | STEP.")
-    flags.DEFINE_string("split", None, "Split name (default: first of config.data.eval_splits).")
-    flags.DEFINE_string("source_file", None, "Plain or .gz text to translate, one per line.")
-    flags.DEFINE_string("reference_file", None, "References aligned with --source_file.")
-    flags.DEFINE_enum("decode", None, ["beam", "greedy"], "Default: config.eval.decode.")
-    flags.DEFINE_integer("beam_size", None, "Default: config.eval.beam_size.")
-    flags.DEFINE_float("alpha", None, "Beam length penalty; default: config.eval.alpha.")
-    flags.DEFINE_string("output", None,
-                        "Results JSON path ({step}, {split} allowed); default DIR/eval/...")
-    flags.DEFINE_integer("show", 0, "Print this many source/reference/hypothesis triples.")
+  # Defined only when run as a script: train.main imports this module for decode_and_score,
+  # and absl refuses two definitions of --workdir.
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_string("workdir", None, "Training workdir (config.json, checkpoints/).",
+                      required=True)
+  flags.DEFINE_string("checkpoint", "latest", "latest | best | all | STEP.")
+  flags.DEFINE_string("split", None, "Split name (default: first of config.data.eval_splits).")
+  flags.DEFINE_string("source_file", None, "Plain or .gz text to translate, one per line.")
+  flags.DEFINE_string("reference_file", None, "References aligned with --source_file.")
+  flags.DEFINE_enum("decode", None, ["beam", "greedy"], "Default: config.eval.decode.")
+  flags.DEFINE_integer("beam_size", None, "Default: config.eval.beam_size.")
+  flags.DEFINE_float("alpha", None, "Beam length penalty; default: config.eval.alpha.")
+  flags.DEFINE_string("output", None,
+                      "Results JSON path ({step}, {split} allowed); default DIR/eval/...")
+  flags.DEFINE_integer("show", 0, "Print this many source/reference/hypothesis triples.")
 
 
 def main(argv):
-    del argv
-    from absl import flags  # pylint: disable=import-outside-toplevel
-    f = flags.FLAGS
-    run(f.workdir, f.checkpoint, split=f.split, source_file=f.source_file,
-        reference_file=f.reference_file, decode=f.decode, beam_size=f.beam_size, alpha=f.alpha,
-        output=f.output, show=f.show)
+  del argv
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  f = flags.FLAGS
+  run(f.workdir, f.checkpoint, split=f.split, source_file=f.source_file,
+      reference_file=f.reference_file, decode=f.decode, beam_size=f.beam_size, alpha=f.alpha,
+      output=f.output, show=f.show)
 
 
 if __name__ == "__main__":
-    from absl import app  # pylint: disable=import-outside-toplevel
-    _define_flags()
-    app.run(main)
+  from absl import app  # pylint: disable=import-outside-toplevel
+  _define_flags()
+  app.run(main)

@@ -21,145 +21,145 @@ LEDGER_NAME = "ledger.json"
 # Metrics
 # ---------------------------------------------------------------------------------------------
 def _check_same_length(hypotheses: Sequence[str], references: Sequence[str]) -> None:
-    if len(hypotheses) != len(references):
-        raise ValueError(
-            f"{len(hypotheses)} hypotheses but {len(references)} references: every hypothesis "
-            "needs exactly one reference (do the source and reference files have equal lines?)")
+  if len(hypotheses) != len(references):
+    raise ValueError(
+        f"{len(hypotheses)} hypotheses but {len(references)} references: every hypothesis "
+        "needs exactly one reference (do the source and reference files have equal lines?)")
 
 
 def score_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
-    """Corpus BLEU (sacreBLEU defaults: 13a tokenizer, cased) and chrF, with their signatures.
+  """Corpus BLEU (sacreBLEU defaults: 13a tokenizer, cased) and chrF, with their signatures.
 
-    Both sides must be detokenized text; sacreBLEU does its own tokenization, which is what
-    makes the number comparable across papers.
-    """
-    _check_same_length(hypotheses, references)
-    if not hypotheses:
-        raise ValueError("cannot score an empty set of hypotheses")
-    bleu, chrf = BLEU(), CHRF()
-    bleu_score = bleu.corpus_score(list(hypotheses), [list(references)])
-    chrf_score = chrf.corpus_score(list(hypotheses), [list(references)])
-    return {
-        "bleu": float(bleu_score.score),
-        "bleu_details": str(bleu_score),  # n-gram precisions, brevity penalty, lengths
-        "chrf": float(chrf_score.score),
-        "sacrebleu_signature": str(bleu.get_signature()),
-        "chrf_signature": str(chrf.get_signature()),
-    }
+  Both sides must be detokenized text; sacreBLEU does its own tokenization, which is what
+  makes the number comparable across papers.
+  """
+  _check_same_length(hypotheses, references)
+  if not hypotheses:
+    raise ValueError("cannot score an empty set of hypotheses")
+  bleu, chrf = BLEU(), CHRF()
+  bleu_score = bleu.corpus_score(list(hypotheses), [list(references)])
+  chrf_score = chrf.corpus_score(list(hypotheses), [list(references)])
+  return {
+      "bleu": float(bleu_score.score),
+      "bleu_details": str(bleu_score),  # n-gram precisions, brevity penalty, lengths
+      "chrf": float(chrf_score.score),
+      "sacrebleu_signature": str(bleu.get_signature()),
+      "chrf_signature": str(chrf.get_signature()),
+  }
 
 
 def exact_match(hypotheses: Sequence[str], references: Sequence[str],
                 lengths: Sequence[int] | None = None) -> dict[str, Any]:
-    """Fraction of hypotheses equal to their reference (stripped), overall and per length.
+  """Fraction of hypotheses equal to their reference (stripped), overall and per length.
 
-    `lengths` (e.g. the lengthgen task length of each example) groups the accuracy; keys of
-    `exact_match_by_length` are the lengths as strings so the dict survives a JSON round trip.
-    """
-    _check_same_length(hypotheses, references)
-    hits = [h.strip() == r.strip() for h, r in zip(hypotheses, references)]
-    out: dict[str, Any] = {"exact_match": sum(hits) / max(len(hits), 1)}
-    if lengths is not None:
-        if len(lengths) != len(hits):
-            raise ValueError(f"{len(lengths)} lengths for {len(hits)} hypotheses")
-        groups: dict[int, list[bool]] = collections.defaultdict(list)
-        for length, hit in zip(lengths, hits):
-            groups[int(length)].append(hit)
-        out["exact_match_by_length"] = {
-            str(k): {"accuracy": sum(v) / len(v), "count": len(v)}
-            for k, v in sorted(groups.items())}
-    return out
+  `lengths` (e.g. the lengthgen task length of each example) groups the accuracy; keys of
+  `exact_match_by_length` are the lengths as strings so the dict survives a JSON round trip.
+  """
+  _check_same_length(hypotheses, references)
+  hits = [h.strip() == r.strip() for h, r in zip(hypotheses, references)]
+  out: dict[str, Any] = {"exact_match": sum(hits) / max(len(hits), 1)}
+  if lengths is not None:
+    if len(lengths) != len(hits):
+      raise ValueError(f"{len(lengths)} lengths for {len(hits)} hypotheses")
+    groups: dict[int, list[bool]] = collections.defaultdict(list)
+    for length, hit in zip(lengths, hits):
+      groups[int(length)].append(hit)
+    out["exact_match_by_length"] = {
+        str(k): {"accuracy": sum(v) / len(v), "count": len(v)}
+        for k, v in sorted(groups.items())}
+  return out
 
 
 # ---------------------------------------------------------------------------------------------
 # Text files
 # ---------------------------------------------------------------------------------------------
 def read_lines(path: str) -> list[str]:
-    """Lines of a UTF-8 text file, plain or gzip (by the `.gz` suffix), without line endings."""
-    opener = gzip.open if path.endswith(".gz") else open
-    lines = []
-    try:
-        with opener(path, "rb") as f:
-            for lineno, raw in enumerate(f, start=1):
-                try:
-                    lines.append(raw.decode("utf-8").rstrip("\r\n"))
-                except UnicodeDecodeError as e:
-                    raise ValueError(
-                        f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start}); "
-                        "convert the file to UTF-8 (e.g. with iconv)") from None
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    except (gzip.BadGzipFile, EOFError) as e:
-        raise ValueError(f"{path}: not a readable gzip file ({e}); "
-                         "decompress it, or drop the .gz suffix if it is plain text") from None
-    return lines
+  """Lines of a UTF-8 text file, plain or gzip (by the `.gz` suffix), without line endings."""
+  opener = gzip.open if path.endswith(".gz") else open
+  lines = []
+  try:
+    with opener(path, "rb") as f:
+      for lineno, raw in enumerate(f, start=1):
+        try:
+          lines.append(raw.decode("utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError as e:
+          raise ValueError(
+              f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start}); "
+              "convert the file to UTF-8 (e.g. with iconv)") from None
+  except FileNotFoundError:
+    raise FileNotFoundError(f"{path}: no such file") from None
+  except (gzip.BadGzipFile, EOFError) as e:
+    raise ValueError(f"{path}: not a readable gzip file ({e}); "
+                     "decompress it, or drop the .gz suffix if it is plain text") from None
+  return lines
 
 
 def read_parallel(source_path: str,
                   reference_path: str | None) -> tuple[list[str], list[str] | None]:
-    """Source lines and (optionally) reference lines, checked to align line by line."""
-    sources = read_lines(source_path)
-    if reference_path is None:
-        return sources, None
-    references = read_lines(reference_path)
-    if len(sources) != len(references):
-        shorter = source_path if len(sources) < len(references) else reference_path
-        raise ValueError(
-            f"{source_path} has {len(sources)} lines but {reference_path} has "
-            f"{len(references)}: "
-            f"line {min(len(sources), len(references)) + 1} has no partner in {shorter}. "
-            "Line N of the reference must translate line N of the source.")
-    return sources, references
+  """Source lines and (optionally) reference lines, checked to align line by line."""
+  sources = read_lines(source_path)
+  if reference_path is None:
+    return sources, None
+  references = read_lines(reference_path)
+  if len(sources) != len(references):
+    shorter = source_path if len(sources) < len(references) else reference_path
+    raise ValueError(
+        f"{source_path} has {len(sources)} lines but {reference_path} has "
+        f"{len(references)}: "
+        f"line {min(len(sources), len(references)) + 1} has no partner in {shorter}. "
+        "Line N of the reference must translate line N of the source.")
+  return sources, references
 
 
 def _atomic_write(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
 
 
 def write_json(path: str, obj: Any) -> None:
-    """Write `obj` as indented JSON, atomically (a reader never sees a half-written file)."""
-    _atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+  """Write `obj` as indented JSON, atomically (a reader never sees a half-written file)."""
+  _atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def write_lines(path: str, lines: Iterable[str]) -> None:
-    """One string per line, atomically; newlines inside a string become spaces to keep alignment."""
-    _atomic_write(path, "".join(" ".join(line.splitlines()) + "\n" for line in lines))
+  """One string per line, atomically; newlines inside a string become spaces to keep alignment."""
+  _atomic_write(path, "".join(" ".join(line.splitlines()) + "\n" for line in lines))
 
 
 # ---------------------------------------------------------------------------------------------
 # Ledger: which (evaluation, step) pairs are done, so `--checkpoint=all` can skip them
 # ---------------------------------------------------------------------------------------------
 def load_ledger(eval_dir: str) -> dict[str, dict[str, str]]:
-    """`{evaluation key: {step as str: results path}}`; empty when nothing was evaluated yet."""
-    path = os.path.join(eval_dir, LEDGER_NAME)
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            ledger = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: corrupt evaluation ledger ({e.msg}); "
-                         "delete it to re-evaluate every checkpoint") from None
-    return ledger.get("evaluations", {})
+  """`{evaluation key: {step as str: results path}}`; empty when nothing was evaluated yet."""
+  path = os.path.join(eval_dir, LEDGER_NAME)
+  if not os.path.exists(path):
+    return {}
+  try:
+    with open(path, encoding="utf-8") as f:
+      ledger = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}:{e.lineno}: corrupt evaluation ledger ({e.msg}); "
+                     "delete it to re-evaluate every checkpoint") from None
+  return ledger.get("evaluations", {})
 
 
 def record_in_ledger(eval_dir: str, key: str, step: int, results_path: str) -> None:
-    """Mark `step` as evaluated under `key` (re-reads the ledger first, then replaces it)."""
-    ledger = load_ledger(eval_dir)
-    ledger.setdefault(key, {})[str(int(step))] = os.path.relpath(results_path, eval_dir)
-    write_json(os.path.join(eval_dir, LEDGER_NAME), {"evaluations": ledger})
+  """Mark `step` as evaluated under `key` (re-reads the ledger first, then replaces it)."""
+  ledger = load_ledger(eval_dir)
+  ledger.setdefault(key, {})[str(int(step))] = os.path.relpath(results_path, eval_dir)
+  write_json(os.path.join(eval_dir, LEDGER_NAME), {"evaluations": ledger})
 
 
 def pending_steps(steps: Iterable[int], ledger: dict[str, dict[str, str]], key: str) -> list[int]:
-    """The steps, ascending, that the ledger has no entry for under `key`."""
-    done = ledger.get(key, {})
-    return sorted(int(s) for s in steps if str(int(s)) not in done)
+  """The steps, ascending, that the ledger has no entry for under `key`."""
+  done = ledger.get(key, {})
+  return sorted(int(s) for s in steps if str(int(s)) not in done)
