@@ -1,0 +1,443 @@
+r"""Gathers a sweep's results into a table and plots.
+
+  python -m launch.report ROOT [--metric=bleu] [--seed_keys=seed]
+
+Reads every run under ROOT (the workdirs launch.sweep made: `sweep_run.json` says the run's
+overrides, `DONE.json` which `eval/{split}-{step}.json` to use; a workdir without them counts
+with its newest results file per split). Runs that differ only in a seed key are one *setting*.
+Writes, each file atomically:
+- ROOT/report.md and ROOT/report.csv: per setting and split, the number of runs, mean ± sample
+  standard deviation of every metric (bleu, chrf, exact match / accuracy, loss) and the evaluated
+  (best) checkpoint step;
+- ROOT/plots/{metric}-{split}.png: the metric per setting, error bars = std over seeds;
+- ROOT/plots/curves-{tag}.png: learning curves from each run's TensorBoard events (mean over seeds);
+- ROOT/plots/length-{split}.png (lengthgen): exact-match accuracy against target length.
+With many settings and several swept keys, plots get one panel per value of the other keys and
+one bar/line per value of the key with the most values (e.g. panels task × arch, lines = position).
+"""
+from __future__ import annotations
+
+import collections
+import csv
+import glob
+import io
+import json
+import math
+import os
+import re
+import struct
+import sys
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from launch import sweep as sweep_lib
+
+METRICS = ('bleu', 'chrf', 'exact_match', 'accuracy', 'loss')
+_BY_LENGTH = ('exact_match_by_length', 'accuracy_by_length')
+_CURVE_TAG = re.compile(r'loss|bleu|chrf|accuracy|exact', re.I)
+_MAX_CURVE_TAGS = 4
+
+
+# ---------------------------------------------------------------------------- TensorBoard events
+def read_records(path: str) -> Iterable[bytes]:
+  """Payloads of a TFRecord file (what TensorBoard event files are); stops at a torn last record."""
+  with open(path, 'rb') as f:
+    while True:
+      header = f.read(12)
+      if len(header) < 12:
+        return
+      (length,) = struct.unpack('<Q', header[:8])
+      data = f.read(length)
+      if len(data) < length or len(f.read(4)) < 4:
+        return  # the writer was cut off mid-record
+      yield data
+
+
+def _scalar(value) -> float | None:
+  """A Summary.Value as a float: tensorboardX writes simple_value, newer writers a tensor."""
+  if value.HasField('simple_value'):
+    return float(value.simple_value)
+  if value.HasField('tensor'):
+    t = value.tensor
+    for field in ('float_val', 'double_val', 'int_val', 'int64_val'):
+      if len(getattr(t, field)):
+        return float(getattr(t, field)[0])
+    if t.tensor_content and t.dtype in (1, 2):  # DT_FLOAT, DT_DOUBLE
+      arr = np.frombuffer(t.tensor_content, np.float32 if t.dtype == 1 else np.float64)
+      return float(arr[0]) if arr.size else None
+  return None
+
+
+def read_scalars(tb_dir: str) -> dict[str, list[tuple[int, float]]]:
+  """{tag: [(step, value)] sorted by step} from every event file under tb_dir.
+
+  Events in a subdirectory get it as tag prefix (tb/eval/loss -> 'eval/loss'). A step written
+  twice (a resumed run repeats steps after its last checkpoint) keeps the later file's value.
+  """
+  from tensorboardX.proto import event_pb2  # compiled protos; no TensorFlow needed
+  series: dict[str, dict[int, float]] = collections.defaultdict(dict)
+  files = sorted(glob.glob(os.path.join(tb_dir, '**', '*tfevents*'), recursive=True),
+                 key=lambda p: (os.path.dirname(p), os.path.basename(p)))
+  for path in files:
+    prefix = os.path.relpath(os.path.dirname(path), tb_dir)
+    prefix = '' if prefix == '.' else prefix.replace(os.sep, '/') + '/'
+    for record in read_records(path):
+      event = event_pb2.Event()
+      try:
+        event.ParseFromString(record)
+      except Exception:  # pylint: disable=broad-except
+        continue  # a damaged record: skip it, keep the rest of the curve
+      for value in event.summary.value:
+        x = _scalar(value)
+        if x is not None and math.isfinite(x):
+          series[prefix + value.tag][int(event.step)] = x
+  return {tag: sorted(points.items()) for tag, points in series.items()}
+
+
+# ---------------------------------------------------------------------------- collecting runs
+def _load_json(path: str) -> Any:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path}:{e.lineno}: not valid JSON ({e.msg}); delete or fix the file') from None
+
+
+def _newest_results(workdir: str) -> dict[str, str]:
+  eval_dir = os.path.join(workdir, 'eval')
+  found: dict[str, tuple[float, str]] = {}
+  for name in os.listdir(eval_dir) if os.path.isdir(eval_dir) else []:
+    m = re.fullmatch(r'(.+)-(\d+)\.json', name)
+    if m:
+      mtime = os.path.getmtime(os.path.join(eval_dir, name))
+      if m.group(1) not in found or mtime > found[m.group(1)][0]:
+        found[m.group(1)] = (mtime, os.path.join('eval', name))
+  return {split: rel for split, (_, rel) in found.items()}
+
+
+def collect_runs(root: str) -> list[dict]:
+  """One dict per workdir under root: name, index, overrides, done, results {split: json}, workdir."""
+  runs = []
+  for workdir in sorted(glob.glob(os.path.join(root, '*', ''))):
+    workdir = workdir.rstrip(os.sep)
+    spec_path = os.path.join(workdir, sweep_lib.SPEC_FILE)
+    done_path = os.path.join(workdir, sweep_lib.DONE_FILE)
+    has_eval = os.path.isdir(os.path.join(workdir, 'eval'))
+    if not (os.path.exists(spec_path) or has_eval):
+      continue  # not a run (plots/, logs, ...)
+    spec = _load_json(spec_path) if os.path.exists(spec_path) else {}
+    done = _load_json(done_path) if os.path.exists(done_path) else None
+    files = done['results'] if done else _newest_results(workdir)
+    results = {split: _load_json(os.path.join(workdir, rel)) for split, rel in files.items()
+               if os.path.exists(os.path.join(workdir, rel))}
+    runs.append({'name': os.path.basename(workdir), 'workdir': workdir,
+                 'index': spec.get('index', 10**9), 'overrides': spec.get('overrides', {}),
+                 'done': done is not None, 'results': results})
+  runs.sort(key=lambda r: (r['index'], r['name']))
+  return runs
+
+
+def setting_of(overrides: dict, seed_keys: Sequence[str]) -> dict:
+  return {k: v for k, v in overrides.items() if k not in seed_keys and k.split('.')[-1] not in seed_keys}
+
+
+def group_settings(runs: Sequence[dict], seed_keys: Sequence[str]) -> list[dict]:
+  """[{'label', 'setting', 'runs'}] in sweep order; a run without a spec is its own setting."""
+  groups: dict[str, dict] = {}
+  for run in runs:
+    setting = setting_of(run['overrides'], seed_keys) if run['overrides'] else None
+    key = sweep_lib.run_name(setting) if setting is not None else run['name']
+    groups.setdefault(key, {'key': key, 'setting': setting or {}, 'runs': []})['runs'].append(run)
+  return list(groups.values())
+
+
+# ---------------------------------------------------------------------------- statistics
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+  """Mean and sample standard deviation (ddof=1; 0 for a single run)."""
+  arr = np.asarray(values, np.float64)
+  return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def primary_metric(runs: Sequence[dict]) -> str:
+  present = {k for r in runs for res in r['results'].values() for k in res}
+  for metric in ('exact_match', 'accuracy', 'bleu', 'loss'):
+    if metric in present:
+      return metric
+  raise ValueError('no results carry bleu, exact_match, accuracy or loss')
+
+
+def by_length(result: dict) -> dict[int, float]:
+  """{length: accuracy} from either results layout ({len: acc} or {len: {'accuracy': acc}})."""
+  for key in _BY_LENGTH:
+    if key in result:
+      return {int(k): float(v['accuracy'] if isinstance(v, dict) else v) for k, v in result[key].items()}
+  return {}
+
+
+def table_rows(groups: Sequence[dict]) -> tuple[list[dict], list[str]]:
+  """One row per (setting, split): n_runs, {metric: (mean, std)}, best steps; and the metrics seen."""
+  rows, seen = [], []
+  splits = []
+  for g in groups:
+    for r in g['runs']:
+      splits += [s for s in r['results'] if s not in splits]
+  for split in splits:
+    for g in groups:
+      results = [r['results'][split] for r in g['runs'] if split in r['results']]
+      if not results:
+        continue
+      stats = {}
+      for metric in METRICS:
+        values = [float(res[metric]) for res in results if isinstance(res.get(metric), (int, float))]
+        if values:
+          stats[metric] = mean_std(values)
+          seen += [metric] if metric not in seen else []
+      steps = [int(res['step']) for res in results if 'step' in res]
+      rows.append({'setting': g['key'], 'overrides': g['setting'], 'split': split,
+                   'n_runs': len(results), 'stats': stats, 'steps': steps})
+  return rows, [m for m in METRICS if m in seen]
+
+
+def _fmt(metric: str, mean: float, std: float, n: int) -> str:
+  digits = 2 if metric in ('bleu', 'chrf') else 3
+  return f'{mean:.{digits}f}' + (f' ± {std:.{digits}f}' if n > 1 else '')
+
+
+# ---------------------------------------------------------------------------- writing
+def write_text_atomic(path: str, text: str) -> None:
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w', newline='') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def csv_text(rows: Sequence[dict], metrics: Sequence[str]) -> str:
+  keys = []
+  for row in rows:
+    keys += [k for k in row['overrides'] if k not in keys]
+  out = io.StringIO()
+  writer = csv.writer(out, lineterminator='\n')
+  writer.writerow(['setting', 'split', *keys, 'n_runs',
+                   *[f'{m}_{s}' for m in metrics for s in ('mean', 'std')], 'best_step', 'steps'])
+  for row in rows:
+    stats = [x for m in metrics for x in (row['stats'].get(m, ('', '')))]
+    median = int(np.median(row['steps'])) if row['steps'] else ''
+    writer.writerow([row['setting'], row['split'], *[row['overrides'].get(k, '') for k in keys],
+                     row['n_runs'], *stats, median, ' '.join(map(str, row['steps']))])
+  return out.getvalue()
+
+
+def markdown_text(root: str, runs: Sequence[dict], rows: Sequence[dict], metrics: Sequence[str],
+                  plots: dict[str, list[str]]) -> str:
+  n_settings = len({r['setting'] for r in rows})
+  lines = [f'# Sweep report: {os.path.basename(os.path.abspath(root))}', '',
+           f'{len(runs)} runs ({sum(r["done"] for r in runs)} finished) in {n_settings} settings. '
+           'Cells: mean ± sample std over runs (seeds); step: the evaluated checkpoint (median over runs).']
+  for split in dict.fromkeys(r['split'] for r in rows):
+    lines += ['', f'## {split}', '', '| setting | runs | ' + ' | '.join(metrics) + ' | step |',
+              '|---|---:|' + '---:|' * len(metrics) + '---:|']
+    for row in (r for r in rows if r['split'] == split):
+      cells = [_fmt(m, *row['stats'][m], row['n_runs']) if m in row['stats'] else '' for m in metrics]
+      step = str(int(np.median(row['steps']))) if row['steps'] else ''
+      lines.append(f'| {row["setting"]} | {row["n_runs"]} | ' + ' | '.join(cells) + f' | {step} |')
+    lines += [''] + [f'![{os.path.basename(p)}]({p})' for p in plots.get(split, [])]
+  for title, key in (('Accuracy by target length', 'length'), ('Learning curves', 'curves')):
+    if plots.get(key):
+      lines += ['', f'## {title}', ''] + [f'![{os.path.basename(p)}]({p})' for p in plots[key]]
+  missing = [r for r in runs if not r['results']]
+  if missing:
+    lines += ['', '## Runs without results', '']
+    lines += [f'- {r["name"]}: {"finished" if r["done"] else "not finished"}; log: '
+              f'{os.path.join(r["name"], sweep_lib.LOG_FILE)}' for r in missing]
+  return '\n'.join(lines) + '\n'
+
+
+# ---------------------------------------------------------------------------- plots
+def _short(key: str) -> str:
+  return key.split('.')[-1]
+
+
+def facets(groups: Sequence[dict]) -> list[tuple[str, list[tuple[str, dict]]]]:
+  """[(panel title, [(legend label, group)])]: split many settings into panels (see module doc)."""
+  keys = []
+  for g in groups:
+    keys += [k for k in g['setting'] if k not in keys]
+  distinct = {k: len({repr(g['setting'].get(k)) for g in groups}) for k in keys}
+  varying = [k for k in keys if distinct[k] > 1]
+  label = lambda g, ks: ', '.join(f'{_short(k)}={g["setting"].get(k)}' for k in ks) or g['key']
+  if len(groups) <= 8 or len(varying) < 2:
+    return [('', [(label(g, varying), g) for g in groups])]
+  line_key = max(varying, key=lambda k: distinct[k])
+  panel_keys = [k for k in varying if k != line_key]
+  panels: dict[str, list] = {}
+  for g in groups:
+    panels.setdefault(label(g, panel_keys), []).append((label(g, [line_key]), g))
+  return list(panels.items())
+
+
+def _figure(n_panels: int):
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  cols = min(4, n_panels)
+  rows = -(-n_panels // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+  for ax in axes.flat[n_panels:]:
+    ax.set_visible(False)
+  return plt, fig, list(axes.flat[:n_panels])
+
+
+def _save(plt, fig, path: str) -> None:
+  fig.tight_layout()
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'wb') as f:
+    fig.savefig(f, format='png', dpi=100)
+  plt.close(fig)
+  os.replace(tmp, path)
+
+
+def _safe(name: str) -> str:
+  return re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('_') or 'x'
+
+
+def bar_plot(path: str, panels, split: str, metric: str) -> None:
+  """Bars: the metric per setting, error bars = std over runs."""
+  plt, fig, axes = _figure(len(panels))
+  for ax, (title, items) in zip(axes, panels):
+    labels, means, stds = [], [], []
+    for label, g in items:
+      values = [float(r['results'][split][metric]) for r in g['runs']
+                if split in r['results'] and metric in r['results'][split]]
+      if values:
+        mean, std = mean_std(values)
+        labels.append(label), means.append(mean), stds.append(std)
+    ax.bar(range(len(means)), means, yerr=stds, capsize=3, color='tab:blue', alpha=0.8)
+    ax.set_xticks(range(len(means)), labels, rotation=40, ha='right', fontsize=8)
+    ax.set_ylabel(metric)
+    ax.set_title(title or f'{metric} on {split}', fontsize=9)
+  _save(plt, fig, path)
+
+
+def _mean_curve(curves: list[list[tuple[int, float]]]) -> tuple[list[int], list[float]]:
+  """Mean over runs at the steps every run logged (the longest run alone if they share none)."""
+  common = set.intersection(*(set(s for s, _ in c) for c in curves))
+  if not common:
+    longest = max(curves, key=len)
+    return [s for s, _ in longest], [v for _, v in longest]
+  steps = sorted(common)
+  maps = [dict(c) for c in curves]
+  return steps, [float(np.mean([m[s] for m in maps])) for s in steps]
+
+
+def curve_plot(path: str, panels, tag: str, scalars: dict[str, dict]) -> bool:
+  plt, fig, axes = _figure(len(panels))
+  drawn = False
+  for ax, (title, items) in zip(axes, panels):
+    for label, g in items:
+      curves = [scalars[r['name']][tag] for r in g['runs'] if scalars[r['name']].get(tag)]
+      if curves:
+        steps, values = _mean_curve(curves)
+        ax.plot(steps, values, label=label, lw=1.2)
+        drawn = True
+    ax.set_xlabel('step'), ax.set_ylabel(tag), ax.set_title(title or tag, fontsize=9)
+    ax.legend(fontsize=7)
+  if drawn:
+    _save(plt, fig, path)
+  else:
+    plt.close(fig)
+  return drawn
+
+
+def length_plot(path: str, panels, split: str, train_max_len: int | None) -> None:
+  """Exact-match accuracy against target length, one line per setting (mean over runs)."""
+  plt, fig, axes = _figure(len(panels))
+  for ax, (title, items) in zip(axes, panels):
+    for label, g in items:
+      tables = [by_length(r['results'][split]) for r in g['runs'] if split in r['results']]
+      tables = [t for t in tables if t]
+      if tables:
+        lengths = sorted(set.intersection(*(set(t) for t in tables)))
+        ax.plot(lengths, [np.mean([t[n] for t in tables]) for n in lengths], marker='.', label=label)
+    if train_max_len:
+      ax.axvline(train_max_len, color='gray', ls='--', lw=0.8)  # longest length seen in training
+    ax.set_xlabel('target length'), ax.set_ylabel('exact match'), ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title or split, fontsize=9)
+    ax.legend(fontsize=7)
+  _save(plt, fig, path)
+
+
+def _train_max_len(runs: Sequence[dict]) -> int | None:
+  for run in runs:
+    path = os.path.join(run['workdir'], 'config.json')
+    if os.path.exists(path):
+      value = (_load_json(path).get('data') or {}).get('train_max_len')
+      if value:
+        return int(value)
+  return None
+
+
+def curve_tags(scalars: dict[str, dict]) -> list[str]:
+  tags = sorted({t for s in scalars.values() for t in s if _CURVE_TAG.search(t)})
+  # Validation curves first: they are what the study compares.
+  tags.sort(key=lambda t: (not re.search(r'eval|valid', t), t))
+  return tags[:_MAX_CURVE_TAGS]
+
+
+# ---------------------------------------------------------------------------- main
+def make_report(root: str, *, metric: str | None = None, seed_keys: Sequence[str] = ('seed',)) -> dict:
+  """Writes report.md, report.csv and plots/ under root; returns their paths."""
+  if not os.path.isdir(root):
+    raise FileNotFoundError(f'{root}: no such directory (pass the --root of launch.sweep)')
+  runs = collect_runs(root)
+  with_results = [r for r in runs if r['results']]
+  if not with_results:
+    raise ValueError(f'{root}: no run has results yet (eval/SPLIT-STEP.json); run launch.sweep first')
+  metric = metric or primary_metric(with_results)
+  groups = group_settings(with_results, seed_keys)
+  rows, metrics = table_rows(groups)
+  if metric not in metrics:
+    raise ValueError(f'--metric={metric!r}: the results carry {metrics}')
+  plot_dir = os.path.join(root, 'plots')
+  os.makedirs(plot_dir, exist_ok=True)
+  panels = facets(groups)
+  plots: dict[str, list[str]] = collections.defaultdict(list)
+  for split in dict.fromkeys(r['split'] for r in rows):
+    name = f'{metric}-{_safe(split)}.png'
+    bar_plot(os.path.join(plot_dir, name), panels, split, metric)
+    plots[split].append(f'plots/{name}')
+    if any(by_length(r['results'].get(split, {})) for r in with_results):
+      name = f'length-{_safe(split)}.png'
+      length_plot(os.path.join(plot_dir, name), panels, split, _train_max_len(with_results))
+      plots['length'].append(f'plots/{name}')
+  scalars = {r['name']: read_scalars(os.path.join(r['workdir'], 'tb')) for r in with_results}
+  for tag in curve_tags(scalars):
+    name = f'curves-{_safe(tag)}.png'
+    if curve_plot(os.path.join(plot_dir, name), panels, tag, scalars):
+      plots['curves'].append(f'plots/{name}')
+  md, csv_path = os.path.join(root, 'report.md'), os.path.join(root, 'report.csv')
+  write_text_atomic(csv_path, csv_text(rows, metrics))
+  write_text_atomic(md, markdown_text(root, runs, rows, metrics, plots))
+  return {'markdown': md, 'csv': csv_path,
+          'plots': [os.path.join(root, p) for ps in plots.values() for p in ps]}
+
+
+def main(argv: Sequence[str]) -> int:
+  import argparse
+  parser = argparse.ArgumentParser(prog='python -m launch.report', description=__doc__.split('\n')[0])
+  parser.add_argument('root', help='the --root directory of launch.sweep')
+  parser.add_argument('--metric', default=None, help='metric for the bar charts (default: exact_match, '
+                      'accuracy or bleu, whichever the results carry)')
+  parser.add_argument('--seed_keys', default='seed', help='comma-separated override keys that are seeds')
+  args = parser.parse_args(argv)
+  try:
+    out = make_report(args.root, metric=args.metric, seed_keys=tuple(args.seed_keys.split(',')))
+  except (FileNotFoundError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(f'wrote {out["markdown"]}, {out["csv"]} and {len(out["plots"])} plots')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv[1:]))
