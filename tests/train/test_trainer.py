@@ -1,0 +1,139 @@
+"""trainer.py: loss vs a NumPy reference, schedules vs the paper, accumulation and sharding
+invariance (2x2x2 mesh of simulated devices == one device)."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import common
+from train import mesh as mesh_lib
+from train import trainer
+from tests.train import toy
+
+
+def toy_config(**optim):
+  c = common.base_config()
+  c.total_steps = 100
+  c.optim.warmup_steps = 10
+  c.optim.learning_rate = 1e-2
+  for k, v in optim.items():
+    c.optim[k] = v
+  return c
+
+
+def np_smoothed_ce(logits, targets, weights, eps):
+  v = logits.shape[-1]
+  logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+      - logits.max(-1, keepdims=True)
+  q = np.full(logits.shape, eps / (v - 1))
+  np.put_along_axis(q, targets[..., None], 1 - eps, -1)
+  ce = -(q * logp).sum(-1) + (q * np.log(np.where(q > 0, q, 1))).sum(-1)   # KL(q || p)
+  return (ce * weights).sum(), (-np.take_along_axis(logp, targets[..., None], -1)[..., 0]
+                                * weights).sum()
+
+
+@pytest.mark.parametrize('eps', [0.0, 0.1])
+def test_cross_entropy_matches_numpy_one_hot(eps):
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(3, 5, 11)).astype(np.float32) * 3
+  targets = rng.integers(0, 11, (3, 5))
+  weights = (rng.random((3, 5)) > 0.3).astype(np.float32)
+  got = trainer.cross_entropy_sums(jnp.asarray(logits), jnp.asarray(targets),
+                                   jnp.asarray(weights), eps)
+  want_loss, want_nll = np_smoothed_ce(logits.astype(np.float64), targets, weights, eps)
+  np.testing.assert_allclose(got['loss'], want_loss, rtol=1e-5)
+  np.testing.assert_allclose(got['nll'], want_nll, rtol=1e-5)
+  assert got['tokens'] == weights.sum()
+
+
+def test_smoothed_loss_is_zero_at_the_smoothed_target():
+  eps, v = 0.1, 7
+  q = np.full((1, 1, v), eps / (v - 1))
+  q[0, 0, 3] = 1 - eps
+  got = trainer.cross_entropy_sums(jnp.log(jnp.asarray(q)), jnp.array([[3]]), jnp.ones((1, 1)),
+                                   eps)
+  assert abs(float(got['loss'])) < 1e-6
+
+
+def test_rsqrt_schedule_is_the_papers_formula():
+  d, w = 512, 4000
+  cfg = toy_config(warmup_steps=w, learning_rate=(d * w) ** -0.5, schedule='rsqrt').optim
+  sched = trainer.learning_rate_schedule(cfg, 100000)
+  for s in (1, 100, 3999, 4000, 4001, 20000, 100000):
+    paper = d ** -0.5 * min(s ** -0.5, s * w ** -1.5)
+    np.testing.assert_allclose(sched(s - 1), paper, rtol=1e-5)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+  cfg = toy_config(warmup_steps=10, learning_rate=1.0, schedule='cosine').optim
+  sched = trainer.learning_rate_schedule(cfg, 110)
+  np.testing.assert_allclose(sched(4), 0.5, rtol=1e-6)
+  np.testing.assert_allclose(sched(9), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(sched(59), 0.5, atol=1e-6)
+  np.testing.assert_allclose(sched(109), 0.0, atol=1e-6)
+
+
+def test_gradient_accumulation_equals_full_batch():
+  module = toy.ToySeq2Seq(dropout=0.0)
+  batch = toy.make_batch(rows=8)
+  params = module.init(jax.random.PRNGKey(0), batch)['params']
+  params = jax.tree.map(lambda x: x.value if hasattr(x, 'value') else x, params,
+                        is_leaf=lambda x: hasattr(x, 'names'))
+  f = functools.partial(trainer.loss_and_grads, module=module, label_smoothing=0.1)
+  m1, g1 = f(params, batch, jax.random.PRNGKey(1))
+  m4, g4 = f(params, batch, jax.random.PRNGKey(1), accum_steps=4)
+  np.testing.assert_allclose(m1['loss'], m4['loss'], rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), g1, g4)
+
+
+def _one_step(mesh_shape, devices):
+  cfg = toy_config()
+  cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = mesh_shape
+  mesh = mesh_lib.make_mesh(cfg.mesh, devices)
+  module = toy.ToySeq2Seq()
+  tx, _ = trainer.make_optimizer(cfg)
+  batch = toy.make_batch(rows=8)
+  state, shardings = trainer.create_train_state(module, tx, cfg, mesh, batch)
+  grads_fn = jax.jit(functools.partial(trainer.loss_and_grads, module=module, label_smoothing=0.1),
+                     in_shardings=(shardings.params, mesh_lib.batch_sharding(mesh), None))
+  metrics, grads = grads_fn(state.params, mesh_lib.global_batch(batch, mesh),
+                            jax.random.PRNGKey(3))
+  step = trainer.jit_train_step(module, tx, cfg, mesh, shardings)
+  state, step_metrics = step(state, mesh_lib.global_batch(batch, mesh))
+  return jax.device_get((metrics, grads, state.params, step_metrics)), state
+
+
+def test_mesh_2x2x2_matches_single_device():
+  assert jax.device_count() >= 8, 'tests/conftest.py should give 8 simulated CPU devices'
+  (m1, g1, p1, s1), _ = _one_step((1, 1, 1), jax.devices()[:1])
+  (m8, g8, p8, s8), state8 = _one_step((2, 2, 2), jax.devices()[:8])
+  # The params really are spread over the mesh, not replicated.
+  assert len(state8.params['w1'].sharding.device_set) == 8
+  assert not state8.params['w1'].sharding.is_fully_replicated
+  np.testing.assert_allclose(m1['loss'], m8['loss'], rtol=1e-6)
+  tight = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  jax.tree.map(tight, g1, g8)
+  jax.tree.map(tight, p1, p8)
+  np.testing.assert_allclose(s1['grad_norm'], s8['grad_norm'], rtol=1e-5)
+
+
+def test_train_steps_reduce_loss_and_eval_loss_matches_reference():
+  cfg = toy_config()
+  mesh = mesh_lib.make_mesh(cfg.mesh, jax.devices()[:2])
+  module = toy.ToySeq2Seq()
+  tx, _ = trainer.make_optimizer(cfg)
+  batch = toy.make_batch(rows=8)
+  state, shardings = trainer.create_train_state(module, tx, cfg, mesh, batch)
+  before = trainer.eval_loss(module, state.params, [batch], cfg)
+  logits = np.asarray(module.apply({'params': state.params}, batch), np.float64)
+  _, nll = np_smoothed_ce(logits, batch['targets'], batch['weights'], 0.0)
+  np.testing.assert_allclose(before['loss'], nll / batch['weights'].sum(), rtol=1e-5)
+  assert before['tokens'] == int(batch['weights'].sum())
+  step = trainer.jit_train_step(module, tx, cfg, mesh, shardings)
+  for _ in range(30):
+    state, metrics = step(state, mesh_lib.global_batch(batch, mesh))
+  assert int(state.step) == 30
+  after = trainer.eval_loss(module, state.params, [batch], cfg)
+  assert after['loss'] < 0.7 * before['loss']

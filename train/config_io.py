@@ -1,0 +1,135 @@
+"""Config validation, and writing / reading the resolved config of a run.
+
+`validate` runs before anything is built or compiled, so a typo such as
+`--config.model.position=bogus` fails in a second with the list of valid values.
+"""
+import json
+import os
+
+import ml_collections as mlc
+
+# Choice-valued keys and their valid values (docs/contracts.md). None is allowed where the
+# contract says "None -> fall back to ...".
+CHOICES = {
+    'data.name': ('multi30k', 'lengthgen', 'text'),
+    'data.tokenizer': ('unigram', 'bpe', 'char'),
+    'data.length_policy': ('filter', 'truncate'),
+    'data.batching': ('bucket', 'pack'),
+    'model.arch': ('encoder_decoder', 'decoder_only', 'rnn'),
+    'model.position': ('none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary', 'alibi'),
+    'model.encoder_position': (None, 'none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary',
+                               'alibi'),
+    'model.decoder_position': (None, 'none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary',
+                               'alibi'),
+    'model.attention': ('dot', 'additive', 'shared_qk', 'linear'),
+    'model.ffn': ('relu', 'gelu', 'swiglu'),
+    'model.norm': ('post', 'pre'),
+    'model.remat': ('none', 'full', 'dots'),
+    'model.dtype': ('float32', 'bfloat16'),
+    'model.rnn_cell': ('gru', 'lstm'),
+    'optim.schedule': ('rsqrt', 'cosine', 'constant'),
+    'eval.decode': ('beam', 'greedy'),
+}
+
+POSITIVE_INTS = ('total_steps', 'batch_size', 'log_every', 'checkpoint_every',
+                 'model.d_model', 'model.num_heads', 'model.num_layers', 'model.d_ff',
+                 'optim.grad_accum_steps')
+
+
+def _get(config, dotted):
+  node = config
+  for part in dotted.split('.'):
+    if part not in node:
+      raise ValueError(f'config is missing key {dotted!r} (see docs/contracts.md)')
+    node = node[part]
+  return node
+
+
+def validate(config):
+  """Raises ValueError naming the bad key, its value and what would be valid."""
+  errors = []
+  for key, valid in CHOICES.items():
+    value = _get(config, key)
+    if value not in valid:
+      shown = ', '.join('None' if v is None else v for v in valid)
+      errors.append(f'--config.{key}={value!r} is not valid; choose one of: {shown}')
+  for key in POSITIVE_INTS:
+    value = _get(config, key)
+    if not isinstance(value, int) or value < 1:
+      errors.append(f'--config.{key}={value!r} must be a positive integer')
+  m = config.model
+  if m.d_model % m.num_heads and m.head_dim is None:
+    errors.append(f'model.d_model={m.d_model} is not divisible by model.num_heads='
+                  f'{m.num_heads}; change one or set model.head_dim')
+  kv = m.num_kv_heads
+  if kv is not None and (kv < 1 or m.num_heads % kv):
+    errors.append(f'model.num_kv_heads={kv} must divide model.num_heads={m.num_heads}')
+  if config.batch_size % config.optim.grad_accum_steps:
+    errors.append(f'batch_size={config.batch_size} is not divisible by '
+                  f'optim.grad_accum_steps={config.optim.grad_accum_steps}')
+  for axis in ('data', 'fsdp', 'tensor'):
+    size = config.mesh[axis]
+    if not isinstance(size, int) or (size < 1 and not (axis == 'data' and size == -1)):
+      errors.append(f'mesh.{axis}={size!r} must be a positive integer (mesh.data may be -1)')
+  for rule in config.mesh_rules:
+    if len(rule) != 2:
+      errors.append(f'mesh_rules entry {rule!r} is not a (logical_axis, mesh_axes) pair')
+  if errors:
+    raise ValueError('invalid config:\n  ' + '\n  '.join(errors))
+  return config
+
+
+def _jsonable(x):
+  if isinstance(x, (mlc.ConfigDict, dict)):
+    return {k: _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  return x
+
+
+def atomic_write(path, text):
+  """Write then rename, so a reader never sees half a file."""
+  tmp = f'{path}.tmp.{os.getpid()}'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def save_config(config, workdir):
+  """Writes WORKDIR/config.json (machine-readable) and config.txt (ml_collections repr)."""
+  os.makedirs(workdir, exist_ok=True)
+  atomic_write(os.path.join(workdir, 'config.json'),
+               json.dumps(_jsonable(config), indent=2, sort_keys=True) + '\n')
+  atomic_write(os.path.join(workdir, 'config.txt'), str(config))
+
+
+def _tuplify(x):
+  """JSON has no tuples; configs use them for immutable lists (mesh_rules, boundaries)."""
+  if isinstance(x, dict):
+    return {k: _tuplify(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return tuple(_tuplify(v) for v in x)
+  return x
+
+
+def load_config(workdir):
+  """The resolved config a run in `workdir` was trained with."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found: is {workdir!r} a train.main workdir?')
+  with open(path) as f:
+    raw = json.load(f)
+  return mlc.ConfigDict(_tuplify(raw))
+
+
+def diff(old, new, prefix=''):
+  """Dotted keys whose values differ between two configs (for the resume warning)."""
+  old, new = _jsonable(old), _jsonable(new)
+  out = []
+  for k in sorted(set(old) | set(new)):
+    a, b = old.get(k), new.get(k)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += diff(a, b, f'{prefix}{k}.')
+    elif a != b:
+      out.append(f'{prefix}{k}: {a!r} -> {b!r}')
+  return out
