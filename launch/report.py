@@ -147,7 +147,10 @@ def group_settings(runs: Sequence[dict], seed_keys: Sequence[str]) -> list[dict]
   groups: dict[str, dict] = {}
   for run in runs:
     setting = setting_of(run['overrides'], seed_keys) if run['overrides'] else None
-    key = sweep_lib.run_name(setting) if setting is not None else run['name']
+    if setting is None:
+      key = run['name']
+    else:
+      key = ', '.join(f'{k}={sweep_lib.format_value(v)}' for k, v in sorted(setting.items())) or 'default'
     groups.setdefault(key, {'key': key, 'setting': setting or {}, 'runs': []})['runs'].append(run)
   return list(groups.values())
 
