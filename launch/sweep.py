@@ -201,6 +201,24 @@ def mark_done(workdir: str, splits: Sequence[str], seconds: float | None = None)
   return marker
 
 
+def training_gap(workdir: str) -> str | None:
+  """Why training looks unfinished (newest checkpoint step < config total_steps), else None.
+
+  A trainer that saves and exits cleanly on SIGTERM (preemption) returns 0 before the end; this
+  keeps such a run from being evaluated and marked done. Unknown layouts count as finished.
+  """
+  try:
+    with open(os.path.join(workdir, 'config.json')) as f:
+      total = int(json.load(f)['total_steps'])
+    names = os.listdir(os.path.join(workdir, 'checkpoints'))
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+  steps = [int(n) for n in names if n.isdigit()]
+  if steps and max(steps) < total:
+    return f'training stopped at step {max(steps)} of {total}'
+  return None
+
+
 def write_spec(run: Run, *, config: str, sweep: str, eval_splits: Sequence[str]) -> None:
   os.makedirs(run.workdir, exist_ok=True)
   write_json_atomic(os.path.join(run.workdir, SPEC_FILE), {
@@ -263,6 +281,10 @@ class LocalRunner:
           return 'stopped'
         if rc != 0:
           return f'failed: {step} exited with {rc}'
+        gap = training_gap(run.workdir) if step == 'train' else None
+        if gap:
+          log.write(f'\n### {gap}\n')
+          return f'failed: {gap}'
       try:
         mark_done(run.workdir, eval_splits, seconds=round(time.time() - start, 1))
       except RuntimeError as e:

@@ -34,7 +34,7 @@ with open(os.path.join(workdir, 'starts.txt'), 'a') as f:
     f.write(f'{start}\\n')
 with open(os.path.join(workdir, 'pid'), 'w') as f:
     f.write(str(os.getpid()))
-json.dump({'seed': int(args.get('config.seed', 0)), 'data': {'train_max_len': 3}},
+json.dump({'seed': int(args.get('config.seed', 0)), 'total_steps': total, 'data': {'train_max_len': 3}},
           open(os.path.join(workdir, 'config.json'), 'w'))
 from tensorboardX import SummaryWriter
 writer = SummaryWriter(os.path.join(workdir, 'tb'))
@@ -45,6 +45,9 @@ for step in range(start + 1, total + 1):
     with open(ckpt + '.tmp', 'w') as f:
         f.write(str(step))
     os.replace(ckpt + '.tmp', ckpt)
+    os.makedirs(os.path.join(workdir, 'checkpoints', str(step)), exist_ok=True)  # orbax-like
+    if step == int(args.get('config.exit_early_at', -1)):
+        sys.exit(0)  # like a trainer that saves and exits cleanly on SIGTERM
 writer.close()
 print('stub: trained to', total)
 '''
@@ -80,6 +83,8 @@ def sweep(name):
         return [{'model.position': 'rotary', 'seed': s} for s in (1, 2)]
     if name == 'one_fails':
         return [{'seed': 0}, {'seed': 1, 'fail': True}]
+    if name == 'preempted':
+        return [{'seed': 0, 'exit_early_at': 2}]
     if name == 'slow':
         return [{'seed': 0, 'total_steps': 40, 'step_seconds': 0.05}, {'seed': 1}]
     raise ValueError(f'unknown sweep {name!r}; valid: smoke, seeds, one_fails, slow')
@@ -194,6 +199,16 @@ def test_failed_run_is_reported_and_others_finish(tmp_path, stubs):
   assert (root / 'seed-0' / 'DONE.json').exists()
   assert not (root / 'fail-True__seed-1' / 'DONE.json').exists()
   assert 'stub: asked to fail' in (root / 'fail-True__seed-1' / 'sweep.log').read_text()
+
+
+def test_clean_exit_before_total_steps_is_not_marked_done(tmp_path, stubs):
+  config, env = stubs
+  root = tmp_path / 'root'
+  result = sweep_cli(config, 'preempted', root, env)
+  assert result.returncode == 1
+  assert 'failed: training stopped at step 2 of 4' in result.stdout
+  assert not (root / 'exit_early_at-2__seed-0' / 'DONE.json').exists()
+  assert not (root / 'exit_early_at-2__seed-0' / 'eval').exists()  # not evaluated either
 
 
 def test_killed_run_resumes_on_rerun(tmp_path, stubs):
