@@ -171,3 +171,110 @@ def read_png_size(path: str) -> tuple[int, int]:
     raise ValueError(f"{path}: not a PNG file")
   return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Position schemes: the arrays come from model/positions.py, so the pictures show what runs
+# ---------------------------------------------------------------------------------------------
+def rotary_similarity(head_dim: int, max_distance: int, seed: int = 0, draws: int = 256
+                      ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """q.k after rotary rotation against key - query distance, normalised to 1 at distance 0.
+
+  Two curves: q = k = all-ones (RoFormer's long-term decay picture) and q = k drawn from a
+  standard normal, averaged over `draws` vectors.
+  """
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from model import positions  # pylint: disable=import-outside-toplevel
+  distances = np.arange(-max_distance, max_distance + 1)
+  query_pos = max_distance  # any position: rotary scores depend on the distance only
+  vecs = {"q = k = ones": np.ones((1, head_dim), np.float32),
+          f"q = k ~ N(0, I), mean of {draws}":
+              np.random.default_rng(seed).standard_normal((draws, head_dim)).astype(np.float32)}
+  curves = {}
+  for label, v in vecs.items():
+    n = len(v)
+    q_pos = jnp.full((n, 1), query_pos, jnp.int32)
+    k_pos = jnp.broadcast_to(jnp.asarray(query_pos + distances, jnp.int32), (n, len(distances)))
+    q = positions.apply_rotary(jnp.asarray(v)[:, None, None, :], q_pos)[:, 0, 0]      # [n, D]
+    k = positions.apply_rotary(
+        jnp.broadcast_to(jnp.asarray(v)[:, None, None, :], (n, len(distances), 1, head_dim)),
+        k_pos)[:, :, 0]                                                                 # [n, K, D]
+    sim = np.asarray(jnp.einsum("nd,nkd->nk", q, k)).mean(axis=0)
+    curves[label] = sim / sim[max_distance]
+  return distances, curves
+
+
+def alibi_bias_hqk(num_heads: int, length: int, bidirectional: bool = True) -> np.ndarray:
+  """ALiBi bias [heads, query, key] for positions 0..length-1 (causal: future keys = -inf)."""
+  import types  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from model import positions  # pylint: disable=import-outside-toplevel
+  pos = jnp.arange(length, dtype=jnp.int32)[None]
+  bias = np.asarray(positions.alibi_bias(None, pos, pos, types.SimpleNamespace(
+      num_heads=num_heads), bidirectional))[0]
+  if not bidirectional:
+    bias = np.where(np.tril(np.ones((length, length), bool)), bias, np.nan)
+  return bias
+
+
+def t5_bias_hqk(table: np.ndarray, length: int, bidirectional: bool,
+                max_distance: int = 128) -> np.ndarray:
+  """T5 bias [heads, query, key] from a [num_buckets, heads] table (learned or initial)."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from model import positions  # pylint: disable=import-outside-toplevel
+  table = np.asarray(table, np.float32)
+  pos = jnp.arange(length, dtype=jnp.int32)
+  bucket = np.asarray(positions.t5_bucket(pos[None, :] - pos[:, None], bidirectional,
+                                          table.shape[0], max_distance))       # [Tq, Tk]
+  bias = np.transpose(table[bucket], (2, 0, 1))
+  if not bidirectional:  # keys after the query are masked anyway; blank them in the picture
+    bias = np.where(np.tril(np.ones((length, length), bool))[None], bias, np.nan)
+  return bias
+
+
+def find_param(params, name: str) -> list[tuple[str, np.ndarray]]:
+  """Every (path, array) leaf of a parameter tree whose last key is `name`."""
+  found = []
+
+  def walk(node, path):
+    if isinstance(node, dict) or hasattr(node, "items"):
+      for k, v in node.items():
+        walk(v, f"{path}/{k}" if path else str(k))
+    elif path.rsplit("/", 1)[-1] == name:
+      found.append((path, np.asarray(getattr(node, "value", node))))
+
+  walk(params, "")
+  return found
+
+
+def position_figures(out_dir: str, model_cfg, params=None, length: int = 48) -> list[str]:
+  """Sinusoid table, rotary similarity, ALiBi and T5 bias per head, for `model_cfg`'s sizes.
+
+  T5 uses the learned tables found in `params` (one figure per stack); without any, a table
+  drawn like the model's initialiser, labelled as untrained.
+  """
+  from model import positions  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  d_model, heads = int(model_cfg.d_model), int(model_cfg.num_heads)
+  head_dim = int(model_cfg.get("head_dim") or d_model // heads)
+  paths = [plot_sinusoid_table(os.path.join(out_dir, "sinusoid_table.png"), np.asarray(
+      positions.sinusoid_table(jnp.arange(4 * length), d_model)))]
+  distances, curves = rotary_similarity(head_dim, 4 * length)
+  paths.append(plot_rotary_similarity(os.path.join(out_dir, "rotary_similarity.png"),
+                                      distances, curves, head_dim))
+  paths.append(plot_bias_per_head(os.path.join(out_dir, "alibi_bias.png"),
+                                  alibi_bias_hqk(heads, length), "ALiBi",
+                                  " (slopes 2^(-8h/H); bidirectional, -slope * |i - j|)"))
+  max_distance = int(model_cfg.get("t5_max_distance") or 128)
+  tables = find_param(params, "t5_table") if params is not None else []
+  if not tables:
+    rng = np.random.default_rng(0)
+    tables = [("untrained (random init)", rng.standard_normal(
+        (int(model_cfg.get("t5_num_buckets") or 32), heads)))]
+  for i, (path, table) in enumerate(tables):
+    bidirectional = "decoder" not in path.lower()
+    name = "t5_bias.png" if i == 0 else f"t5_bias-{i}.png"
+    paths.append(plot_bias_per_head(
+        os.path.join(out_dir, name), t5_bias_hqk(table, length, bidirectional, max_distance),
+        "T5", f" ({path}; {'bidirectional' if bidirectional else 'causal'})"))
+  return paths

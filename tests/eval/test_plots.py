@@ -48,3 +48,49 @@ def test_bad_shapes_are_rejected(tmp_path):
   (tmp_path / "n.png").write_text("not a png")
   with pytest.raises(ValueError, match="not a PNG"):
     plots.read_png_size(str(tmp_path / "n.png"))
+
+
+def test_rotary_similarity_matches_closed_form():
+  head_dim, max_d = 16, 40
+  distances, curves = plots.rotary_similarity(head_dim, max_d, draws=8)
+  assert list(distances) == list(range(-max_d, max_d + 1))
+  for curve in curves.values():
+    assert curve[max_d] == pytest.approx(1.0)
+    np.testing.assert_allclose(curve, curve[::-1], atol=1e-4)  # q = k: symmetric in distance
+  # q = k = ones: each pair (1, 1) rotated by d*theta_i has dot product 2 cos(d*theta_i).
+  theta = 10000.0 ** (-np.arange(0, head_dim, 2) / head_dim)
+  expected = np.cos(distances[:, None] * theta[None]).sum(1) / (head_dim // 2)
+  np.testing.assert_allclose(curves["q = k = ones"], expected, atol=1e-4)
+
+
+def test_alibi_and_t5_bias_match_formulas():
+  from model import positions
+  bias = plots.alibi_bias_hqk(4, 10)
+  slopes = np.asarray(positions.alibi_slopes(4))
+  i = np.arange(10)
+  np.testing.assert_allclose(bias, -slopes[:, None, None] * np.abs(i[None, :] - i[:, None]),
+                             rtol=1e-6)
+  table = np.arange(32 * 3, dtype=np.float32).reshape(32, 3)
+  t5 = plots.t5_bias_hqk(table, 12, bidirectional=True)
+  assert t5.shape == (3, 12, 12)
+  # Distances below 8 (half of the 16 buckets per direction) have their own bucket.
+  assert t5[0, 5, 5] == table[0, 0] and t5[1, 5, 7] == table[16 + 2, 1]
+  assert t5[2, 7, 5] == table[2, 2]
+  causal = plots.t5_bias_hqk(table, 12, bidirectional=False)
+  assert np.isnan(causal[0, 3, 4]) and causal[0, 4, 3] == table[1, 0]
+
+
+def test_position_figures(tmp_path):
+  import ml_collections
+  cfg = ml_collections.ConfigDict(dict(d_model=32, num_heads=4, head_dim=None,
+                                       t5_num_buckets=32, t5_max_distance=128))
+  params = {"encoder": {"t5_table": np.ones((32, 4))}, "decoder": {"t5_table": np.zeros((32, 4))}}
+  paths = plots.position_figures(str(tmp_path), cfg, params, length=16)
+  names = sorted(p.rsplit("/", 1)[-1] for p in paths)
+  assert names == ["alibi_bias.png", "rotary_similarity.png", "sinusoid_table.png",
+                   "t5_bias-1.png", "t5_bias.png"]
+  for p in paths:
+    if "t5" not in p:  # the constant test tables draw flat panels; check the others fully
+      _check_png(p)
+    else:
+      assert plots.read_png_size(p) == EXPECTED
