@@ -152,7 +152,25 @@ def group_settings(runs: Sequence[dict], seed_keys: Sequence[str]) -> list[dict]
     else:
       key = ', '.join(f'{k}={sweep_lib.format_value(v)}' for k, v in sorted(setting.items())) or 'default'
     groups.setdefault(key, {'key': key, 'setting': setting or {}, 'runs': []})['runs'].append(run)
-  return list(groups.values())
+  out = list(groups.values())
+  varying = varying_keys(out)
+  for g in out:  # keys every setting shares (e.g. a smoke sweep's tiny sizes) stay out of labels
+    g['label'] = ', '.join(f'{k}={sweep_lib.format_value(g["setting"][k])}'
+                           for k in varying if k in g['setting']) or g['key']
+  return out
+
+
+def varying_keys(groups: Sequence[dict]) -> list[str]:
+  """Override keys whose value differs between settings, in first-seen order."""
+  keys = []
+  for g in groups:
+    keys += [k for k in g['setting'] if k not in keys]
+  return [k for k in keys if len({repr(g['setting'].get(k, '<unset>')) for g in groups}) > 1]
+
+
+def common_overrides(groups: Sequence[dict]) -> dict:
+  varying = set(varying_keys(groups))
+  return {k: v for k, v in groups[0]['setting'].items() if k not in varying} if groups else {}
 
 
 # ---------------------------------------------------------------------------- statistics
@@ -197,7 +215,7 @@ def table_rows(groups: Sequence[dict]) -> tuple[list[dict], list[str]]:
           stats[metric] = mean_std(values)
           seen += [metric] if metric not in seen else []
       steps = [int(res['step']) for res in results if 'step' in res]
-      rows.append({'setting': g['key'], 'overrides': g['setting'], 'split': split,
+      rows.append({'setting': g['label'], 'overrides': g['setting'], 'split': split,
                    'n_runs': len(results), 'stats': stats, 'steps': steps})
   return rows, [m for m in METRICS if m in seen]
 
@@ -232,11 +250,13 @@ def csv_text(rows: Sequence[dict], metrics: Sequence[str]) -> str:
 
 
 def markdown_text(root: str, runs: Sequence[dict], rows: Sequence[dict], metrics: Sequence[str],
-                  plots: dict[str, list[str]]) -> str:
+                  plots: dict[str, list[str]], common: dict | None = None) -> str:
   n_settings = len({r['setting'] for r in rows})
   lines = [f'# Sweep report: {os.path.basename(os.path.abspath(root))}', '',
            f'{len(runs)} runs ({sum(r["done"] for r in runs)} finished) in {n_settings} settings. '
            'Cells: mean ± sample std over runs (seeds); step: the evaluated checkpoint (median over runs).']
+  if common:
+    lines += ['', 'Every run: ' + ', '.join(f'`{k}={sweep_lib.format_value(v)}`' for k, v in common.items())]
   for split in dict.fromkeys(r['split'] for r in rows):
     lines += ['', f'## {split}', '', '| setting | runs | ' + ' | '.join(metrics) + ' | step |',
               '|---|---:|' + '---:|' * len(metrics) + '---:|']
@@ -263,12 +283,9 @@ def _short(key: str) -> str:
 
 def facets(groups: Sequence[dict]) -> list[tuple[str, list[tuple[str, dict]]]]:
   """[(panel title, [(legend label, group)])]: split many settings into panels (see module doc)."""
-  keys = []
-  for g in groups:
-    keys += [k for k in g['setting'] if k not in keys]
-  distinct = {k: len({repr(g['setting'].get(k)) for g in groups}) for k in keys}
-  varying = [k for k in keys if distinct[k] > 1]
-  label = lambda g, ks: ', '.join(f'{_short(k)}={g["setting"].get(k)}' for k in ks) or g['key']
+  varying = varying_keys(groups)
+  distinct = {k: len({repr(g['setting'].get(k)) for g in groups}) for k in varying}
+  label = lambda g, ks: ', '.join(f'{_short(k)}={g["setting"].get(k)}' for k in ks) or g['label']
   if len(groups) <= 8 or len(varying) < 2:
     return [('', [(label(g, varying), g) for g in groups])]
   line_key = max(varying, key=lambda k: distinct[k])
@@ -420,7 +437,7 @@ def make_report(root: str, *, metric: str | None = None, seed_keys: Sequence[str
       plots['curves'].append(f'plots/{name}')
   md, csv_path = os.path.join(root, 'report.md'), os.path.join(root, 'report.csv')
   write_text_atomic(csv_path, csv_text(rows, metrics))
-  write_text_atomic(md, markdown_text(root, runs, rows, metrics, plots))
+  write_text_atomic(md, markdown_text(root, runs, rows, metrics, plots, common_overrides(groups)))
   return {'markdown': md, 'csv': csv_path,
           'plots': [os.path.join(root, p) for ps in plots.values() for p in ps]}
 

@@ -117,7 +117,7 @@ def test_report_lengthgen_plot_and_primary_metric(tmp_path):
   for pos, acc in (('rotary', 0.2), ('t5', 0.6)):
     for seed in (0, 1):
       workdir = _write_run(
-          tmp_path, f'{pos}-{seed}', {'model.position': pos, 'seed': seed},
+          tmp_path, f'{pos}-{seed}', {'model.position': pos, 'seed': seed, 'total_steps': 7},
           {'test': {'step': 10, 'exact_match': acc, 'bleu': 1.0,
                     'exact_match_by_length': {str(n): {'accuracy': acc if n > 20 else 1.0, 'count': 5}
                                               for n in (10, 20, 30, 40)}}})
@@ -125,7 +125,10 @@ def test_report_lengthgen_plot_and_primary_metric(tmp_path):
   out = report.make_report(str(tmp_path))
   names = sorted(os.path.basename(p) for p in out['plots'])
   assert names == ['exact_match-test.png', 'length-test.png']
-  assert '## Accuracy by target length' in open(out['markdown']).read()
+  md = open(out['markdown']).read()
+  assert '## Accuracy by target length' in md
+  # A key every run shares is stated once, not repeated in each setting's label.
+  assert 'Every run: `total_steps=7`' in md and '| model.position=t5 | 2 |' in md
   with pytest.raises(ValueError, match='--metric=.chrf.'):
     report.make_report(str(tmp_path), metric='chrf')
 
