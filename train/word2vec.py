@@ -1,0 +1,330 @@
+r"""Trains word2vec (model/word2vec.py) on a text corpus; see configs/word2vec.py for commands.
+
+  python -m train.word2vec --config=configs/word2vec.py[:ARG] --workdir=DIR [--config.KEY=V]
+
+Reads top to bottom: corpus -> vocabulary -> per-epoch centre/context/noise chunks (NumPy,
+vectorised) -> jitted sparse-SGD calls -> checkpoint per epoch -> vectors, WordSim / analogy.
+The host builds chunk n+1 while the device (XLA runs asynchronously) trains on chunk n.
+Writes DIR/config.json, DIR/vocab.tsv, DIR/embeddings.npy (input vectors), DIR/vectors.txt,
+DIR/results.json, checkpoints under DIR/checkpoints/, TensorBoard under DIR/tb/.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import gzip
+import hashlib
+import importlib.util
+import json
+import os
+import pathlib
+import time
+
+from absl import app, flags, logging
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from ml_collections import config_flags
+
+from model import word2vec as w2v
+
+TOKENS = ("word", "sentencepiece")
+CORPORA = ("text", "multi30k", "file")
+
+
+# ================================================================== corpus
+def _data_fn(name):
+  """train.data.<name>, from the package or (while it is being wired) its modules."""
+  import train.data as data  # pylint: disable=import-outside-toplevel
+  if hasattr(data, name):
+    return getattr(data, name)
+  for module in ("text", "tokenizer", "datasets"):
+    mod = importlib.import_module(f"train.data.{module}")
+    if hasattr(mod, name):
+      return getattr(mod, name)
+  raise ImportError(f"train.data has no {name}()")
+
+
+def load_config_file(spec: str):
+  """`path.py[:arg]` -> that file's get_config(arg) (used to reuse a Transformer's tokenizer)."""
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_tok_config", path)
+  if module_spec is None or not os.path.exists(path):
+    raise FileNotFoundError(f"tokenizer_config {path!r} not found (e.g. configs/multi30k.py).")
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def corpus_lines(config):
+  """The raw text lines the config names (one sentence / paragraph each)."""
+  d = config.data
+  limit = d.max_lines or None
+  if d.corpus == "text":
+    return _data_fn("load_text_lines")(d.data_dir, limit)
+  if d.corpus == "multi30k":
+    examples = _data_fn("load_examples")(load_config_file(d.tokenizer_config), "train")
+    lines = [e["source"] for e in examples] + [e["target"] for e in examples]
+    return lines[:limit]
+  if d.corpus == "file":
+    if not d.path or not os.path.exists(d.path):
+      raise FileNotFoundError(f"--config.data.path={d.path!r}: no such file (corpus=file).")
+    opener = gzip.open if d.path.endswith(".gz") else open
+    with opener(d.path, "rt", encoding="utf-8") as f:
+      lines = [line.strip() for line in f if line.strip()]
+    return lines[:limit]
+  raise ValueError(f"--config.data.corpus={d.corpus!r}: choose one of {CORPORA}.")
+
+
+@dataclasses.dataclass
+class Corpus:
+  """An encoded corpus: in-vocabulary ids in order, which line each came from, raw counts."""
+  words: list[str]        # id -> word (word level) or piece (sentencepiece)
+  counts: np.ndarray      # [V] int64 occurrences
+  ids: np.ndarray         # [N] int32 in-vocabulary tokens, corpus order
+  line: np.ndarray        # [N] int32 line index of each token (windows never cross lines)
+  raw_pos: np.ndarray     # [N] int64 index in the raw token stream (drives the lr schedule)
+  raw_words: int          # tokens per epoch before dropping out-of-vocabulary words
+  kind: str               # word | sentencepiece
+
+
+def build_word_corpus(lines, min_count: int) -> Corpus:
+  """Whitespace words; the vocabulary is every word seen >= min_count times, most frequent first."""
+  tokenized = [line.split() for line in lines]
+  counter = collections.Counter()
+  for toks in tokenized:
+    counter.update(toks)
+  words = [w for w, n in counter.most_common() if n >= min_count]
+  if not words:
+    raise ValueError(f"no word occurs min_count={min_count} times; lower --config.data.min_count.")
+  index = {w: i for i, w in enumerate(words)}
+  lengths = np.fromiter((len(t) for t in tokenized), np.int64, len(tokenized))
+  raw_ids = np.fromiter((index.get(w, -1) for t in tokenized for w in t), np.int32,
+                        int(lengths.sum()))
+  return _finish(words, raw_ids, lengths, "word")
+
+
+def build_piece_corpus(lines, tokenizer) -> Corpus:
+  """Sentencepiece ids: row i of the trained matrix is the Transformer's token id i."""
+  encoded = tokenizer.encode_batch(list(lines))
+  lengths = np.asarray([len(e) for e in encoded], np.int64)
+  raw_ids = np.fromiter((i for e in encoded for i in e), np.int32, int(lengths.sum()))
+  sp = getattr(tokenizer, "_sp", None)  # piece strings for export; ids are the contract
+  words = [sp.id_to_piece(i) if sp is not None else f"<id{i}>" for i in range(tokenizer.vocab_size)]
+  return _finish(words, raw_ids, lengths, "sentencepiece")
+
+
+def _finish(words, raw_ids, lengths, kind) -> Corpus:
+  line = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
+  keep = raw_ids >= 0
+  ids = raw_ids[keep]
+  counts = np.bincount(ids, minlength=len(words)).astype(np.int64)
+  return Corpus(words, counts, ids, line[keep], np.flatnonzero(keep), int(raw_ids.size), kind)
+
+
+def load_corpus(config) -> Corpus:
+  """Reads, tokenises and caches (under $ATTNLAB_BUILD_DIR/word2vec/) the config's corpus."""
+  d = config.data
+  if d.tokens not in TOKENS:
+    raise ValueError(f"--config.data.tokens={d.tokens!r}: choose one of {TOKENS}.")
+  tokenizer = None
+  if d.tokens == "sentencepiece":
+    tokenizer = _data_fn("get_tokenizer")(load_config_file(d.tokenizer_config))
+  key = json.dumps([d.corpus, d.path, d.max_lines, d.data_dir or os.environ.get("ATTNLAB_DATA_DIR"),
+                    d.tokens, d.min_count, d.tokenizer_config], sort_keys=True)
+  root = pathlib.Path(os.environ.get("ATTNLAB_BUILD_DIR") or "~/.cache/attnlab").expanduser()
+  cache = root / "word2vec" / (hashlib.sha1(key.encode()).hexdigest()[:16] + ".npz")
+  if d.cache and cache.exists() and tokenizer is None:
+    z = np.load(cache, allow_pickle=False)
+    return Corpus(list(z["words"]), z["counts"], z["ids"], z["line"], z["raw_pos"],
+                  int(z["raw_words"]), str(z["kind"]))
+  lines = corpus_lines(config)
+  corpus = build_word_corpus(lines, d.min_count) if tokenizer is None else \
+      build_piece_corpus(lines, tokenizer)
+  if d.cache and tokenizer is None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, words=np.asarray(corpus.words), counts=corpus.counts, ids=corpus.ids,
+             line=corpus.line, raw_pos=corpus.raw_pos, raw_words=corpus.raw_words, kind=corpus.kind)
+    os.replace(tmp, cache)
+  return corpus
+
+
+# ================================================================== chunks of training work
+def window_contexts(ids, line, centres, window, rng, empty):
+  """[n, 2*window] context ids of `centres` (positions in `ids`), `empty` where unused.
+
+  The window is dynamic as in word2vec.c: each centre draws b uniform in 1..window and uses the
+  b nearest words on each side, never crossing a line boundary.
+  """
+  offsets = np.concatenate([np.arange(-window, 0), np.arange(1, window + 1)])
+  b = rng.integers(1, window + 1, size=(len(centres), 1))
+  pos = centres[:, None] + offsets[None, :]
+  valid = (np.abs(offsets)[None, :] <= b) & (pos >= 0) & (pos < len(ids))
+  pos = np.clip(pos, 0, len(ids) - 1)
+  valid &= line[pos] == line[centres][:, None]
+  return np.where(valid, ids[pos], empty).astype(np.int32)
+
+
+def epoch_chunks(corpus: Corpus, config, epoch: int, table: np.ndarray, keep_prob: np.ndarray):
+  """Yields (chunk dict of [S, B, ...] int32, lr [S] float32, raw words done) for one epoch."""
+  m, o = config.model, config.optim
+  rng = np.random.default_rng([config.seed, epoch])
+  vocab = len(corpus.words)
+  kept = np.flatnonzero(rng.random(corpus.ids.size) < keep_prob[corpus.ids])
+  ids, line, raw_pos = corpus.ids[kept], corpus.line[kept], corpus.raw_pos[kept]
+  steps, batch = config.steps_per_call, config.batch_size
+  per_call = steps * batch
+  total_raw = corpus.raw_words * o.epochs
+  for start in range(0, len(ids), per_call):
+    centres = np.arange(start, min(start + per_call, len(ids)))
+    n = len(centres)
+    chunk = {
+        "w": ids[centres],
+        "ctx": window_contexts(ids, line, centres, m.window, rng, vocab),
+        "neg": table[rng.integers(0, len(table), size=(n, m.negatives))],
+    }
+    last_raw = raw_pos[centres[np.minimum(np.arange(1, steps + 1) * batch, n) - 1]]
+    if n < per_call:  # pad the last call with empty centres (id V: no pairs, no update)
+      chunk = {k: np.concatenate([v, np.full((per_call - n,) + v.shape[1:], vocab, np.int32)])
+               for k, v in chunk.items()}
+    chunk = {k: v.reshape((steps, batch) + v.shape[1:]) for k, v in chunk.items()}
+    progress = (epoch * corpus.raw_words + last_raw) / total_raw
+    lr = o.learning_rate - (o.learning_rate - o.min_learning_rate) * progress
+    done = corpus.raw_words if start + per_call >= len(ids) else int(raw_pos[centres[-1]])
+    yield chunk, lr.astype(np.float32), done
+
+
+# ================================================================== checkpoints, outputs
+def _checkpoint_manager(workdir):
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False)
+  return ocp, ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
+                                    options=options)
+
+
+def write_atomic(path, data: bytes):
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "wb") as f:
+    f.write(data)
+  os.replace(tmp, path)
+
+
+def save_outputs(workdir, corpus: Corpus, params, results, export: bool):
+  """embeddings.npy (input vectors), vocab.tsv, vocab_kind.txt, results.json, vectors.txt."""
+  from train import word_eval  # pylint: disable=import-outside-toplevel
+  emb = np.asarray(params["input"], np.float32)
+  tmp = os.path.join(workdir, f"embeddings.tmp{os.getpid()}.npy")
+  np.save(tmp, emb)
+  os.replace(tmp, os.path.join(workdir, "embeddings.npy"))
+  vocab = "".join(f"{w}\t{c}\n" for w, c in zip(corpus.words, corpus.counts))
+  write_atomic(os.path.join(workdir, "vocab.tsv"), vocab.encode())
+  write_atomic(os.path.join(workdir, "vocab_kind.txt"), corpus.kind.encode())
+  write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2).encode())
+  if export:
+    word_eval.save_word2vec_format(os.path.join(workdir, "vectors.txt"), corpus.words, emb)
+
+
+def evaluate(corpus: Corpus, params, data_dir=None) -> dict:
+  """WordSim353 and Google analogy scores (word-level runs only)."""
+  from train import word_eval  # pylint: disable=import-outside-toplevel
+  if corpus.kind != "word":
+    return {}
+  emb = np.asarray(params["input"], np.float32)
+  return {**word_eval.wordsim(corpus.words, emb, data_dir=data_dir),
+          **word_eval.analogy(corpus.words, emb, data_dir=data_dir)}
+
+
+# ================================================================== the loop
+def train(config, workdir: str) -> dict:
+  """Trains (resuming from the last finished epoch in workdir) and returns the results dict."""
+  m, o = config.model, config.optim
+  os.makedirs(workdir, exist_ok=True)
+  write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2).encode())
+  t0 = time.time()
+  corpus = load_corpus(config)
+  vocab = len(corpus.words)
+  logging.info("corpus: %d raw tokens, %d in vocabulary, vocabulary %d (%.1fs)",
+               corpus.raw_words, corpus.ids.size, vocab, time.time() - t0)
+  keep_prob = w2v.keep_probability(corpus.counts, m.sample, m.subsampling)
+  table = w2v.noise_table(w2v.noise_distribution(corpus.counts, m.noise_power))
+
+  mesh = w2v.data_mesh(config.num_devices)
+  if config.batch_size % mesh.size:
+    raise ValueError(f"--config.batch_size={config.batch_size} must divide over {mesh.size} devices.")
+  step_fn = w2v.make_train_chunk(m.objective, mesh)
+  batch_sharding = NamedSharding(mesh, P(None, "data"))
+  replicated = NamedSharding(mesh, P())
+
+  params = w2v.init_params(jax.random.key(config.seed), vocab, m.dim)
+  ocp, manager = _checkpoint_manager(workdir)
+  start_epoch = 0
+  if manager.latest_step() is not None:
+    restored = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(
+        {"params": params, "epoch": 0}))
+    params, start_epoch = restored["params"], int(restored["epoch"])
+    logging.info("resumed after epoch %d", start_epoch)
+  params = jax.device_put(params, replicated)
+
+  from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  writer = SummaryWriter(os.path.join(workdir, "tb"))
+  history = []
+  train_time, words_done = 0.0, 0
+  for epoch in range(start_epoch, o.epochs):
+    t_epoch = time.time()
+    loss_acc, pair_acc, pending = 0.0, 0.0, []
+    for call, (chunk, lr, done) in enumerate(epoch_chunks(corpus, config, epoch, table, keep_prob)):
+      chunk = jax.device_put(chunk, batch_sharding)
+      params, loss_S, pairs_S = step_fn(params, chunk, lr)
+      pending.append((loss_S, pairs_S))
+      if (call + 1) % config.log_every == 0:
+        # Reading the loss waits for the device; doing it every log_every calls keeps it busy.
+        loss_acc += sum(float(l.sum()) for l, _ in pending)
+        pair_acc += sum(float(p.sum()) for _, p in pending)
+        pending = []
+        elapsed = time.time() - t_epoch
+        step = epoch * corpus.raw_words + done
+        writer.add_scalar("train/loss_per_pair", loss_acc / max(pair_acc, 1), step)
+        writer.add_scalar("train/words_per_s", done / elapsed, step)
+        writer.add_scalar("train/learning_rate", float(lr[-1]), step)
+        logging.info("epoch %d %5.1f%%  loss/pair %.4f  lr %.5f  %.0f words/s", epoch + 1,
+                     100 * done / corpus.raw_words, loss_acc / max(pair_acc, 1), lr[-1],
+                     done / elapsed)
+    loss_acc += sum(float(l.sum()) for l, _ in pending)
+    pair_acc += sum(float(p.sum()) for _, p in pending)
+    seconds = time.time() - t_epoch
+    train_time += seconds
+    words_done += corpus.raw_words
+    record = {"epoch": epoch + 1, "loss_per_pair": loss_acc / max(pair_acc, 1),
+              "seconds": seconds, "words_per_s": corpus.raw_words / seconds}
+    if config.eval.every_epoch or epoch + 1 == o.epochs:
+      record.update(evaluate(corpus, params, config.data.data_dir))
+    logging.info("epoch %d done: %s", epoch + 1, json.dumps(record))
+    for k, v in record.items():
+      if isinstance(v, float):
+        writer.add_scalar(f"epoch/{k}", v, epoch + 1)
+    history.append(record)
+    manager.save(epoch + 1, args=ocp.args.StandardSave({"params": params, "epoch": epoch + 1}))
+  manager.wait_until_finished()
+  writer.close()
+  results = {"objective": m.objective, "tokens": corpus.kind, "vocab_size": vocab,
+             "raw_words_per_epoch": corpus.raw_words, "epochs": o.epochs,
+             "devices": mesh.size, "train_seconds": train_time,
+             "words_per_s": words_done / train_time if train_time else None,
+             "history": history, **(history[-1] if history else evaluate(corpus, params))}
+  save_outputs(workdir, corpus, params, results, config.eval.export)
+  return results
+
+
+# ================================================================== CLI
+def main(argv):
+  del argv
+  results = train(flags.FLAGS.config, flags.FLAGS.workdir)
+  print(json.dumps({k: v for k, v in results.items() if k != "history"}, indent=2))
+
+
+if __name__ == "__main__":
+  config_flags.DEFINE_config_file("config", None, "configs/word2vec.py[:arg]")
+  flags.DEFINE_string("workdir", None, "output directory (resumes if it has checkpoints)")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)
