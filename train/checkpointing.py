@@ -1,0 +1,215 @@
+"""Orbax checkpoints of a run: params, optimizer state + step, and the data iterator state.
+
+Layout: WORKDIR/checkpoints/<step>/{params, train, data}/. A step directory appears only once
+every item is written (Orbax writes to a temporary name and renames), and old steps are
+deleted only after the newer save has finalised, so a good checkpoint always exists.
+Kept: the newest `keep_checkpoints` plus the best by validation metric (BLEU when computed,
+else loss). A step that fails to restore is moved to WORKDIR/checkpoints_bad/ with a warning
+and the previous one is used.
+"""
+import base64
+import dataclasses
+import json
+import os
+import shutil
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+
+CKPT_DIR = 'checkpoints'
+BAD_DIR = 'checkpoints_bad'
+
+
+# ----------------------------------------------------------------------------- data iterator state
+
+class DataStateHandler(ocp.CheckpointHandler):
+  """Each process writes its own iterator state (process_I-of-N.json) into the step directory.
+
+  grain's own handler wants grain iterator objects; the train.data contract only promises
+  get_state() returning JSON-able data or bytes, so this stores either.
+  """
+
+  def save(self, directory: epath.Path, args: 'DataStateSave'):
+    state = args.state
+    payload = ({'bytes_b64': base64.b64encode(state).decode()} if isinstance(state, bytes)
+               else {'json': state})
+    name = f'process_{jax.process_index()}-of-{jax.process_count()}.json'
+    (directory / name).write_text(json.dumps(payload))
+
+  def restore(self, directory: epath.Path, args: 'DataStateRestore' = None):
+    del args
+    path = directory / f'process_{jax.process_index()}-of-{jax.process_count()}.json'
+    if not path.exists():
+      raise FileNotFoundError(f'{path}: no data state for this process (was the run started '
+                              f'with a different number of processes?)')
+    payload = json.loads(path.read_text())
+    return base64.b64decode(payload['bytes_b64']) if 'bytes_b64' in payload else payload['json']
+
+  def metadata(self, directory):
+    return None
+
+  def finalize(self, directory):
+    pass
+
+  def close(self):
+    pass
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_save=True)
+@dataclasses.dataclass
+class DataStateSave(ocp.args.CheckpointArgs):
+  state: Any
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_restore=True)
+@dataclasses.dataclass
+class DataStateRestore(ocp.args.CheckpointArgs):
+  pass
+
+
+# ----------------------------------------------------------------------------- manager
+
+def _score(metrics):
+  """Higher is better: BLEU when present, else negative validation loss."""
+  if metrics is None:
+    return None
+  if metrics.get('val_bleu') is not None:
+    return float(metrics['val_bleu'])
+  if metrics.get('val_loss') is not None:
+    return -float(metrics['val_loss'])
+  return None
+
+
+def make_manager(workdir, *, keep=2, save_every=1, read_only=False, async_save=True):
+  policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+      ocp.checkpoint_managers.LatestN(n=max(int(keep), 1)),
+      ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: _score(m) or -np.inf, n=1,
+                                    keep_checkpoints_without_metrics=False),
+  ])
+  options = ocp.CheckpointManagerOptions(
+      save_interval_steps=0 if read_only else max(int(save_every), 1),
+      preservation_policy=policy,
+      # best_fn makes Orbax write each step's metrics (preservation uses the policy above).
+      best_fn=lambda m: _score(m) or -np.inf, best_mode='max',
+      enable_async_checkpointing=async_save, read_only=read_only, create=not read_only,
+      cleanup_tmp_directories=not read_only)
+  return ocp.CheckpointManager(
+      os.path.abspath(os.path.join(workdir, CKPT_DIR)), options=options,
+      item_names=('params', 'train', 'data'),
+      item_handlers={'params': ocp.StandardCheckpointHandler(),
+                     'train': ocp.StandardCheckpointHandler(),
+                     'data': DataStateHandler()})
+
+
+def _abstract(tree):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+class Checkpointer:
+  """Save / restore of (TrainState, data state) for one workdir."""
+
+  def __init__(self, workdir, config, async_save=True):
+    self.workdir = workdir
+    self.manager = make_manager(workdir, keep=config.get('keep_checkpoints', 2),
+                                save_every=config.checkpoint_every, async_save=async_save)
+
+  def save(self, state, data_state, metrics=None, force=False):
+    """Starts an async save of `state` at state.step; returns whether one was started."""
+    step = int(jax.device_get(state.step))
+    if step in self.manager.all_steps():
+      return False
+    return self.manager.save(
+        step, force=force, metrics=metrics,
+        args=ocp.args.Composite(
+            params=ocp.args.StandardSave(state.params),
+            train=ocp.args.StandardSave({'step': state.step, 'opt_state': state.opt_state}),
+            data=DataStateSave(data_state)))
+
+  def restore_latest(self, state):
+    """(state, data_state) from the newest step that restores, or (None, None).
+
+    `state` is a template whose shapes, dtypes and shardings the restored arrays take.
+    """
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        out = self.manager.restore(step, args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(_abstract(state.params)),
+            train=ocp.args.StandardRestore(
+                _abstract({'step': state.step, 'opt_state': state.opt_state})),
+            data=DataStateRestore()))
+        if int(out.train['step']) != step:
+          raise ValueError(f'checkpoint {step} holds step {int(out.train["step"])}')
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning('checkpoint %d in %s failed to restore (%s: %s); moving it to %s/ and '
+                        'trying the previous one', step, self.workdir, type(e).__name__,
+                        str(e)[:300], BAD_DIR)
+        self._set_aside(step)
+        continue
+      new = state.replace(step=out.train['step'], params=out.params,
+                          opt_state=out.train['opt_state'])
+      return new, out.data
+    return None, None
+
+  def _set_aside(self, step):
+    """Moves a broken step out of Orbax's view, so a retrained step of the same number can be
+    saved and the evidence is kept for inspection."""
+    if jax.process_index() == 0:
+      src = os.path.join(self.workdir, CKPT_DIR, str(step))
+      dst_root = os.path.join(self.workdir, BAD_DIR)
+      os.makedirs(dst_root, exist_ok=True)
+      dst = os.path.join(dst_root, str(step))
+      if os.path.exists(dst):
+        shutil.rmtree(dst)
+      if os.path.exists(src):
+        os.replace(src, dst)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+      multihost_utils.sync_global_devices(f'attnlab_set_aside_{step}')
+    self.manager.reload()
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.close()
+
+
+# ----------------------------------------------------------------------------- contract functions
+
+def list_steps(workdir):
+  """Steps with a complete checkpoint in WORKDIR/checkpoints, ascending."""
+  if not os.path.isdir(os.path.join(workdir, CKPT_DIR)):
+    return []
+  return sorted(make_manager(workdir, read_only=True).all_steps())
+
+
+def best_step(workdir):
+  """Step with the best validation metric (BLEU if recorded, else loss); None if none."""
+  if not os.path.isdir(os.path.join(workdir, CKPT_DIR)):
+    return None
+  manager = make_manager(workdir, read_only=True)
+  scored = [(s, _score(manager.metrics(s))) for s in manager.all_steps()]
+  scored = [(score, s) for s, score in scored if score is not None]
+  return max(scored)[1] if scored else None
+
+
+def restore_params(workdir, step, config=None):
+  """Unboxed params of checkpoint `step` as host-local arrays on the first local device.
+
+  Shapes come from the checkpoint's own metadata, so this works in a process that has a
+  different mesh (or a single CPU) than the training run.
+  """
+  del config  # the checkpoint describes itself; kept for the contract's signature
+  manager = make_manager(workdir, read_only=True)
+  if step not in manager.all_steps():
+    raise FileNotFoundError(f'{workdir}/{CKPT_DIR}: no checkpoint for step {step}; '
+                            f'available: {sorted(manager.all_steps())}')
+  meta = manager.item_metadata(step)['params']
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
+  out = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
+  return out.params
