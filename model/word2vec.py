@@ -85,7 +85,7 @@ def _row_updates(params, batch, lr, objective):
   w_in, w_out = params["input"], params["output"]
   vocab, dim = w_in.shape
   w_B, ctx_BC, neg_BK = batch["w"], batch["ctx"], batch["neg"]
-  ctx_mask_BC = ctx_BC < vocab
+  ctx_mask_BC = (ctx_BC < vocab) & (w_B < vocab)[:, None]  # an empty centre has no pairs
   tgt_BT = jnp.concatenate([w_B[:, None], neg_BK], axis=1)            # T = K + 1
   label_T = jnp.zeros(tgt_BT.shape[1], jnp.float32).at[0].set(1.0)
   # word2vec.c skips a noise draw that equals the centre word.
