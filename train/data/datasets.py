@@ -1,0 +1,178 @@
+"""From a config to a built tfds dataset: builder choice, building (idempotent), reading back."""
+from __future__ import annotations
+
+import functools
+import pathlib
+
+from absl import logging
+import tensorflow_datasets as tfds
+
+from train.data import lengthgen
+from train.data import multi30k
+from train.data import paths
+from train.data import text
+
+NAMES = ("multi30k", "lengthgen", "text")
+SMALL_SPLIT = 200_000  # splits up to this size are read into memory once per process
+
+
+def opt(cfg, key: str, default):
+  """cfg[key] when present and not None, else default (configs may omit optional keys)."""
+  value = cfg.get(key, None) if cfg is not None else None
+  return default if value is None else value
+
+
+def data_config(config):
+  """`config.data` for a full config; the argument itself when it already is the data part."""
+  return config.data if "data" in config else config
+
+
+def lengthgen_params(d) -> dict:
+  return dict(task=opt(d, "task", "copy"), train_max_len=int(opt(d, "train_max_len", 20)),
+              test_max_len=int(opt(d, "test_max_len", 2 * int(opt(d, "train_max_len", 20)))),
+              num_train=int(opt(d, "num_train", 10000)), num_eval=int(opt(d, "num_eval", 1000)),
+              seed=int(opt(d, "lengthgen_seed", 0)))
+
+
+def builder_key(config) -> tuple:
+  """A hashable description of which builder a config needs (and where it lives)."""
+  d = data_config(config)
+  name = opt(d, "name", "multi30k")
+  data_dir = d.get("data_dir", None)
+  build_root = str(paths.build_dir())
+  if name == "multi30k":
+    src, tgt = opt(d, "src", "en"), opt(d, "tgt", "de")
+    for lang in (src, tgt):
+      if lang not in multi30k.LANGS:
+        raise ValueError(f"config.data.src/tgt {lang!r} is not a Multi30K language; valid "
+                         f"choices: {list(multi30k.LANGS)}.")
+    if src == tgt:
+      raise ValueError(f"config.data.src and config.data.tgt are both {src!r}; pick two languages.")
+    raw = paths.corpus_dir("multi30k", data_dir, "train.en.gz")
+    return (name, build_root, str(raw) if raw else None, f"{src}-{tgt}")
+  if name == "lengthgen":
+    return (name, build_root, None, lengthgen.make_config(**lengthgen_params(d)).name)
+  if name == "text":
+    raw = text.local_file(data_dir)
+    return (name, build_root, str(raw) if raw else None, None)
+  raise ValueError(f"Unknown config.data.name {name!r}; valid choices: {list(NAMES)}.")
+
+
+@functools.lru_cache(maxsize=None)
+def _builder(key: tuple):
+  name, build_root, raw, config_name = key
+  root = pathlib.Path(build_root) / "tfds"
+  common = dict(file_format="array_record")
+  if name == "multi30k":
+    fp = paths.fingerprint(pathlib.Path(raw).glob("*.gz"))[:12] if raw else "download"
+    return multi30k.Multi30k(raw_dir=raw, config=config_name, data_dir=root / f"multi30k-{fp}",
+                             **common)
+  if name == "lengthgen":
+    params = dict(zip(("task", "train_max_len", "test_max_len", "num_train", "num_eval", "seed"),
+                      _parse_lengthgen_name(config_name)))
+    cfg = lengthgen.make_config(**params)
+    # tfds wants the registered object's name for a predefined variant, the object otherwise.
+    cfg = cfg.name if cfg.name in lengthgen.Lengthgen.builder_configs else cfg
+    return lengthgen.Lengthgen(config=cfg, data_dir=root, **common)
+  fp = paths.fingerprint([raw])[:12] if raw else "download"
+  return text.Text(raw_file=raw, data_dir=root / f"text-{fp}", **common)
+
+
+def _parse_lengthgen_name(name: str):
+  task, *rest = name.split("-")
+  return (task, *(int(part[1:]) for part in rest))
+
+
+def get_builder(config):
+  """The tfds builder for a config (not necessarily built yet)."""
+  return _builder(builder_key(config))
+
+
+def build(config):
+  """Builds the config's dataset unless it is already there; returns the builder."""
+  builder = get_builder(config)
+  with paths.build_lock(f"tfds-{builder.name}"):
+    if not builder.is_prepared():
+      logging.info("Building %s/%s into %s", builder.name, builder.builder_config and
+                   builder.builder_config.name, builder.data_dir)
+      tfds.disable_progress_bar()
+      builder.download_and_prepare()
+      _builder.cache_clear()  # re-create so the builder reads the info it just wrote
+      builder = get_builder(config)
+  return builder
+
+
+def split_names(config) -> list[str]:
+  return list(build(config).info.splits.keys())
+
+
+SPLIT_ALIASES = {"val": "validation", "valid": "validation", "dev": "validation"}
+
+
+def _check_split(builder, config, split: str) -> str:
+  """The split's stored name ('val' is accepted for 'validation'); raises if it is absent."""
+  splits = list(builder.info.splits.keys())
+  if split not in splits and SPLIT_ALIASES.get(split) in splits:
+    split = SPLIT_ALIASES[split]
+  if split not in splits:
+    hint = ""
+    if builder.name == "multi30k":
+      c = builder.builder_config
+      hint = (f" It needs both {multi30k.file_prefix(split)}.{c.src}.gz and "
+              f"{multi30k.file_prefix(split)}.{c.tgt}.gz in the data dir.")
+    raise ValueError(f"Split {split!r} is not in dataset {builder.name}"
+                     f"{'/' + builder.builder_config.name if builder.builder_config else ''}; "
+                     f"available: {splits}.{hint}")
+  return split
+
+
+def _normalize(name: str, ex: dict) -> dict:
+  """Raw tfds example (bytes) -> {index, source, target[, length]} with str fields."""
+  if name == "text":
+    return {"index": int(ex["index"]), "source": "", "target": ex["text"].decode("utf-8")}
+  out = {"index": int(ex["index"]), "source": ex["source"].decode("utf-8"),
+         "target": ex["target"].decode("utf-8")}
+  if "length" in ex:
+    out["length"] = int(ex["length"])
+  return out
+
+
+class Records:
+  """Random-access view of a split as normalized dicts (grain reads it as a data source)."""
+
+  def __init__(self, source, name: str):
+    self._source, self._name = source, name
+
+  def __len__(self):
+    return len(self._source)
+
+  def __getitem__(self, i):
+    return _normalize(self._name, self._source[int(i)])
+
+
+@functools.lru_cache(maxsize=16)
+def _read_all(key: tuple, split: str) -> tuple[dict, ...]:
+  builder = _builder(key)
+  source = builder.as_data_source(split=split)
+  out = []
+  for start in range(0, len(source), 10_000):
+    rows = source.__getitems__(range(start, min(start + 10_000, len(source))))
+    out.extend(_normalize(builder.name, ex) for ex in rows)
+  out.sort(key=lambda ex: ex["index"])
+  return tuple(out)
+
+
+def records(config, split: str):
+  """Examples of a split for the pipeline: an in-memory tuple for small splits, else lazy."""
+  builder = build(config)
+  split = _check_split(builder, config, split)
+  if builder.info.splits[split].num_examples <= SMALL_SPLIT:
+    return _read_all(builder_key(config), split)
+  return Records(builder.as_data_source(split=split), builder.name)
+
+
+def load_examples(config, split: str) -> list[dict]:
+  """All examples of a split in original file order: `index, source, target` (+ `length`)."""
+  builder = build(config)
+  split = _check_split(builder, config, split)
+  return [dict(ex) for ex in _read_all(builder_key(config), split)]

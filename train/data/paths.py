@@ -1,0 +1,105 @@
+"""Where raw corpora come from and where built artefacts go; small shared file helpers."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import os
+import pathlib
+import tempfile
+
+DATA_ENV = "ATTNLAB_DATA_DIR"
+BUILD_ENV = "ATTNLAB_BUILD_DIR"
+SHARED_LAYOUT = "multi30k/, text/, word_eval/ (like ../shared/data/)"
+
+
+def build_dir() -> pathlib.Path:
+  """Cache of built tfds datasets and tokenizers: $ATTNLAB_BUILD_DIR or ~/.cache/attnlab."""
+  root = os.environ.get(BUILD_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "attnlab")
+  return pathlib.Path(root)
+
+
+def data_root(data_dir: str | os.PathLike | None = None) -> pathlib.Path | None:
+  """The raw-corpus root: the argument, else $ATTNLAB_DATA_DIR, else None (= download)."""
+  root = data_dir or os.environ.get(DATA_ENV) or None
+  return pathlib.Path(root).expanduser() if root else None
+
+
+def corpus_dir(name: str, data_dir=None, example_file: str = "") -> pathlib.Path | None:
+  """`<root>/<name>` when a root is configured (must exist), None when loaders should download."""
+  root = data_root(data_dir)
+  if root is None:
+    return None
+  path = root / name
+  if not path.is_dir():
+    hint = f" (expected files like {path / example_file})" if example_file else ""
+    raise FileNotFoundError(
+        f"Data directory {path} does not exist{hint}. Point {DATA_ENV} (or config.data.data_dir) "
+        f"at a directory laid out as {SHARED_LAYOUT}, or unset both to download the public "
+        "corpora (needs internet).")
+  return path
+
+
+def fingerprint(paths, extra: str = "") -> str:
+  """sha256 over file names and contents (+ extra): keys caches so changed inputs rebuild."""
+  digest = hashlib.sha256(extra.encode())
+  for path in sorted(pathlib.Path(p) for p in paths):
+    digest.update(path.name.encode() + b"\0")
+    with open(path, "rb") as f:
+      for chunk in iter(lambda: f.read(1 << 20), b""):
+        digest.update(chunk)
+  return digest.hexdigest()
+
+
+def read_gz_lines(path) -> tuple[list[str | None], int]:
+  """Lines of a gzip text file; None marks an empty or non-UTF-8 line. Returns (lines, n_bad)."""
+  try:
+    with gzip.open(path, "rb") as f:
+      raw = f.read()
+  except (OSError, EOFError) as e:  # BadGzipFile is an OSError
+    raise ValueError(f"{path}: cannot read as gzip text ({e}); re-download or re-compress it.") from e
+  if raw.endswith(b"\n"):
+    raw = raw[:-1]
+  lines: list[str | None] = []
+  bad = 0
+  for chunk in raw.split(b"\n") if raw else []:
+    try:
+      line = chunk.decode("utf-8").strip()
+    except UnicodeDecodeError:
+      line = ""
+    if not line:
+      bad += 1
+      lines.append(None)
+    else:
+      lines.append(line)
+  return lines, bad
+
+
+def write_atomic(path, data: bytes) -> None:
+  """Write to a temp file in the same directory, then rename over `path`."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+@contextlib.contextmanager
+def build_lock(name: str):
+  """Exclusive inter-process lock under the build dir (parallel test workers build the same
+  dataset or tokenizer; the second waits and then reuses the first one's result)."""
+  lock_dir = build_dir() / "locks"
+  lock_dir.mkdir(parents=True, exist_ok=True)
+  with open(lock_dir / f"{name}.lock", "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
