@@ -398,10 +398,11 @@ def _train_max_len(runs: Sequence[dict]) -> int | None:
 
 
 def curve_tags(scalars: dict[str, dict]) -> list[str]:
+  """The few curves worth a figure: validation metric and loss first, then the training loss."""
   tags = sorted({t for s in scalars.values() for t in s if _CURVE_TAG.search(t)})
-  # Validation curves first: they are what the study compares.
-  tags.sort(key=lambda t: (not re.search(r'eval|valid', t), t))
-  return tags[:_MAX_CURVE_TAGS]
+  order = (r'(eval|val).*(bleu|exact)', r'(eval|val).*loss', r'train.*loss', r'(eval|val)', r'')
+  rank = lambda t: next(i for i, pattern in enumerate(order) if re.search(pattern, t))
+  return sorted(tags, key=lambda t: (rank(t), t))[:_MAX_CURVE_TAGS]
 
 
 # ---------------------------------------------------------------------------- main

@@ -143,3 +143,9 @@ def test_report_errors_name_the_problem(tmp_path):
   with pytest.raises(ValueError, match=r'test-1.json:1: not valid JSON'):
     report.make_report(str(tmp_path))
   assert report.main([str(tmp_path / 'nope')]) == 2
+
+
+def test_curve_tags_prefer_validation_metric_then_losses():
+  tags = ['train/loss', 'train/accuracy', 'eval/loss', 'eval/accuracy', 'eval/bleu', 'perf/eta_s']
+  assert report.curve_tags({'run': {t: [] for t in tags}}) == [
+      'eval/bleu', 'eval/loss', 'train/loss', 'eval/accuracy']
