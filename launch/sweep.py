@@ -444,9 +444,10 @@ def main(argv) -> int:
   runner = LocalRunner(FLAGS.parallel)
   signal.signal(signal.SIGTERM, runner.stop)
   signal.signal(signal.SIGINT, runner.stop)
+  start = time.time()
   status = runner.run_all(runs, splits)
   text, ok = summarize(status)
-  print(text)
+  print(f'{text} in {(time.time() - start) / 60:.1f} min')
   if ok:
     print(f'next: python -m launch.report {shlex.quote(FLAGS.root)}')
   return 0 if ok else 1
