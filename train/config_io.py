@@ -76,7 +76,21 @@ def validate(config):
       errors.append(f'mesh_rules entry {rule!r} is not a (logical_axis, mesh_axes) pair')
   if errors:
     raise ValueError('invalid config:\n  ' + '\n  '.join(errors))
+  _validate_model(config.model)
   return config
+
+
+def _validate_model(model_cfg):
+  """The model package's own cross-key checks (e.g. rotary needs an even head_dim), run on
+  a copy with a placeholder vocabulary since the tokenizer may not exist yet."""
+  try:
+    import model  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return
+  cfg = mlc.ConfigDict(model_cfg.to_dict())
+  if not cfg.vocab_size:
+    cfg.vocab_size = 8
+  model.make_config(cfg)
 
 
 def _jsonable(x):
