@@ -30,7 +30,7 @@ def get_config(arg=None):
   c = mlc.ConfigDict()
   c.seed = 0                        # init, subsampling, windows and noise draws derive from it
   c.batch_size = 256                # centre positions per SGD step (global; split over devices)
-  c.steps_per_call = 256            # SGD steps scanned inside one jitted call (amortises dispatch)
+  c.steps_per_call = 64             # scan steps per jitted call; each step = `window` SGD steps
   c.log_every = 20                  # console / TensorBoard interval, in jitted calls
   c.num_devices = 0                 # data-parallel devices (0 = all visible devices)
 
@@ -59,7 +59,8 @@ def get_config(arg=None):
   c.optim.min_learning_rate = 1e-4  # linear decay to this, by raw words processed (gensim)
 
   c.eval = mlc.ConfigDict()
-  c.eval.every_epoch = False        # WordSim / analogy after every epoch (else only at the end)
+  c.eval.word_sets = True           # WordSim353 + analogy (word level; needs word_eval/ data)
+  c.eval.every_epoch = False        # ... after every epoch (else only at the end)
   c.eval.export = True              # write WORKDIR/vectors.txt (word2vec text format)
 
   if a.tokens == 'sentencepiece':
@@ -69,6 +70,6 @@ def get_config(arg=None):
   if a.runlocal:
     c.data.max_lines = 20000
     c.optim.epochs = 1
-    c.steps_per_call = 32
+    c.steps_per_call = 8
     c.log_every = 5
   return c

@@ -141,16 +141,21 @@ def sgd_step(params, batch, lr, objective, axis_name=None):
 def make_train_chunk(objective: str, mesh: Mesh | None = None, axis: str = "data"):
   """jit-compiled `(params, chunk, lr_S) -> (params, loss_S, pairs_S)` over S scanned steps.
 
-  chunk: w [S, B], ctx [S, B, C], neg [S, B, K]; B must divide over the mesh axis. Params are
-  donated and replicated; the centre axis B is sharded over `axis`.
+  chunk: a batch dict {w [S, B], ctx [S, B, C], neg [S, B, K]} or a list of them (e.g. one per
+  window size, each with its own C); scan step s applies the list's batches s in order, at
+  learning rate lr_S[s]. B must divide over the mesh axis. Params are donated and replicated;
+  the centre axis B is sharded over `axis`.
   """
   if objective not in OBJECTIVES:
     raise ValueError(f"objective={objective!r}: choose one of {OBJECTIVES}.")
 
   def scan_steps(params, chunk, lr_S, axis_name):
     def body(p, xs):
-      batch, lr = xs
-      p, loss, pairs = sgd_step(p, batch, lr, objective, axis_name)
+      batches, lr = xs
+      loss = pairs = 0.0
+      for batch in (batches if isinstance(batches, (list, tuple)) else [batches]):
+        p, l, n = sgd_step(p, batch, lr, objective, axis_name)
+        loss, pairs = loss + l, pairs + n
       return p, (loss, pairs)
     params, (loss_S, pairs_S) = jax.lax.scan(body, params, (chunk, lr_S))
     return params, loss_S, pairs_S
@@ -158,12 +163,11 @@ def make_train_chunk(objective: str, mesh: Mesh | None = None, axis: str = "data
   if mesh is None:
     fn = functools.partial(scan_steps, axis_name=None)
   else:
-    batch_spec = {"w": P(None, axis), "ctx": P(None, axis), "neg": P(None, axis)}
     # check_vma=False: all_gather's result is typed "varying" although every device receives
     # the same rows, so the replicas provably stay equal; the type checker cannot see that.
     fn = jax.shard_map(
         functools.partial(scan_steps, axis_name=axis), mesh=mesh,
-        in_specs=(P(), batch_spec, P()), out_specs=(P(), P(), P()), check_vma=False)
+        in_specs=(P(), P(None, axis), P()), out_specs=(P(), P(), P()), check_vma=False)
   return jax.jit(fn, donate_argnums=(0,))
 
 

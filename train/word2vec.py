@@ -151,47 +151,50 @@ def load_corpus(config) -> Corpus:
 
 
 # ================================================================== chunks of training work
-def window_contexts(ids, line, centres, window, rng, empty):
-  """[n, 2*window] context ids of `centres` (positions in `ids`), `empty` where unused.
-
-  The window is dynamic as in word2vec.c: each centre draws b uniform in 1..window and uses the
-  b nearest words on each side, never crossing a line boundary.
-  """
-  offsets = np.concatenate([np.arange(-window, 0), np.arange(1, window + 1)])
-  b = rng.integers(1, window + 1, size=(len(centres), 1))
-  pos = centres[:, None] + offsets[None, :]
-  valid = (np.abs(offsets)[None, :] <= b) & (pos >= 0) & (pos < len(ids))
-  pos = np.clip(pos, 0, len(ids) - 1)
-  valid &= line[pos] == line[centres][:, None]
+def window_contexts(ids, line, centres, b, empty):
+  """[n, 2b] ids of the b nearest words on each side of `centres` (positions in `ids`, -1 =
+  padding), `empty` where a slot falls off the corpus, across a line boundary, or on padding."""
+  offsets = np.concatenate([np.arange(-b, 0), np.arange(1, b + 1)])
+  live = centres >= 0
+  pos = np.clip(centres[:, None] + offsets[None, :], 0, len(ids) - 1)
+  here = np.clip(centres, 0, len(ids) - 1)
+  valid = live[:, None] & (line[pos] == line[here][:, None]) & (pos == centres[:, None] + offsets)
   return np.where(valid, ids[pos], empty).astype(np.int32)
 
 
 def epoch_chunks(corpus: Corpus, config, epoch: int, table: np.ndarray, keep_prob: np.ndarray):
-  """Yields (chunk dict of [S, B, ...] int32, lr [S] float32, raw words done) for one epoch."""
+  """Yields (chunk, lr [S] float32, raw words done) for one epoch.
+
+  chunk is a list over window sizes b = 1..window of {w [S, B], ctx [S, B, 2b], neg [S, B, K]}.
+  Dynamic window without padding: each scan step takes `window` consecutive blocks of B centres
+  and gives them the sizes 1..window in a random order, so every centre's b is uniform in
+  1..window (word2vec.c's distribution) while each block's context array is dense.
+  """
   m, o = config.model, config.optim
   rng = np.random.default_rng([config.seed, epoch])
-  vocab = len(corpus.words)
+  vocab, window = len(corpus.words), m.window
   kept = np.flatnonzero(rng.random(corpus.ids.size) < keep_prob[corpus.ids])
   ids, line, raw_pos = corpus.ids[kept], corpus.line[kept], corpus.raw_pos[kept]
   steps, batch = config.steps_per_call, config.batch_size
-  per_call = steps * batch
+  per_call = steps * window * batch
   total_raw = corpus.raw_words * o.epochs
   for start in range(0, len(ids), per_call):
-    centres = np.arange(start, min(start + per_call, len(ids)))
-    n = len(centres)
-    chunk = {
-        "w": ids[centres],
-        "ctx": window_contexts(ids, line, centres, m.window, rng, vocab),
-        "neg": table[rng.integers(0, len(table), size=(n, m.negatives))],
-    }
-    last_raw = raw_pos[centres[np.minimum(np.arange(1, steps + 1) * batch, n) - 1]]
-    if n < per_call:  # pad the last call with empty centres (id V: no pairs, no update)
-      chunk = {k: np.concatenate([v, np.full((per_call - n,) + v.shape[1:], vocab, np.int32)])
-               for k, v in chunk.items()}
-    chunk = {k: v.reshape((steps, batch) + v.shape[1:]) for k, v in chunk.items()}
-    progress = (epoch * corpus.raw_words + last_raw) / total_raw
+    centres = np.arange(start, start + per_call)
+    centres[centres >= len(ids)] = -1  # padding centres: no pairs, no update
+    blocks = centres.reshape(steps, window, batch)
+    order = np.argsort(rng.random((steps, window)), axis=1)  # block order[s, b-1] gets size b
+    chunk = []
+    for b in range(1, window + 1):
+      c = np.take_along_axis(blocks, order[:, b - 1, None, None], axis=1).reshape(-1)
+      chunk.append({
+          "w": np.where(c >= 0, ids[np.maximum(c, 0)], vocab).astype(np.int32).reshape(steps, batch),
+          "ctx": window_contexts(ids, line, c, b, vocab).reshape(steps, batch, 2 * b),
+          "neg": table[rng.integers(0, len(table), size=(steps, batch, m.negatives))],
+      })
+    last = np.minimum(start + (np.arange(1, steps + 1) * window * batch), len(ids)) - 1
+    progress = (epoch * corpus.raw_words + raw_pos[last]) / total_raw
     lr = o.learning_rate - (o.learning_rate - o.min_learning_rate) * progress
-    done = corpus.raw_words if start + per_call >= len(ids) else int(raw_pos[centres[-1]])
+    done = corpus.raw_words if start + per_call >= len(ids) else int(raw_pos[last[-1]])
     yield chunk, lr.astype(np.float32), done
 
 
@@ -225,11 +228,12 @@ def save_outputs(workdir, corpus: Corpus, params, results, export: bool):
     word_eval.save_word2vec_format(os.path.join(workdir, "vectors.txt"), corpus.words, emb)
 
 
-def evaluate(corpus: Corpus, params, data_dir=None) -> dict:
-  """WordSim353 and Google analogy scores (word-level runs only)."""
+def evaluate(config, corpus: Corpus, params) -> dict:
+  """WordSim353 and Google analogy scores (word-level runs with eval.word_sets only)."""
   from train import word_eval  # pylint: disable=import-outside-toplevel
-  if corpus.kind != "word":
+  if corpus.kind != "word" or not config.eval.word_sets:
     return {}
+  data_dir = config.data.data_dir
   emb = np.asarray(params["input"], np.float32)
   return {**word_eval.wordsim(corpus.words, emb, data_dir=data_dir),
           **word_eval.analogy(corpus.words, emb, data_dir=data_dir)}
@@ -298,7 +302,7 @@ def train(config, workdir: str) -> dict:
     record = {"epoch": epoch + 1, "loss_per_pair": loss_acc / max(pair_acc, 1),
               "seconds": seconds, "words_per_s": corpus.raw_words / seconds}
     if config.eval.every_epoch or epoch + 1 == o.epochs:
-      record.update(evaluate(corpus, params, config.data.data_dir))
+      record.update(evaluate(config, corpus, params))
     logging.info("epoch %d done: %s", epoch + 1, json.dumps(record))
     for k, v in record.items():
       if isinstance(v, float):
@@ -311,7 +315,7 @@ def train(config, workdir: str) -> dict:
              "raw_words_per_epoch": corpus.raw_words, "epochs": o.epochs,
              "devices": mesh.size, "train_seconds": train_time,
              "words_per_s": words_done / train_time if train_time else None,
-             "history": history, **(history[-1] if history else evaluate(corpus, params))}
+             "history": history, **(history[-1] if history else evaluate(config, corpus, params))}
   save_outputs(workdir, corpus, params, results, config.eval.export)
   return results
 

@@ -6,8 +6,9 @@ r"""Word-vector evaluation, nearest neighbours and word2vec text-format I/O.
 - WordSim353 (Finkelstein et al. 2002): Spearman correlation between cosine similarity and the
   human score over pairs with both words in vocabulary; the out-of-vocabulary share is reported.
 - Google analogy (Mikolov et al. 2013): 3CosAdd, d = argmax_x cos(x, b - a + c) over unit
-  vectors, excluding a, b and c; accuracy over questions fully in vocabulary, semantic (first 5
-  sections) / syntactic / total, plus coverage. Words are lowercased, as the corpus is.
+  vectors, excluding a, b and c; accuracy over questions fully in vocabulary, semantic (the 5
+  sections not named gram*) / syntactic (gram*) / total, plus coverage. Words are lowercased,
+  as the corpus is.
 - word2vec text format: a "V D" header, then one "word v1 ... vD" line per word (what gensim's
   KeyedVectors.load_word2vec_format(path, binary=False) reads).
 """
@@ -22,7 +23,6 @@ from scipy import stats
 
 WORDSIM_FILE = "wordsim353.tsv"
 ANALOGY_FILE = "questions-words.txt"
-SEMANTIC_SECTIONS = 5
 
 
 def eval_file(name: str, data_dir=None) -> pathlib.Path:
@@ -103,8 +103,8 @@ def analogy(words, vectors, data_dir=None, path=None) -> dict:
   index = {w: i for i, w in enumerate(words)}
   unit = unit_rows(vectors)
   correct, asked, total = {"semantic": 0, "syntactic": 0}, {"semantic": 0, "syntactic": 0}, 0
-  for k, (_, quads) in enumerate(sections):
-    group = "semantic" if k < SEMANTIC_SECTIONS else "syntactic"
+  for name, quads in sections:
+    group = "syntactic" if name.startswith("gram") else "semantic"
     total += len(quads)
     known = np.asarray([[index[w] for w in q] for q in quads if all(w in index for w in q)],
                        np.int64).reshape(-1, 4)

@@ -134,8 +134,9 @@ def test_sharded_over_8_devices_equals_one_device(objective):
   assert jax.device_count() >= 8, "tests/conftest.py should give 8 simulated CPU devices"
   rng = np.random.default_rng(2)
   vocab, dim, steps = 50, 8, 5
-  chunk = {k: np.stack([_random_batch(rng, vocab, 16)[k] for _ in range(steps)])
-           for k in ("w", "ctx", "neg")}
+  # a list of batches with different window sizes, as train/word2vec.py feeds it
+  chunk = [{k: np.stack([_random_batch(rng, vocab, 16, window)[k] for _ in range(steps)])
+            for k in ("w", "ctx", "neg")} for window in (1, 2)]
   lr = np.linspace(0.05, 0.01, steps).astype(np.float32)
   init = w2v.init_params(jax.random.key(0), vocab, dim)
   init["output"] = init["input"][::-1] * 3  # non-zero outputs so every term is exercised
