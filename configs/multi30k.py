@@ -74,3 +74,15 @@ def get_config(arg=None):
   c.eval.bleu_sentences = 200 if a.size in ('tiny', 'default') else 500  # val subset for BLEU
   return c
 
+
+
+def sweep(name):
+  """`positions`: every position scheme; `attention`: the attention variants; `heads`: MQA/GQA."""
+  if name == 'positions':
+    return [{'model.position': p}
+            for p in ('none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary', 'alibi')]
+  if name == 'attention':
+    return [{'model.attention': a} for a in ('dot', 'additive', 'shared_qk', 'linear')]
+  if name == 'heads':
+    return [{'model.num_kv_heads': k} for k in (1, 2, 4)]
+  raise ValueError(f'unknown sweep {name!r}; valid: positions, attention, heads')

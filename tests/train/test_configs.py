@@ -1,0 +1,80 @@
+"""configs/: every variant validates, arg parsing rejects typos, config_io round-trips."""
+import importlib
+
+import pytest
+
+from configs import common
+from train import config_io
+
+VARIANTS = [
+    ('multi30k', None), ('multi30k', 'size=tiny'), ('multi30k', 'size=small,position=rotary'),
+    ('multi30k', 'size=base,tgt=fr'), ('lengthgen', None),
+    ('lengthgen', 'task=reverse,arch=decoder_only,position=alibi,size=tiny'),
+    ('wmt14', None), ('wmt14', 'size=big'),
+]
+
+
+@pytest.mark.parametrize('name,arg', VARIANTS)
+def test_config_variants_validate(name, arg):
+  config = importlib.import_module(f'configs.{name}').get_config(arg)
+  config_io.validate(config)
+  for key in ('seed', 'total_steps', 'checkpoint_every', 'eval_every', 'log_every', 'batch_size'):
+    assert key in config
+  for key in ('arch', 'position', 'attention', 'num_heads', 'num_kv_heads', 'num_layers',
+              'd_model'):
+    assert key in config.model
+  assert set(config.mesh) >= {'data', 'fsdp', 'tensor'}
+
+
+def test_small_size_is_the_specified_one():
+  m = importlib.import_module('configs.multi30k').get_config('size=small')
+  assert (m.model.d_model, m.model.num_layers, m.model.num_heads, m.model.d_ff,
+          m.data.vocab_size) == (256, 3, 4, 1024, 8000)
+
+
+def test_wmt14_learning_rate_is_the_papers_peak():
+  for size, d in (('base', 512), ('big', 1024)):
+    c = importlib.import_module('configs.wmt14').get_config(f'size={size}')
+    assert c.model.d_model == d
+    assert c.optim.learning_rate == pytest.approx(d ** -0.5 * 4000 ** -0.5)
+
+
+def test_arg_typos_and_bad_values_are_named():
+  with pytest.raises(ValueError, match="unknown config arg 'sise'.*size"):
+    importlib.import_module('configs.multi30k').get_config('sise=tiny')
+  with pytest.raises(ValueError, match='size'):
+    importlib.import_module('configs.multi30k').get_config('size=huge')
+  with pytest.raises(ValueError, match='key=value'):
+    common.parse_arg('tiny', size='small')
+
+
+@pytest.mark.parametrize('key,value,valid', [
+    ('position', 'bogus', 'rotary'), ('attention', 'flash', 'shared_qk'),
+    ('arch', 'gpt', 'decoder_only'), ('remat', 'some', 'dots')])
+def test_validate_lists_valid_choices(key, value, valid):
+  config = common.base_config()
+  config.model[key] = value
+  with pytest.raises(ValueError, match=rf'model\.{key}.*{valid}'):
+    config_io.validate(config)
+
+
+def test_validate_catches_cross_key_errors():
+  config = common.base_config()
+  config.batch_size, config.optim.grad_accum_steps = 10, 4
+  with pytest.raises(ValueError, match='grad_accum_steps'):
+    config_io.validate(config)
+  config = common.base_config()
+  config.model.num_kv_heads = 3
+  with pytest.raises(ValueError, match='num_kv_heads'):
+    config_io.validate(config)
+
+
+def test_save_and_load_round_trip(tmp_path):
+  config = importlib.import_module('configs.multi30k').get_config('size=tiny')
+  config_io.save_config(config, str(tmp_path))
+  loaded = config_io.load_config(str(tmp_path))
+  assert loaded.to_dict() == config.to_dict()
+  assert config_io.diff(config, loaded) == []
+  loaded.model.position = 'rotary'
+  assert config_io.diff(config, loaded) == ["model.position: 'sinusoidal' -> 'rotary'"]
+  assert 'model' in (tmp_path / 'config.txt').read_text()
