@@ -278,3 +278,155 @@ def position_figures(out_dir: str, model_cfg, params=None, length: int = 48) -> 
         os.path.join(out_dir, name), t5_bias_hqk(table, length, bidirectional, max_distance),
         "T5", f" ({path}; {'bidirectional' if bidirectional else 'causal'})"))
   return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-attention weights of a trained encoder-decoder
+# ---------------------------------------------------------------------------------------------
+def unscan_params(tree):
+  """Scanned layers `{'layers': leaves [n, ...]}` -> `{'layer_0': ..., 'layer_1': ...}`, the
+  layout of the same model with `scan_layers=False` (same math, per-layer module paths)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  if not hasattr(tree, "items"):
+    return tree
+  out = {}
+  for key, value in tree.items():
+    if key == "layers" and hasattr(value, "items"):
+      n = jax.tree.leaves(value)[0].shape[0]
+      for i in range(n):
+        out[f"layer_{i}"] = jax.tree.map(lambda x, i=i: x[i], value)
+    else:
+      out[key] = unscan_params(value)
+  return out
+
+
+def cross_attention_weights(model_cfg, params, batch) -> np.ndarray:
+  """Cross-attention weights [B, layers, heads, target, source] of a teacher-forced batch.
+
+  The model computes attention with a fused kernel that never materialises the weights, so
+  they are rebuilt here from the query / key projections that Flax's `capture_intermediates`
+  records in every `cross_attn` block, with the same scoring functions the model uses
+  (model.attention). Target rows are 0 on padding.
+  """
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import model  # pylint: disable=import-outside-toplevel
+  from model import attention as attn  # pylint: disable=import-outside-toplevel
+  mc = model.make_config(model_cfg)
+  if mc.arch != "encoder_decoder":
+    raise ValueError(f"model.arch={mc.arch!r} has no Transformer cross-attention to plot; "
+                     "cross-attention heatmaps need arch='encoder_decoder'")
+  flat = dataclasses.replace(mc, scan_layers=False, remat="none")
+  params = unscan_params(params) if mc.scan_layers else params
+
+  def is_cross_projection(mdl, method_name):
+    path = mdl.path
+    return (method_name == "__call__" and len(path) >= 2 and path[-2] == "cross_attn"
+            and path[-1] in ("query", "key"))
+
+  module = model.build_model(flat)
+
+  def weights_of(params, batch):
+    _, state = module.apply({"params": params}, batch, deterministic=True,
+                            capture_intermediates=is_cross_projection, mutable=["intermediates"])
+    decoder = state["intermediates"]["decoder"]
+    mask = attn.make_mask(batch["targets_segment"], batch["inputs_segment"])   # [B,1,T,S]
+    layers = []
+    for i in range(flat.dec_layers):
+      captured = decoder[f"layer_{i}"]["cross_attn"]
+      if "key" in captured:
+        (q,), (k,) = captured["query"]["__call__"], captured["key"]["__call__"]
+      else:  # shared_qk: one projection, called for queries first, then for keys
+        q, k = captured["query"]["__call__"]
+      q, k = q.astype(jnp.float32), k.astype(jnp.float32)
+      if flat.attention == "linear":
+        a = attn.dot_scores(attn.elu_feature(q), attn.elu_feature(k)) * mask
+        w = a / jnp.maximum(a.sum(-1, keepdims=True), 1e-30)
+      else:
+        if flat.attention == "additive":
+          v_vec = params["decoder"][f"layer_{i}"]["cross_attn"]["score_v"]
+          logits = attn.additive_scores(q, k, v_vec.astype(jnp.float32))
+        else:
+          logits = attn.dot_scores(q, k) * (flat.hd ** -0.5)
+        w = jax.nn.softmax(jnp.where(mask, logits, attn.NEG_INF), axis=-1)
+      layers.append(w * mask.any(-1, keepdims=True))
+    return jnp.stack(layers, axis=1)
+
+  batch = {k: jnp.asarray(v) for k, v in batch.items() if k not in ("index", "length")}
+  return np.asarray(jax.jit(weights_of)(params, batch))
+
+
+def _pieces(tokenizer, ids, side: str) -> list[str]:
+  names = {0: "<pad>", 1: "</s>", 2: "<s>", 3: "<unk>"}
+  return [names.get(int(t)) or tokenizer.decode([int(t)], side=side) or "_" for t in ids]
+
+
+def cross_attention_figures(out_dir: str, loaded, params, sources: Sequence[str],
+                            decode: str = "greedy") -> list[str]:
+  """Translate `sources`, then plot the cross-attention over each (source, own translation)."""
+  from train import evaluate  # pylint: disable=import-outside-toplevel
+  config, tok = loaded.config, loaded.tokenizer
+  settings = evaluate.settings_from_config(config, decode=decode)
+  kwargs = dict(arch="encoder_decoder", batch_size=len(sources),
+                max_src_len=config.data.max_src_len, max_tgt_len=config.data.max_tgt_len)
+  hyps = evaluate.translate_batches(loaded.module, params,
+                                    evaluate.text_batches(tok, sources, None, **kwargs), tok,
+                                    settings)
+  hyps = [hyps[i] for i in range(len(sources))]
+  (batch,) = evaluate.text_batches(tok, sources, hyps, **kwargs)
+  weights = cross_attention_weights(config.model, params, batch)
+  paths = []
+  for row, i in enumerate(batch["index"]):
+    if i < 0:
+      continue
+    src_n, tgt_n = int(batch["inputs_segment"][row].sum()), int(batch["targets_segment"][row].sum())
+    title = f"Cross-attention, sentence {i}: {sources[i][:60]!r} -> {hyps[i][:60]!r}"
+    paths.append(plot_cross_attention(
+        os.path.join(out_dir, f"cross_attention-{i}.png"), weights[row],
+        _pieces(tok, batch["inputs"][row, :src_n], "source"),
+        _pieces(tok, batch["targets"][row, :tgt_n], "target"), title))
+  return sorted(paths)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+def make_plots(workdir: str, checkpoint: str = "latest", *, split: str | None = None,
+               num_sentences: int = 3, out_dir: str | None = None) -> list[str]:
+  """Every figure for one checkpoint of `workdir`; returns the PNG paths."""
+  from train import checkpointing, data, evaluate  # pylint: disable=import-outside-toplevel
+  loaded = evaluate.load_workdir(workdir)
+  (step,) = evaluate.resolve_steps(workdir, checkpoint if checkpoint != "all" else "latest")
+  params = checkpointing.restore_params(workdir, step, loaded.config)
+  out_dir = out_dir or os.path.join(workdir, "plots")
+  paths = position_figures(out_dir, loaded.config.model, params)
+  if loaded.config.model.get("arch", "encoder_decoder") == "encoder_decoder" and num_sentences:
+    split = split or list(loaded.config.data.get("eval_splits") or ["val"])[0]
+    sources = [e["source"] for e in data.load_examples(loaded.config, split)[:num_sentences]]
+    paths += cross_attention_figures(out_dir, loaded, params, sources)
+  return paths
+
+
+def _define_flags():
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
+  flags.DEFINE_string("checkpoint", "latest", "latest | best | STEP.")
+  flags.DEFINE_string("split", None, "Split whose first sentences get attention heatmaps.")
+  flags.DEFINE_integer("num_sentences", 3, "Sentences to draw cross-attention for.")
+  flags.DEFINE_string("out", None, "Output folder (default WORKDIR/plots).")
+
+
+def main(argv):
+  del argv
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  f = flags.FLAGS
+  for path in make_plots(f.workdir, f.checkpoint, split=f.split,
+                         num_sentences=f.num_sentences, out_dir=f.out):
+    print(path)
+
+
+if __name__ == "__main__":
+  from absl import app  # pylint: disable=import-outside-toplevel
+  _define_flags()
+  app.run(main)

@@ -83,10 +83,10 @@ def text_batches(tokenizer, sources: Sequence[str], references: Sequence[str] | 
   Sources longer than `max_src_len` (with EOS) are truncated: the model never saw longer
   inputs. Every batch is padded to the same widths so decoding compiles once.
   """
-  src_ids = [tokenizer.encode(s)[:max_src_len - 1] + [EOS] for s in sources]
+  src_ids = [tokenizer.encode(s, side="source")[:max_src_len - 1] + [EOS] for s in sources]
   tgt_ids = None
   if references is not None:
-    tgt_ids = [tokenizer.encode(r)[:max_tgt_len - 1] + [EOS] for r in references]
+    tgt_ids = [tokenizer.encode(r, side="target")[:max_tgt_len - 1] + [EOS] for r in references]
   order = sorted(range(len(sources)), key=lambda i: len(src_ids[i]))
   if arch == "decoder_only" and tgt_ids is not None:
     seqs = [src_ids[i] + tgt_ids[i] for i in range(len(sources))]
@@ -159,7 +159,7 @@ def translate_batches(module, params, batches, tokenizer, settings: DecodeSettin
     tokens = np.asarray(generate(params, {k: batch[k] for k in _DECODE_KEYS if k in batch}))
     for row, index in zip(tokens, np.asarray(batch["index"])):
       if index >= 0:
-        out[int(index)] = tokenizer.decode([int(t) for t in row])
+        out[int(index)] = tokenizer.decode([int(t) for t in row], side="target")
   return out
 
 

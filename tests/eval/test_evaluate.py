@@ -2,24 +2,8 @@
 import numpy as np
 import pytest
 
+from eval_helpers import CharTokenizer
 from train import evaluate
-
-
-class CharTokenizer:
-  """Bytes + 4 (so pad=0, eos=1, bos=2, unk=3 stay free), as in the token-id contract."""
-  vocab_size = 260
-
-  def encode(self, s):
-    return [b + 4 for b in s.encode("utf-8")]
-
-  def decode(self, ids):
-    out = []
-    for t in ids:
-      if t == 1:
-        break
-      if t >= 4:
-        out.append(t - 4)
-    return bytes(out).decode("utf-8", errors="replace")
 
 
 def _rows(batches, key):

@@ -94,3 +94,43 @@ def test_position_figures(tmp_path):
       _check_png(p)
     else:
       assert plots.read_png_size(p) == EXPECTED
+
+
+@pytest.mark.parametrize("attention,scan", [("dot", True), ("shared_qk", False),
+                                            ("additive", False), ("linear", True)])
+def test_cross_attention_weights_reproduce_the_model_output(attention, scan):
+  """Weights rebuilt by plots, applied to the model's own values and output projection, give
+  exactly the cross-attention block output the model computed."""
+  import jax
+  import model
+  from model import attention as attn
+  from eval_helpers import CharTokenizer, random_params, tiny_model_cfg
+  from train import evaluate
+  cfg = tiny_model_cfg(attention=attention, scan_layers=scan,
+                       num_kv_heads=2 if attention in ("dot", "linear") else None)
+  (batch,) = evaluate.text_batches(CharTokenizer(), ["hello there", "a b"], ["hallo", "xy z"],
+                                   arch="encoder_decoder", batch_size=3, max_src_len=32,
+                                   max_tgt_len=32)
+  module = model.build_model(cfg)
+  fwd = {k: v for k, v in batch.items() if k != "index"}
+  params = random_params(module, fwd)
+  w = plots.cross_attention_weights(cfg, params, batch)      # [B, L, H, T, S]
+  assert w.shape[:3] == (3, 2, 4)
+  real_t = batch["targets_segment"] > 0
+  np.testing.assert_allclose(w.sum(-1).transpose(0, 3, 1, 2)[real_t], 1.0, rtol=1e-5)
+  assert np.all(w.transpose(0, 3, 1, 2, 4)[~real_t] == 0)
+  assert np.all(w * (batch["inputs_segment"][:, None, None, None, :] == 0) == 0)  # pad keys
+
+  flat = dict(cfg, scan_layers=False)
+  p = plots.unscan_params(params) if scan else params
+  pick = lambda m, name: name == "__call__" and len(m.path) >= 2 and m.path[-2] == "cross_attn" \
+      and m.path[-1] in ("value", "out")
+  apply = lambda p, b: model.build_model(flat).apply(
+      {"params": p}, b, capture_intermediates=pick, mutable=["intermediates"])[1]
+  state = jax.jit(apply)(p, fwd)
+  for i in range(2):
+    cap = state["intermediates"]["decoder"][f"layer_{i}"]["cross_attn"]
+    (v,), (out,) = cap["value"]["__call__"], cap["out"]["__call__"]
+    kernel = p["decoder"][f"layer_{i}"]["cross_attn"]["out"]["kernel"]   # [H, D, d_model]
+    mine = np.einsum("bthd,hde->bte", attn.combine(w[:, i], v), kernel)
+    np.testing.assert_allclose(mine[real_t], np.asarray(out)[real_t], atol=2e-5, rtol=1e-4)
