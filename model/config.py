@@ -1,0 +1,159 @@
+"""Model configuration: `config.model` (an ml_collections ConfigDict) resolved into a frozen dataclass.
+
+Validation lives here so a bad combination fails at build time, before any parameter exists.
+The allowed (attention x position) pairs are documented in `model/attention.py`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+ARCHS = ('encoder_decoder', 'decoder_only', 'rnn')
+POSITIONS = ('none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary', 'alibi')
+ATTENTIONS = ('dot', 'additive', 'shared_qk', 'linear')
+FFNS = ('relu', 'gelu', 'swiglu')
+NORMS = ('post', 'pre')
+REMATS = ('none', 'full', 'dots')
+DTYPES = ('float32', 'bfloat16')
+RNN_CELLS = ('gru', 'lstm')
+
+# Position schemes each attention kind cannot express (see the table in attention.py).
+UNSUPPORTED = {
+    'dot': (),
+    'shared_qk': (),
+    'additive': ('rotary', 'shaw'),
+    'linear': ('shaw', 't5', 'alibi'),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Every field of `config.model` (docs/contracts.md); None fields are resolved by properties."""
+  arch: str = 'encoder_decoder'
+  vocab_size: int = 0
+  d_model: int = 512
+  num_heads: int = 8
+  num_kv_heads: int | None = None
+  num_layers: int = 6
+  num_encoder_layers: int | None = None
+  num_decoder_layers: int | None = None
+  d_ff: int = 2048
+  head_dim: int | None = None
+  dropout: float = 0.1
+  attention_dropout: float = 0.0
+  position: str = 'sinusoidal'
+  encoder_position: str | None = None
+  decoder_position: str | None = None
+  max_len: int = 512
+  shaw_max_distance: int = 16
+  t5_num_buckets: int = 32
+  t5_max_distance: int = 128
+  attention: str = 'dot'
+  ffn: str = 'relu'
+  norm: str = 'post'
+  share_embeddings: bool = True
+  tie_output: bool = True
+  scale_embeddings: bool = True
+  scan_layers: bool = False
+  remat: str = 'none'
+  dtype: str = 'float32'
+  rnn_cell: str = 'lstm'
+  rnn_hidden: int = 512
+  embed_init: str | None = None  # used by the trainer (word2vec init), not by the modules
+
+  @property
+  def enc_layers(self) -> int:
+    return self.num_layers if self.num_encoder_layers is None else self.num_encoder_layers
+
+  @property
+  def dec_layers(self) -> int:
+    return self.num_layers if self.num_decoder_layers is None else self.num_decoder_layers
+
+  @property
+  def kv_heads(self) -> int:
+    return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
+
+  @property
+  def hd(self) -> int:
+    return self.d_model // self.num_heads if self.head_dim is None else self.head_dim
+
+  @property
+  def enc_pos(self) -> str:
+    return self.position if self.encoder_position is None else self.encoder_position
+
+  @property
+  def dec_pos(self) -> str:
+    return self.position if self.decoder_position is None else self.decoder_position
+
+  @property
+  def jdtype(self):
+    return jnp.bfloat16 if self.dtype == 'bfloat16' else jnp.float32
+
+
+def _choice(key: str, value: Any, choices: tuple) -> None:
+  if value not in choices:
+    raise ValueError(f'model.{key}={value!r} is not valid; choose one of {list(choices)}.')
+
+
+def make_config(cfg: Any) -> ModelConfig:
+  """ConfigDict / dict / ModelConfig -> validated ModelConfig (ValueError names the bad key)."""
+  if isinstance(cfg, ModelConfig):
+    mc = cfg
+  else:
+    d = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+      raise ValueError(f'unknown model config key(s) {unknown}; valid keys are {sorted(known)}.')
+    mc = ModelConfig(**d)
+  validate(mc)
+  return mc
+
+
+def validate(c: ModelConfig) -> None:
+  """Raise ValueError for any unsupported value or combination."""
+  _choice('arch', c.arch, ARCHS)
+  _choice('attention', c.attention, ATTENTIONS)
+  _choice('ffn', c.ffn, FFNS)
+  _choice('norm', c.norm, NORMS)
+  _choice('remat', c.remat, REMATS)
+  _choice('dtype', c.dtype, DTYPES)
+  _choice('rnn_cell', c.rnn_cell, RNN_CELLS)
+  for key in ('position', 'encoder_position', 'decoder_position'):
+    if getattr(c, key) is not None:
+      _choice(key, getattr(c, key), POSITIONS)
+  if c.vocab_size <= 0:
+    raise ValueError('model.vocab_size must be > 0 (the trainer sets it from the tokenizer when 0).')
+  for key in ('d_model', 'num_heads', 'd_ff', 'num_layers', 'rnn_hidden'):
+    if getattr(c, key) <= 0:
+      raise ValueError(f'model.{key}={getattr(c, key)} must be > 0.')
+  if c.arch == 'rnn':
+    return  # the RNN ignores heads / positions / attention kind
+  if c.head_dim is None and c.d_model % c.num_heads:
+    raise ValueError(f'model.d_model={c.d_model} is not divisible by model.num_heads={c.num_heads}; '
+                     'change one or set model.head_dim.')
+  if c.kv_heads <= 0 or c.num_heads % c.kv_heads:
+    raise ValueError(f'model.num_kv_heads={c.num_kv_heads} must divide model.num_heads={c.num_heads}.')
+  if c.attention == 'shared_qk' and c.kv_heads != c.num_heads:
+    raise ValueError('model.attention=shared_qk uses one matrix for queries and keys, so '
+                     'model.num_kv_heads must be None or equal to model.num_heads.')
+  if c.hd % 2 and 'rotary' in (c.enc_pos, c.dec_pos):
+    raise ValueError(f'model.position=rotary needs an even head_dim, got {c.hd}.')
+  if c.d_model % 2 and 'sinusoidal' in (c.enc_pos, c.dec_pos):
+    raise ValueError(f'model.position=sinusoidal needs an even d_model, got {c.d_model}.')
+  stacks = [('decoder_position', c.dec_pos)]
+  if c.arch == 'encoder_decoder':
+    stacks.append(('encoder_position', c.enc_pos))
+  for key, pos in stacks:
+    if pos in UNSUPPORTED[c.attention]:
+      ok = [p for p in POSITIONS if p not in UNSUPPORTED[c.attention]]
+      raise ValueError(f'model.{key}={pos!r} is not supported with model.attention={c.attention!r}; '
+                       f'choose one of {ok} (or another attention).')
+  if c.t5_num_buckets < 4 or c.t5_max_distance <= c.t5_num_buckets // 4:
+    raise ValueError('model.t5_num_buckets must be >= 4 and model.t5_max_distance > num_buckets / 4.')
+  if c.shaw_max_distance < 1:
+    raise ValueError('model.shaw_max_distance must be >= 1.')
+  if 'learned' in (c.enc_pos, c.dec_pos) and c.max_len <= 0:
+    raise ValueError('model.position=learned needs model.max_len > 0 (size of the table).')

@@ -1,0 +1,161 @@
+"""Position schemes behind one small interface.
+
+Every scheme takes explicit integer positions per token (`[B, T]`), never the index in an array:
+that single rule makes packed rows (positions restart per segment) and KV-cached decoding (the new
+token's position is passed in, the cached keys keep theirs) correct for every scheme.
+
+A scheme is one function plus one `SCHEMES` entry whose `kind` says where it acts:
+
+| kind       | schemes               | acts on                                     | function signature                              |
+|------------|-----------------------|---------------------------------------------|-------------------------------------------------|
+| `none`     | none                  | nothing                                     | -                                               |
+| `embed`    | sinusoidal, learned   | added to token embeddings                   | `fn(module, pos[B,T], cfg) -> [B,T,d_model]`    |
+| `rotary`   | rotary (RoFormer)     | rotates q and k of self-attention           | `fn(x[B,T,H,D], pos[B,T]) -> x`                 |
+| `bias`     | t5, alibi             | per-head bias on logits, once per stack     | `fn(module, qpos, kpos, cfg, bidirectional) -> [B,H,Tq,Tk]` |
+| `relative` | shaw (Shaw et al.)    | logits and values, per layer                | `fn(module, cfg) -> (table_k, table_v)`         |
+
+`module` is the Flax module that owns any parameters of the scheme (created with `module.param`).
+Cross-attention always uses `none`. Which schemes each attention kind accepts: see attention.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+# ---------------------------------------------------------------- embed: sinusoidal, learned
+def sinusoid_table(positions: jax.Array, d: int) -> jax.Array:
+  """Vaswani et al. 2017: PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(same)."""
+  inv_freq = 10000.0 ** (-jnp.arange(0, d, 2, dtype=jnp.float32) / d)
+  angle = positions.astype(jnp.float32)[..., None] * inv_freq
+  return jnp.stack([jnp.sin(angle), jnp.cos(angle)], axis=-1).reshape(*positions.shape, d)
+
+
+def sinusoidal_embed(module: nn.Module, positions: jax.Array, cfg) -> jax.Array:
+  del module
+  return sinusoid_table(positions, cfg.d_model)
+
+
+def learned_embed(module: nn.Module, positions: jax.Array, cfg) -> jax.Array:
+  # Positions >= max_len are clipped to the last row (jit cannot raise on data); keep
+  # max_len >= the longest sequence + decode margin.
+  table = module.param('pos_table', nn.with_logical_partitioning(
+      nn.initializers.normal(cfg.d_model ** -0.5), (None, 'embed')), (cfg.max_len, cfg.d_model))
+  return jnp.take(table, positions, axis=0, mode='clip')
+
+
+# ---------------------------------------------------------------- rotary (RoFormer, Su et al. 2021)
+def apply_rotary(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Array:
+  """Rotate each pair (x[2i], x[2i+1]) by angle pos * base^(-2i/D). x: [B,T,H,D], positions: [B,T]."""
+  d = x.shape[-1]
+  inv_freq = base ** (-jnp.arange(0, d, 2, dtype=jnp.float32) / d)
+  angle = positions.astype(jnp.float32)[:, :, None, None] * inv_freq  # [B,T,1,D/2]
+  cos, sin = jnp.cos(angle), jnp.sin(angle)
+  pairs = x.astype(jnp.float32).reshape(*x.shape[:-1], d // 2, 2)
+  x0, x1 = pairs[..., 0], pairs[..., 1]
+  out = jnp.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], axis=-1)
+  return out.reshape(x.shape).astype(x.dtype)
+
+
+# ---------------------------------------------------------------- bias: t5, alibi
+def t5_bucket(relative: jax.Array, bidirectional: bool, num_buckets: int = 32,
+              max_distance: int = 128) -> jax.Array:
+  """Raffel et al. 2020 bucket of `relative = key_pos - query_pos`.
+
+  Half the buckets (per direction) hold exact small distances, the rest grow logarithmically up to
+  `max_distance`; everything farther shares the last bucket. Causal: only distances to the past.
+  """
+  n = num_buckets
+  offset = jnp.zeros_like(relative)
+  if bidirectional:
+    n //= 2
+    offset = jnp.where(relative > 0, n, 0)
+    dist = jnp.abs(relative)
+  else:
+    dist = jnp.maximum(-relative, 0)
+  exact = n // 2
+  log_ratio = jnp.log(jnp.maximum(dist, 1).astype(jnp.float32) / exact) / math.log(max_distance / exact)
+  large = exact + (log_ratio * (n - exact)).astype(jnp.int32)
+  large = jnp.minimum(large, n - 1)
+  return offset + jnp.where(dist < exact, dist, large)
+
+
+def t5_bias(module: nn.Module, q_pos: jax.Array, k_pos: jax.Array, cfg, bidirectional: bool):
+  table = module.param('t5_table', nn.with_logical_partitioning(
+      nn.initializers.normal(1.0), ('relpos', 'heads')), (cfg.t5_num_buckets, cfg.num_heads))
+  bucket = t5_bucket(k_pos[:, None, :] - q_pos[:, :, None], bidirectional,
+                     cfg.t5_num_buckets, cfg.t5_max_distance)          # [B,Tq,Tk]
+  return jnp.transpose(jnp.take(table, bucket, axis=0), (0, 3, 1, 2))  # [B,H,Tq,Tk]
+
+
+def alibi_slopes(num_heads: int) -> list[float]:
+  """Press et al. 2022: geometric slopes 2^(-8/n), 2^(-16/n), ...; for n not a power of two,
+  the slopes of the largest power of two m < n plus every other slope of 2m."""
+  def geometric(n):
+    return [2.0 ** (-8.0 * (i + 1) / n) for i in range(n)]
+  m = 2 ** int(math.floor(math.log2(num_heads)))
+  if m == num_heads:
+    return geometric(num_heads)
+  return geometric(m) + geometric(2 * m)[0::2][:num_heads - m]
+
+
+def alibi_bias(module: nn.Module, q_pos: jax.Array, k_pos: jax.Array, cfg, bidirectional: bool):
+  del module, bidirectional  # -slope*|distance| equals the paper's slope*(j-i) under a causal mask
+  slopes = jnp.asarray(alibi_slopes(cfg.num_heads), jnp.float32)
+  dist = jnp.abs(k_pos[:, None, :] - q_pos[:, :, None]).astype(jnp.float32)
+  return -slopes[None, :, None, None] * dist[:, None]
+
+
+# ---------------------------------------------------------------- relative: shaw
+def shaw_tables(module: nn.Module, cfg):
+  """Relative key and value embeddings a^K, a^V: [2k+1, head_dim], shared across heads."""
+  size = 2 * cfg.shaw_max_distance + 1
+  init = nn.with_logical_partitioning(nn.initializers.normal(cfg.hd ** -0.5), ('relpos', 'kv'))
+  return module.param('shaw_k', init, (size, cfg.hd)), module.param('shaw_v', init, (size, cfg.hd))
+
+
+def shaw_index(q_pos: jax.Array, k_pos: jax.Array, max_distance: int) -> jax.Array:
+  """Row of the relative table for each (query, key): clip(j - i, -k, k) + k. [B,Tq,Tk]."""
+  rel = jnp.clip(k_pos[:, None, :] - q_pos[:, :, None], -max_distance, max_distance)
+  return rel + max_distance
+
+
+def shaw_logits(q: jax.Array, table_k: jax.Array, index: jax.Array) -> jax.Array:
+  """q_i . a^K_ij for every pair: [B,H,Tq,Tk]. q: [B,Tq,H,D]."""
+  q_r = jnp.einsum('bthd,rd->bhtr', q, table_k.astype(q.dtype))
+  idx = jnp.broadcast_to(index[:, None], (q_r.shape[0], q_r.shape[1]) + index.shape[1:])
+  return jnp.take_along_axis(q_r, idx, axis=-1)
+
+
+def shaw_values(weights: jax.Array, table_v: jax.Array, index: jax.Array) -> jax.Array:
+  """sum_j w_ij a^V_ij: [B,Tq,H,D]. weights: [B,H,Tq,Tk]."""
+  onehot = jax.nn.one_hot(index, table_v.shape[0], dtype=weights.dtype)  # [B,Tq,Tk,R]
+  w_r = jnp.einsum('bhts,btsr->bhtr', weights, onehot)
+  return jnp.einsum('bhtr,rd->bthd', w_r, table_v.astype(weights.dtype))
+
+
+# ---------------------------------------------------------------- registry
+@dataclasses.dataclass(frozen=True)
+class Scheme:
+  kind: str                     # 'none' | 'embed' | 'rotary' | 'bias' | 'relative'
+  fn: Callable | None = None
+
+
+SCHEMES: dict[str, Scheme] = {
+    'none': Scheme('none'),
+    'sinusoidal': Scheme('embed', sinusoidal_embed),
+    'learned': Scheme('embed', learned_embed),
+    'rotary': Scheme('rotary', apply_rotary),
+    't5': Scheme('bias', t5_bias),
+    'alibi': Scheme('bias', alibi_bias),
+    'shaw': Scheme('relative', shaw_tables),
+}
+
+
+def kind(name: str) -> str:
+  return SCHEMES[name].kind

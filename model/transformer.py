@@ -1,0 +1,196 @@
+"""Wiring only: encoder and decoder stacks, the encoder-decoder and the decoder-only LM.
+
+Every model exposes the same three entry points, which the trainer and `model.decoding` use:
+- `__call__(batch, deterministic=True) -> logits [B,T,V]` (float32),
+- `encode(batch, deterministic=True) -> encoder states` (None for decoder-only),
+- `decode(tokens, positions, segments, encoded, src_segments, max_cache_len) -> logits [B,t,V]`:
+  one cached step over t >= 1 new tokens; call with `mutable=['cache']`. The first call (no
+  'cache' collection) creates the cache with room for `max_cache_len` tokens.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from model import positions as pos_lib
+from model.attention import Attention, make_mask
+from model.layers import DenseGeneral, Embed, EmbedInput, FeedForward, LayerNorm, constrain
+
+
+def segments_positions(batch: dict, ids_key: str, prefix: str):
+  """Segment ids and positions from the batch, or derived (1 on non-pad tokens, 0..T-1)."""
+  ids = jnp.asarray(batch[ids_key])
+  seg = batch.get(f'{prefix}_segment')
+  pos = batch.get(f'{prefix}_position')
+  seg = (ids != 0).astype(jnp.int32) if seg is None else jnp.asarray(seg, jnp.int32)
+  if pos is None:
+    pos = jnp.broadcast_to(jnp.arange(ids.shape[1], dtype=jnp.int32), ids.shape)
+  return ids, seg, jnp.asarray(pos, jnp.int32)
+
+
+class _Sublayers(nn.Module):
+  """Residual wrapper shared by both layer kinds: post-LN (paper) or pre-LN."""
+
+  def residual(self, x, fn, name):
+    cfg = self.cfg
+    drop = nn.Dropout(cfg.dropout, name=f'{name}_dropout')
+    if cfg.norm == 'pre':
+      return x + drop(fn(LayerNorm(cfg.jdtype, name=f'{name}_norm')(x)), deterministic=self.deterministic)
+    y = x + drop(fn(x), deterministic=self.deterministic)
+    return LayerNorm(cfg.jdtype, name=f'{name}_norm')(y)
+
+
+class EncoderLayer(_Sublayers):
+  cfg: object
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x, mask, bias, pos):
+    cfg = self.cfg
+    attn = Attention(cfg, cfg.enc_pos, is_self=True, deterministic=self.deterministic, name='self_attn')
+    x = self.residual(x, lambda h: attn(h, h, mask, bias, pos, pos), 'attn')
+    x = self.residual(x, FeedForward(cfg, self.deterministic, name='ffn'), 'ffn')
+    return constrain(x, ('batch', 'length', 'embed')), None
+
+
+class DecoderLayer(_Sublayers):
+  cfg: object
+  cross: bool = True
+  decode: bool = False
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x, encoded, self_mask, bias, q_pos, k_pos, cross_mask, cache_index):
+    cfg = self.cfg
+    attn = Attention(cfg, cfg.dec_pos, is_self=True, decode=self.decode,
+                     deterministic=self.deterministic, name='self_attn')
+    x = self.residual(x, lambda h: attn(h, h, self_mask, bias, q_pos, k_pos, cache_index), 'attn')
+    if self.cross:
+      xattn = Attention(cfg, 'none', is_self=False, decode=self.decode,
+                        deterministic=self.deterministic, name='cross_attn')
+      x = self.residual(x, lambda h: xattn(h, encoded, cross_mask), 'cross')
+    x = self.residual(x, FeedForward(cfg, self.deterministic, name='ffn'), 'ffn')
+    return constrain(x, ('batch', 'length', 'embed')), None
+
+
+def run_layers(parent, layer_cls, n: int, x, args, **kwargs):
+  """Apply n layers: a Python loop, or nn.scan (compile time flat in depth); optional nn.remat."""
+  cfg = parent.cfg
+  if cfg.remat != 'none':
+    policy = None if cfg.remat == 'full' else jax.checkpoint_policies.checkpoint_dots
+    layer_cls = nn.remat(layer_cls, policy=policy, prevent_cse=not cfg.scan_layers)
+  if cfg.scan_layers:
+    # cache leaves keep batch on axis 0 (layers on axis 1) so decoding can reorder beams uniformly.
+    stack = nn.scan(layer_cls, variable_axes={'params': 0, 'cache': 1},
+                    split_rngs={'params': True, 'dropout': True}, in_axes=(nn.broadcast,) * len(args),
+                    length=n, metadata_params={nn.PARTITION_NAME: 'layers'})
+    x, _ = stack(cfg, name='layers', **kwargs)(x, *args)
+    return x
+  for i in range(n):
+    x, _ = layer_cls(cfg, name=f'layer_{i}', **kwargs)(x, *args)
+  return x
+
+
+def _position_bias(module, scheme: str, q_pos, k_pos, bidirectional: bool):
+  s = pos_lib.SCHEMES[scheme]
+  return s.fn(module, q_pos, k_pos, module.cfg, bidirectional) if s.kind == 'bias' else None
+
+
+class Encoder(nn.Module):
+  cfg: object
+  embed: Embed
+
+  @nn.compact
+  def __call__(self, ids, seg, pos, deterministic=True):
+    cfg = self.cfg
+    x = EmbedInput(cfg, cfg.enc_pos, deterministic, name='embed_input')(self.embed, ids, pos)
+    mask = make_mask(seg, seg)
+    bias = _position_bias(self, cfg.enc_pos, pos, pos, bidirectional=True)
+    x = run_layers(self, EncoderLayer, cfg.enc_layers, x, (mask, bias, pos), deterministic=deterministic)
+    if cfg.norm == 'pre':
+      x = LayerNorm(cfg.jdtype, name='final_norm')(x)
+    return x
+
+
+class Decoder(nn.Module):
+  cfg: object
+  embed: Embed
+  cross: bool = True
+
+  @nn.compact
+  def __call__(self, ids, seg, pos, encoded=None, src_seg=None, deterministic=True, decode=False,
+               max_cache_len=0):
+    cfg = self.cfg
+    x = EmbedInput(cfg, cfg.dec_pos, deterministic, name='embed_input')(self.embed, ids, pos)
+    k_pos, k_seg, cache_index = pos, seg, None
+    if decode:  # keys = every cached slot; empty slots have segment 0 and are masked out
+      b, t = ids.shape
+      index = self.variable('cache', 'index', lambda: jnp.zeros((), jnp.int32))
+      cpos = self.variable('cache', 'positions', jnp.zeros, (b, max_cache_len), jnp.int32)
+      cseg = self.variable('cache', 'segments', jnp.zeros, (b, max_cache_len), jnp.int32)
+      cache_index = index.value
+      cpos.value = jax.lax.dynamic_update_slice(cpos.value, pos, (0, cache_index))
+      cseg.value = jax.lax.dynamic_update_slice(cseg.value, seg, (0, cache_index))
+      index.value = cache_index + t
+      k_pos, k_seg = cpos.value, cseg.value
+    self_mask = make_mask(seg, k_seg, pos, k_pos, causal=True)
+    bias = _position_bias(self, cfg.dec_pos, pos, k_pos, bidirectional=False)
+    cross_mask = make_mask(seg, src_seg) if self.cross else None
+    x = run_layers(self, DecoderLayer, cfg.dec_layers, x,
+                   (encoded, self_mask, bias, pos, k_pos, cross_mask, cache_index),
+                   cross=self.cross, decode=decode, deterministic=deterministic)
+    if cfg.norm == 'pre':
+      x = LayerNorm(cfg.jdtype, name='final_norm')(x)
+    if cfg.tie_output:
+      logits = self.embed.attend(x)
+    else:
+      logits = DenseGeneral((cfg.vocab_size,), ('embed', 'vocab'), dtype=cfg.jdtype, name='logits')(x)
+    return constrain(logits.astype(jnp.float32), ('batch', 'length', 'vocab'))
+
+
+class EncoderDecoder(nn.Module):
+  cfg: object
+
+  def setup(self):
+    cfg = self.cfg
+    self.embed = Embed(cfg.vocab_size, cfg.d_model, cfg.jdtype)
+    tgt = self.embed
+    if not cfg.share_embeddings:
+      self.target_embed = Embed(cfg.vocab_size, cfg.d_model, cfg.jdtype)
+      tgt = self.target_embed
+    self.encoder = Encoder(cfg, self.embed)
+    self.decoder = Decoder(cfg, tgt, cross=True)
+
+  def encode(self, batch, deterministic=True):
+    ids, seg, pos = segments_positions(batch, 'inputs', 'inputs')
+    return self.encoder(ids, seg, pos, deterministic)
+
+  def __call__(self, batch, deterministic=True):
+    encoded = self.encode(batch, deterministic)
+    _, src_seg, _ = segments_positions(batch, 'inputs', 'inputs')
+    ids, seg, pos = segments_positions(batch, 'decoder_inputs', 'targets')
+    return self.decoder(ids, seg, pos, encoded, src_seg, deterministic)
+
+  def decode(self, tokens, positions, segments, encoded, src_segments, max_cache_len):
+    return self.decoder(tokens, segments, positions, encoded, src_segments, True, True, max_cache_len)
+
+
+class DecoderOnly(nn.Module):
+  cfg: object
+
+  def setup(self):
+    self.embed = Embed(self.cfg.vocab_size, self.cfg.d_model, self.cfg.jdtype)
+    self.decoder = Decoder(self.cfg, self.embed, cross=False)
+
+  def encode(self, batch, deterministic=True):
+    del batch, deterministic
+    return None
+
+  def __call__(self, batch, deterministic=True):
+    ids, seg, pos = segments_positions(batch, 'decoder_inputs', 'targets')
+    return self.decoder(ids, seg, pos, None, None, deterministic)
+
+  def decode(self, tokens, positions, segments, encoded, src_segments, max_cache_len):
+    del encoded, src_segments
+    return self.decoder(tokens, segments, positions, None, None, True, True, max_cache_len)
