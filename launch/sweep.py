@@ -219,7 +219,24 @@ def training_gap(workdir: str) -> str | None:
   return None
 
 
+def check_spec(run: Run) -> None:
+  """Refuses a workdir that an earlier sweep filled with a different training command.
+
+  Runs are named from their overrides only, so the same --root with another --config arg or
+  --set would otherwise resume (or skip as done) someone else's run.
+  """
+  path = os.path.join(run.workdir, SPEC_FILE)
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = json.load(f).get('train_cmd', [])
+  if old[1:] != run.train_cmd[1:]:  # [0] is the interpreter: a moved venv is fine
+    raise ValueError(f'{run.workdir} holds a run trained with\n  {shlex.join(old[1:])}\n'
+                     f'not\n  {shlex.join(run.train_cmd[1:])}\npick another --root for these settings')
+
+
 def write_spec(run: Run, *, config: str, sweep: str, eval_splits: Sequence[str]) -> None:
+  check_spec(run)
   os.makedirs(run.workdir, exist_ok=True)
   write_json_atomic(os.path.join(run.workdir, SPEC_FILE), {
       'name': run.name, 'index': run.index, 'overrides': run.overrides, 'config': config,
@@ -399,16 +416,24 @@ def _define_flags():
 
 
 def main(argv) -> int:
+  try:
+    return _main(argv)
+  except (ValueError, FileNotFoundError, RuntimeError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+
+
+def _main(argv) -> int:
   from absl import flags
   FLAGS = flags.FLAGS
   if len(argv) > 1:
-    raise SystemExit(f'unexpected arguments {argv[1:]}; config overrides go in --set=KEY=VALUE')
+    raise ValueError(f'unexpected arguments {argv[1:]}; config overrides go in --set=KEY=VALUE')
   if FLAGS.mark_done:
     mark_done(FLAGS.mark_done, FLAGS.eval_splits or [])
     return 0
   for name in ('config', 'sweep', 'root'):
     if not getattr(FLAGS, name):
-      raise SystemExit(f'--{name} is required (see python -m launch.sweep --help)')
+      raise ValueError(f'--{name} is required (see python -m launch.sweep --help)')
   path, arg = split_config_spec(FLAGS.config)
   module = load_config_module(path)
   sweep_runs = get_sweep(module, FLAGS.sweep, arg)
@@ -417,7 +442,7 @@ def main(argv) -> int:
   for item in FLAGS.set:
     key, sep, value = item.partition('=')
     if not sep or not key:
-      raise SystemExit(f'--set={item!r}: expected KEY=VALUE, e.g. --set=total_steps=100')
+      raise ValueError(f'--set={item!r}: expected KEY=VALUE, e.g. --set=total_steps=100')
     extra.append(f'--config.{key}={value}')
   runs = plan_runs(config=FLAGS.config, sweep_runs=sweep_runs, root=FLAGS.root, eval_splits=splits,
                    checkpoint=FLAGS.checkpoint, extra=extra, python=FLAGS.python,
@@ -425,6 +450,8 @@ def main(argv) -> int:
   if FLAGS.backend == 'print':
     print(print_commands(runs))
     return 0
+  for run in runs:  # all checked before any is written
+    check_spec(run)
   os.makedirs(FLAGS.root, exist_ok=True)
   for run in runs:
     write_spec(run, config=FLAGS.config, sweep=FLAGS.sweep, eval_splits=splits)

@@ -301,3 +301,15 @@ def test_print_backend_prints_commands_and_touches_nothing(tmp_path, stubs):
   for run in _plan(stubs, tmp_path / 'root', 'seeds'):
     assert shlex.join(run.train_cmd) in result.stdout
   assert not (tmp_path / 'root').exists()
+
+
+def test_cli_errors_are_one_line_and_root_reuse_is_refused(tmp_path, stubs):
+  config, env = stubs
+  root = tmp_path / 'root'
+  unknown = sweep_cli(config, 'nope', root, env)
+  assert unknown.returncode == 2 and unknown.stderr.strip().startswith("error: unknown sweep 'nope'")
+  assert sweep_cli(config, 'seeds', root, env).returncode == 0
+  # Same run names, different training command: must not skip or resume those workdirs.
+  clash = sweep_cli(config, 'seeds', root, env, '--set=total_steps=5')
+  assert clash.returncode == 2 and 'pick another --root' in clash.stderr
+  assert 'Traceback' not in clash.stderr
