@@ -78,6 +78,7 @@ def base_config():
   c.data.packed_len = 128        # row length when batching = pack
   c.data.bucket_boundaries = (16, 24, 32, 48, 64)  # padded lengths when batching = bucket
   c.data.worker_count = 0        # grain worker processes (0 = in the main process)
+  c.data.prefetch = 2            # batches built ahead in a background thread
   c.data.data_dir = None         # raw corpora; None -> $ATTNLAB_DATA_DIR
   c.data.eval_splits = ('val',)  # the first one is the validation split used during training
 

@@ -163,6 +163,7 @@ def train_and_evaluate(config, workdir):
   pid, nproc = jax.process_index(), jax.process_count()
 
   # --- Config, tokenizer, model -------------------------------------------------------------
+  data.build(config)                       # idempotent; usually done by train.data.prepare
   tokenizer = data.get_tokenizer(config)
   config = resolve_config(config, tokenizer)
   if pid == 0:
@@ -274,6 +275,8 @@ def train_and_evaluate(config, workdir):
   finally:
     ckpt.close()
     writer.close()
+    if hasattr(train_iter, 'close'):
+      train_iter.close()
     if hash_log:
       hash_log.close()
 

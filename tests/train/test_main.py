@@ -1,0 +1,163 @@
+"""train.main end to end on a tiny length-generalization config (subprocesses where the property
+needs a process: validation before compile, kill -9 + resume, SIGTERM, two hosts)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from train import checkpointing
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+TINY = '''
+from configs import lengthgen
+
+def get_config(arg=None):
+  c = lengthgen.get_config('size=tiny,task=reverse,train_len=6,test_len=8')
+  c.total_steps, c.batch_size = 40, 16
+  c.checkpoint_every, c.eval_every, c.log_every = 20, 40, 10
+  c.data.num_train, c.data.num_eval = 200, 16
+  c.data.bucket_boundaries = ()     # one padded width: one compile
+  c.data.max_src_len = c.data.max_tgt_len = 18
+  c.model.d_model, c.model.num_heads, c.model.num_layers, c.model.d_ff = 32, 2, 1, 64
+  c.model.max_len = 40
+  c.model.dropout = 0.1             # resume must replay dropout exactly
+  c.optim.schedule, c.optim.warmup_steps = 'rsqrt', 5
+  c.eval.bleu_sentences = 0
+  c.log_batch_hashes = True
+  c.mesh.data = 1
+  return c
+'''
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory):
+  root = tmp_path_factory.mktemp('main')
+  (root / 'tiny.py').write_text(TINY)
+  e = dict(os.environ)
+  e.update(XLA_FLAGS='--xla_force_host_platform_device_count=1', JAX_PLATFORMS='cpu',
+           ATTNLAB_BUILD_DIR=str(root / 'build'), PYTHONPATH=REPO)
+  e.pop('ATTNLAB_DATA_DIR', None)
+  return root, e
+
+
+def _cmd(root, workdir, *overrides):
+  return [sys.executable, '-m', 'train.main', f'--config={root / "tiny.py"}',
+          f'--workdir={workdir}', *overrides]
+
+
+def _run(root, env, workdir, *overrides, timeout=300):
+  p = subprocess.run(_cmd(root, workdir, *overrides), cwd=REPO, env=env, capture_output=True,
+                     text=True, timeout=timeout)
+  return p
+
+
+def _hashes(workdir):
+  """step -> batch hash; a resumed run re-logs steps after its checkpoint: the last one wins."""
+  out = {}
+  with open(os.path.join(workdir, 'batches-p0.txt')) as f:
+    for line in f:
+      step, h = line.split()
+      out[int(step)] = h
+  return out
+
+
+def _params(workdir, step):
+  return jax.device_get(checkpointing.restore_params(str(workdir), step))
+
+
+def test_bad_choice_fails_fast_listing_valid_values(env, tmp_path):
+  root, e = env
+  t0 = time.time()
+  p = _run(root, e, tmp_path / 'w', '--config.model.position=bogus')
+  assert p.returncode != 0
+  assert "model.position='bogus'" in p.stderr
+  assert 'none, sinusoidal, learned, shaw, t5, rotary, alibi' in p.stderr
+  assert time.time() - t0 < 30
+  assert not (tmp_path / 'w').exists()      # nothing built, nothing written
+
+
+def test_kill9_resume_equals_straight_run(env, tmp_path):
+  root, e = env
+  straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+  p = _run(root, e, straight)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert json.loads((straight / 'config.json').read_text())['model']['vocab_size'] > 0
+  # Same command; killed with SIGKILL as soon as the step-20 checkpoint is complete.
+  proc = subprocess.Popen(_cmd(root, resumed), cwd=REPO, env=e, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while not (resumed / 'checkpoints' / '20').is_dir():
+    assert proc.poll() is None and time.time() < deadline, 'run ended before checkpoint 20'
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert checkpointing.list_steps(str(resumed)) == [20], 'kill came too late to test resume'
+  p = _run(root, e, resumed)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert 'resumed from step 20' in p.stderr
+  assert checkpointing.list_steps(str(resumed))[-1] == 40
+  assert _hashes(resumed) == _hashes(straight)
+  assert len(_hashes(straight)) == 40
+  a, b = _params(straight, 40), _params(resumed, 40)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  assert os.path.isdir(resumed / 'tb') and os.listdir(resumed / 'tb')
+
+
+def test_sigterm_saves_and_exits_zero(env, tmp_path):
+  root, e = env
+  w = tmp_path / 'w'
+  proc = subprocess.Popen(_cmd(root, w, '--config.total_steps=100000',
+                               '--config.checkpoint_every=100000'),
+                          cwd=REPO, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
+  deadline = time.time() + 300
+  while not (w / 'batches-p0.txt').exists() or len(_hashes(w)) < 5:
+    assert proc.poll() is None and time.time() < deadline
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-3000:]
+  steps = checkpointing.list_steps(str(w))
+  assert len(steps) == 1 and 5 <= steps[0] < 100000
+  assert 'preempted at step' in err
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+def test_two_processes_equal_one(tmp_path):
+  """2 processes x 2 CPU devices (gloo collectives) == 1 process with the same global batch."""
+  e = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+           JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
+  port = _free_port()
+  procs = [subprocess.Popen([sys.executable, '-m', 'tests.train.multiprocess_worker', str(port),
+                             str(i), '2', str(tmp_path / f'p{i}.json')], cwd=REPO, env=e,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  e1 = dict(e, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  single = subprocess.run([sys.executable, '-m', 'tests.train.multiprocess_worker', '0', '-1', '1',
+                           str(tmp_path / 'single.json')], cwd=REPO, env=e1, capture_output=True,
+                          text=True, timeout=300)
+  assert single.returncode == 0, single.stderr[-2000:]
+  for p in procs:
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-2000:]
+  ref = json.loads((tmp_path / 'single.json').read_text())
+  for i in range(2):
+    got = json.loads((tmp_path / f'p{i}.json').read_text())
+    assert (got['processes'], got['devices']) == (2, 4)
+    for k in ('loss', 'grad_norm', 'param_sum'):
+      np.testing.assert_allclose(got[k], ref[k], rtol=1e-6)
