@@ -153,7 +153,9 @@ class BucketBatchDataset(grain.IterDataset):
 
 
 class _PackedRows:
-  """`rows` rows of `length` tokens filled first-fit; tracks segment ids and positions."""
+  """`rows` rows of `length` tokens filled first-fit; tracks segment ids and positions.
+
+  Row choice runs on Python ints (a numpy call per example costs more than the whole scan)."""
 
   def __init__(self, rows: int, length: int, example: dict):
     self.groups = ("inputs", "targets") if "inputs" in example else ("targets",)
@@ -161,27 +163,37 @@ class _PackedRows:
     for g in self.groups:
       self.arrays[f"{g}_segment"] = np.zeros((rows, length), np.int32)
       self.arrays[f"{g}_position"] = np.zeros((rows, length), np.int32)
-    self.used = {g: np.zeros(rows, np.int64) for g in self.groups}
-    self.count = np.zeros(rows, np.int32)
+    self.used = {g: [0] * rows for g in self.groups}
+    self.count = [0] * rows
     self.length = length
+    self._positions = np.arange(length, dtype=np.int32)
+
+  def _first_fit(self, sizes: dict) -> int | None:
+    limit = self.length
+    if len(self.groups) == 1:
+      need, used = sizes["targets"], self.used["targets"]
+      return next((r for r, u in enumerate(used) if u + need <= limit), None)
+    need_i, need_t = sizes["inputs"], sizes["targets"]
+    used_i, used_t = self.used["inputs"], self.used["targets"]
+    return next((r for r in range(len(used_t))
+                 if used_t[r] + need_t <= limit and used_i[r] + need_i <= limit), None)
 
   def add(self, ex: dict) -> bool:
     """Puts `ex` in the first row with room on every side; False when no row has room."""
     sizes = {g: len(ex[g]) for g in self.groups}
-    fits = np.logical_and.reduce([self.used[g] + sizes[g] <= self.length for g in self.groups])
-    if not fits.any():
+    row = self._first_fit(sizes)
+    if row is None:
       return False
-    row = int(np.argmax(fits))
     self.count[row] += 1
+    starts = {g: self.used[g][row] for g in self.groups}
     for key, value in ex.items():
-      group = "inputs" if key == "inputs" else "targets"
-      start = self.used[group][row]
+      start = starts["inputs" if key == "inputs" else "targets"]
       self.arrays[key][row, start:start + len(value)] = value
     for g in self.groups:
-      start, n = self.used[g][row], sizes[g]
+      start, n = starts[g], sizes[g]
       self.arrays[f"{g}_segment"][row, start:start + n] = self.count[row]
-      self.arrays[f"{g}_position"][row, start:start + n] = np.arange(n)
-      self.used[g][row] += n
+      self.arrays[f"{g}_position"][row, start:start + n] = self._positions[:n]
+      self.used[g][row] = start + n
     return True
 
 
