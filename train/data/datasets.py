@@ -60,8 +60,18 @@ def builder_key(config) -> tuple:
   raise ValueError(f"Unknown config.data.name {name!r}; valid choices: {list(NAMES)}.")
 
 
-@functools.lru_cache(maxsize=None)
-def _builder(key: tuple):
+_BUILDERS: dict[tuple, tfds.core.DatasetBuilder] = {}
+
+
+def _builder(key: tuple, fresh: bool = False):
+  """The builder for a key, cached per process; `fresh` re-creates it so it re-reads the
+  dataset info from disk (after this or another process has built it)."""
+  if fresh or key not in _BUILDERS:
+    _BUILDERS[key] = _make_builder(key)
+  return _BUILDERS[key]
+
+
+def _make_builder(key: tuple):
   name, build_root, raw, config_name = key
   root = pathlib.Path(build_root) / "tfds"
   common = dict(file_format="array_record")
@@ -91,16 +101,19 @@ def get_builder(config):
 
 
 def build(config):
-  """Builds the config's dataset unless it is already there; returns the builder."""
-  builder = get_builder(config)
-  with paths.build_lock(f"tfds-{builder.name}"):
+  """Builds the config's dataset unless it is already there; returns the (loaded) builder."""
+  key = builder_key(config)
+  builder = _builder(key)
+  if builder.info.splits:  # built and loaded
+    return builder
+  with paths.build_lock(f"tfds-{builder.name}"):  # another process may be building it now
+    builder = _builder(key, fresh=True)
     if not builder.is_prepared():
       logging.info("Building %s/%s into %s", builder.name, builder.builder_config and
                    builder.builder_config.name, builder.data_dir)
       tfds.disable_progress_bar()
       builder.download_and_prepare()
-      _builder.cache_clear()  # re-create so the builder reads the info it just wrote
-      builder = get_builder(config)
+      builder = _builder(key, fresh=True)
   return builder
 
 
