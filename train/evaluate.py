@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from typing import Any, Sequence
 
-import jax
 import numpy as np
 
 from train import scoring
 
 PAD, EOS, BOS = 0, 1, 2
-# Inputs the decoder needs; other batch keys (targets, index, ...) stay out of the jitted call so
-# one compiled function serves every batch shape.
+# Inputs the decoder needs (targets, index, ... are not passed).
 _DECODE_KEYS = ("inputs", "inputs_position", "inputs_segment")
 
 
@@ -127,36 +126,20 @@ def text_batches(tokenizer, sources: Sequence[str], references: Sequence[str] | 
 
 
 # ---------------------------------------------------------------------------------------------
-# Decoding (jit once per module and setting, reuse across calls and checkpoints)
+# Decoding (model.decoding.generate compiles one search per module, setting and batch width and
+# caches it, so repeated calls from the training loop and across checkpoints reuse it)
 # ---------------------------------------------------------------------------------------------
-_GENERATE_CACHE: dict[tuple, tuple[Any, Any]] = {}
-
-
-def _generate_fn(module, settings: DecodeSettings):
-  key = (id(module), settings)
-  cached = _GENERATE_CACHE.get(key)
-  if cached is not None and cached[0] is module:  # id() may be reused after GC: check identity
-    return cached[1]
-  from model import decoding  # pylint: disable=import-outside-toplevel
-
-  def run(params, batch):
-    kwargs = dict(method=settings.method, max_len_margin=settings.max_len_margin)
-    if settings.method == "beam":
-      kwargs.update(beam_size=settings.beam_size, alpha=settings.alpha)
-    return decoding.generate(module, params, batch, **kwargs)
-
-  fn = jax.jit(run)
-  _GENERATE_CACHE[key] = (module, fn)
-  return fn
-
-
 def translate_batches(module, params, batches, tokenizer, settings: DecodeSettings
                       ) -> dict[int, str]:
   """`{original index: hypothesis text}` for every real row of `batches`."""
-  generate = _generate_fn(module, settings)
+  from model import decoding  # pylint: disable=import-outside-toplevel
+  kwargs = dict(method=settings.method, max_len_margin=settings.max_len_margin)
+  if settings.method == "beam":
+    kwargs.update(beam_size=settings.beam_size, alpha=settings.alpha)
   out: dict[int, str] = {}
   for batch in batches:
-    tokens = np.asarray(generate(params, {k: batch[k] for k in _DECODE_KEYS if k in batch}))
+    inputs = {k: batch[k] for k in _DECODE_KEYS if k in batch}
+    tokens = np.asarray(decoding.generate(module, params, inputs, **kwargs))
     for row, index in zip(tokens, np.asarray(batch["index"])):
       if index >= 0:
         out[int(index)] = tokenizer.decode([int(t) for t in row], side="target")
@@ -404,9 +387,12 @@ def main(argv):
   del argv
   from absl import flags  # pylint: disable=import-outside-toplevel
   f = flags.FLAGS
-  run(f.workdir, f.checkpoint, split=f.split, source_file=f.source_file,
-      reference_file=f.reference_file, decode=f.decode, beam_size=f.beam_size, alpha=f.alpha,
-      output=f.output, show=f.show)
+  try:
+    run(f.workdir, f.checkpoint, split=f.split, source_file=f.source_file,
+        reference_file=f.reference_file, decode=f.decode, beam_size=f.beam_size, alpha=f.alpha,
+        output=f.output, show=f.show)
+  except (ValueError, FileNotFoundError) as e:  # bad flags or files: the message says the fix
+    sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

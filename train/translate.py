@@ -30,7 +30,7 @@ def translate(workdir: str, sentences: Sequence[str], *, checkpoint: str = "late
   batch_size = batch_size or int(config.get("eval", {}).get("batch_size", 0) or 0) or 32
   batches = evaluate.text_batches(
       loaded.tokenizer, sentences, None, arch=config.model.get("arch", "encoder_decoder"),
-      batch_size=min(batch_size, len(sentences)), max_src_len=config.data.max_src_len,
+      batch_size=batch_size, max_src_len=config.data.max_src_len,
       max_tgt_len=config.data.max_tgt_len)
   out = evaluate.translate_batches(loaded.module, params, batches, loaded.tokenizer, settings)
   return [out[i] for i in range(len(sentences))]
@@ -56,8 +56,12 @@ def main(argv):
     sentences = [line.rstrip("\r\n") for line in sys.stdin]
   else:
     sentences = scoring.read_lines(f.input)
-  for line in translate(f.workdir, sentences, checkpoint=f.checkpoint, decode=f.decode,
-                        beam_size=f.beam_size, alpha=f.alpha, batch_size=f.batch_size):
+  try:
+    lines = translate(f.workdir, sentences, checkpoint=f.checkpoint, decode=f.decode,
+                      beam_size=f.beam_size, alpha=f.alpha, batch_size=f.batch_size)
+  except (ValueError, FileNotFoundError) as e:  # bad flags or files: the message says the fix
+    sys.exit(f"error: {e}")
+  for line in lines:
     print(line)
 
 

@@ -1,0 +1,166 @@
+"""train.evaluate / train.translate / launch.plots on a tiny checkpoint trained by train.main.
+
+One short training run (subprocess, lengthgen 'reverse', 40 steps, validation at 20 and 40)
+serves every test in this module.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+TINY = '''
+from configs import lengthgen
+
+def get_config(arg=None):
+  c = lengthgen.get_config('size=tiny,task=reverse,train_len=6,test_len=8')
+  c.total_steps, c.batch_size = 40, 16
+  c.checkpoint_every, c.eval_every, c.log_every = 20, 20, 10
+  c.keep_checkpoints = 5
+  c.data.num_train, c.data.num_eval = 200, 24
+  c.data.bucket_boundaries = ()     # one padded width: one compile
+  c.data.max_src_len = c.data.max_tgt_len = 18
+  c.model.d_model, c.model.num_heads, c.model.num_layers, c.model.d_ff = 32, 2, 1, 64
+  c.model.max_len = 40
+  c.optim.schedule, c.optim.warmup_steps, c.optim.learning_rate = 'rsqrt', 5, 3e-3
+  c.eval.bleu_sentences = 8         # the training loop calls evaluate.decode_and_score
+  c.eval.loss_sentences = 0         # validation loss over the whole split
+  c.eval.batch_size = 16
+  c.eval.max_len_margin = 4
+  c.mesh.data = 1
+  return c
+'''
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  root = tmp_path_factory.mktemp("eval_e2e")
+  (root / "tiny.py").write_text(TINY)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+             JAX_PLATFORMS="cpu", ATTNLAB_BUILD_DIR=str(root / "build"), PYTHONPATH=REPO)
+  env.pop("ATTNLAB_DATA_DIR", None)
+  wd = root / "w"
+  p = subprocess.run([sys.executable, "-m", "train.main", f"--config={root / 'tiny.py'}",
+                      f"--workdir={wd}"], cwd=REPO, env=env, capture_output=True, text=True,
+                     timeout=600)
+  assert p.returncode == 0, p.stderr[-3000:]
+  os.environ["ATTNLAB_BUILD_DIR"] = str(root / "build")  # in-process calls find the data
+  return str(wd)
+
+
+REQUIRED = ("step", "split", "num_sentences", "bleu", "chrf", "sacrebleu_signature", "loss",
+            "decode", "seconds", "exact_match", "exact_match_by_length")
+
+
+@pytest.mark.slow
+def test_all_mode_writes_every_key_then_skips(workdir, capsys):
+  from train import checkpointing, evaluate
+  results = evaluate.run(workdir, "all", split="validation", decode="greedy", show=2)
+  assert [r["step"] for r in results] == [20, 40]
+  for r in results:
+    with open(r["results_file"]) as f:
+      saved = json.load(f)
+    assert set(REQUIRED) <= set(saved), set(REQUIRED) - set(saved)
+    assert saved["num_sentences"] == 24 and saved["split"] == "validation"
+    assert "tok:13a" in saved["sacrebleu_signature"]
+    assert saved["decode"]["method"] == "greedy"
+    by_len = saved["exact_match_by_length"]
+    assert sum(v["count"] for v in by_len.values()) == 24
+    assert all(1 <= int(k) <= 6 for k in by_len)
+    with open(r["hypotheses_file"]) as f:
+      assert len(f.read().splitlines()) == 24
+  out = capsys.readouterr().out
+  assert "SRC: " in out and "REF: " in out and "HYP: " in out and "signature" in out
+  # Second call: the ledger lists both steps, nothing is decoded again.
+  mtimes = [os.path.getmtime(r["results_file"]) for r in results]
+  assert evaluate.run(workdir, "all", split="validation", decode="greedy") == []
+  assert mtimes == [os.path.getmtime(r["results_file"]) for r in results]
+  # A different decode setting is a different evaluation: not skipped.
+  assert checkpointing.list_steps(workdir) == [20, 40]
+
+
+@pytest.mark.slow
+def test_loss_matches_training_validation(workdir):
+  from train import checkpointing, evaluate
+  manager = checkpointing.make_manager(workdir, read_only=True)
+  for step in (20, 40):
+    (r,) = evaluate.run(workdir, str(step), split="validation", decode="greedy",
+                        output=os.path.join(workdir, "loss-check-{step}.json"))
+    logged = manager.metrics(step)["val_loss"]
+    assert r["loss"] == pytest.approx(logged, rel=1e-5), (step, r["loss"], logged)
+
+
+@pytest.mark.slow
+def test_text_files_and_translate(workdir, tmp_path):
+  from train import data, evaluate, translate
+  config = evaluate.load_workdir(workdir).config
+  examples = data.load_examples(config, "test")[:10]
+  src, ref = tmp_path / "src.txt", tmp_path / "ref.txt.gz"
+  src.write_text("".join(e["source"] + "\n" for e in examples))
+  import gzip
+  with gzip.open(ref, "wt") as f:
+    f.write("".join(e["target"] + "\n" for e in examples))
+  (r,) = evaluate.run(workdir, "latest", source_file=str(src), reference_file=str(ref),
+                      decode="beam", beam_size=2)
+  assert r["num_sentences"] == 10 and r["split"] == "src.txt"
+  assert r["results_file"].endswith("src.txt-40-beam2-a0.6.json")
+  # Only a source: translations, no scores.
+  (r2,) = evaluate.run(workdir, "latest", source_file=str(src), decode="beam", beam_size=2,
+                       output=str(tmp_path / "o.json"))
+  assert "bleu" not in r2 and not os.path.exists(tmp_path / "o.json")
+  with open(r2["hypotheses_file"]) as f:
+    lines = f.read().splitlines()
+  assert lines == r["hypotheses"]  # same order as the source file
+  # translate gives the same strings as evaluate for the same checkpoint and setting.
+  out = translate.translate(workdir, [e["source"] for e in examples[:3]], decode="beam",
+                            beam_size=2)
+  assert out == lines[:3]
+  with pytest.raises(ValueError, match="available steps"):
+    evaluate.run(workdir, "7", split="validation")
+  with pytest.raises(ValueError, match="not both"):
+    evaluate.run(workdir, "latest", split="test", source_file=str(src))
+
+
+@pytest.mark.slow
+def test_plots_for_trained_checkpoint(workdir, tmp_path):
+  from launch import plots
+  paths = plots.make_plots(workdir, "latest", split="test", num_sentences=2,
+                           out_dir=str(tmp_path / "plots"))
+  names = sorted(os.path.basename(p) for p in paths)
+  assert names == ["alibi_bias.png", "cross_attention-0.png", "cross_attention-1.png",
+                   "rotary_similarity.png", "sinusoid_table.png", "t5_bias.png"]
+  expected = (int(plots.FIGSIZE[0] * plots.DPI), int(plots.FIGSIZE[1] * plots.DPI))
+  from PIL import Image
+  for p in paths:
+    assert os.path.getsize(p) > 10_000
+    with Image.open(p) as im:
+      assert im.size == expected
+      assert np.asarray(im.convert("L")).std() > 5
+
+
+@pytest.mark.slow
+def test_command_lines(workdir):
+  """The exact commands `make train` and the README use: flags parse, output is printed."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+             JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  p = subprocess.run([sys.executable, "-m", "train.evaluate", f"--workdir={workdir}",
+                      "--checkpoint=latest", "--split=test", "--show=3", "--decode=greedy"],
+                     cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert p.stdout.count("SRC: ") == 3 and p.stdout.count("HYP: ") == 3
+  assert "test step 40: BLEU = " in p.stdout and "sacreBLEU signature: nrefs:1|" in p.stdout
+  # greedy is this config's eval.decode, so the default file name carries no decode tag.
+  assert os.path.exists(os.path.join(workdir, "eval", "test-40.json"))
+  p = subprocess.run([sys.executable, "-m", "train.translate", f"--workdir={workdir}",
+                      "--decode=greedy"], input="abc\nxyz\n", cwd=REPO, env=env,
+                     capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert len(p.stdout.splitlines()) == 2
+  p = subprocess.run([sys.executable, "-m", "train.evaluate", f"--workdir={workdir}",
+                      "--checkpoint=nope"], cwd=REPO, env=env, capture_output=True, text=True,
+                     timeout=300)
+  assert p.returncode != 0 and "use latest, best, all or a step number" in p.stderr
