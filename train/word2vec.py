@@ -5,7 +5,7 @@ r"""Trains word2vec (model/word2vec.py) on a text corpus; see configs/word2vec.p
 Reads top to bottom: corpus -> vocabulary -> per-epoch centre/context/noise chunks (NumPy,
 vectorised) -> jitted sparse-SGD calls -> checkpoint per epoch -> vectors, WordSim / analogy.
 The host builds chunk n+1 while the device (XLA runs asynchronously) trains on chunk n.
-Writes DIR/config.json, DIR/vocab.tsv, DIR/embeddings.npy (input vectors), DIR/vectors.txt,
+Writes DIR/config.json, DIR/vocab.json, DIR/embeddings.npy (input vectors), DIR/vectors.txt,
 DIR/results.json, checkpoints under DIR/checkpoints/, TensorBoard under DIR/tb/.
 """
 from __future__ import annotations
@@ -34,15 +34,9 @@ CORPORA = ("text", "multi30k", "file")
 
 # ================================================================== corpus
 def _data_fn(name):
-  """train.data.<name>, from the package or (while it is being wired) its modules."""
+  """train.data.<name> (imported lazily: word-level runs on a plain file need no tfds)."""
   import train.data as data  # pylint: disable=import-outside-toplevel
-  if hasattr(data, name):
-    return getattr(data, name)
-  for module in ("text", "tokenizer", "datasets"):
-    mod = importlib.import_module(f"train.data.{module}")
-    if hasattr(mod, name):
-      return getattr(mod, name)
-  raise ImportError(f"train.data has no {name}()")
+  return getattr(data, name)
 
 
 def load_config_file(spec: str):
@@ -214,18 +208,20 @@ def write_atomic(path, data: bytes):
 
 
 def save_outputs(workdir, corpus: Corpus, params, results, export: bool):
-  """embeddings.npy (input vectors), vocab.tsv, vocab_kind.txt, results.json, vectors.txt."""
+  """embeddings.npy (input vectors), vocab.json, vocab_kind.txt, results.json, vectors.txt."""
   from train import word_eval  # pylint: disable=import-outside-toplevel
   emb = np.asarray(params["input"], np.float32)
   tmp = os.path.join(workdir, f"embeddings.tmp{os.getpid()}.npy")
   np.save(tmp, emb)
   os.replace(tmp, os.path.join(workdir, "embeddings.npy"))
-  vocab = "".join(f"{w}\t{c}\n" for w, c in zip(corpus.words, corpus.counts))
-  write_atomic(os.path.join(workdir, "vocab.tsv"), vocab.encode())
+  # JSON, not TSV: sentencepiece pieces may be a tab or a newline.
+  vocab = {"words": list(corpus.words), "counts": corpus.counts.tolist()}
+  write_atomic(os.path.join(workdir, "vocab.json"), json.dumps(vocab, ensure_ascii=False).encode())
   write_atomic(os.path.join(workdir, "vocab_kind.txt"), corpus.kind.encode())
   write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2).encode())
   if export:
-    word_eval.save_word2vec_format(os.path.join(workdir, "vectors.txt"), corpus.words, emb)
+    words = [word_eval.export_safe(w) for w in corpus.words]
+    word_eval.save_word2vec_format(os.path.join(workdir, "vectors.txt"), words, emb)
 
 
 def evaluate(config, corpus: Corpus, params) -> dict:

@@ -14,6 +14,7 @@ r"""Word-vector evaluation, nearest neighbours and word2vec text-format I/O.
 """
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 
@@ -134,16 +135,18 @@ def nearest(words, vectors, query: str, topn: int = 10) -> list[tuple[str, float
 
 # ------------------------------------------------------------------ word2vec text format
 def save_word2vec_format(path, words, vectors, digits: int = 9) -> None:
-  """Writes the text format atomically; words must not contain whitespace.
+  """Writes the text format atomically; words must not contain spaces, tabs or newlines.
 
   9 significant digits reproduce every float32 exactly (fewer give a smaller file).
   """
   vectors = np.asarray(vectors, np.float32)
   if len(words) != len(vectors):
     raise ValueError(f"{len(words)} words but {len(vectors)} vectors.")
-  bad = next((w for w in words if not w or len(w.split()) != 1 or w != w.strip()), None)
+  # Readers split lines on " " only (gensim too), so other Unicode spaces inside a word are fine.
+  bad = next((w for w in words if not w or any(ch in w for ch in " \t\n\r")), None)
   if bad is not None:
-    raise ValueError(f"word {bad!r} is empty or contains whitespace; the text format cannot hold it.")
+    raise ValueError(f"word {bad!r} is empty or holds a space, tab or newline; the word2vec text "
+                     "format cannot store it.")
   tmp = f"{path}.tmp{os.getpid()}"
   with open(tmp, "w", encoding="utf-8") as f:
     f.write(f"{len(words)} {vectors.shape[1]}\n")
@@ -173,12 +176,21 @@ def load_word2vec_format(path) -> tuple[list[str], np.ndarray]:
   return words, vectors
 
 
+def export_safe(word: str) -> str:
+  """`word`, or its backslash-escaped form when the text format could not hold it (pieces like
+  a lone tab); ordinary words pass unchanged."""
+  if word and not any(ch in word for ch in " \t\n\r"):
+    return word
+  return word.encode("unicode_escape").decode("ascii").replace(" ", "\\x20") or "<empty>"
+
+
 def load_run(workdir) -> tuple[list[str], np.ndarray]:
   """(words, input vectors) of a train.word2vec run."""
-  vocab = os.path.join(workdir, "vocab.tsv")
+  vocab = os.path.join(workdir, "vocab.json")
   if not os.path.exists(vocab):
     raise FileNotFoundError(f"{vocab} not found: is {workdir} a finished train.word2vec run?")
-  words = [line.split("\t")[0] for line in open(vocab, encoding="utf-8").read().splitlines()]
+  with open(vocab, encoding="utf-8") as f:
+    words = json.load(f)["words"]
   return words, np.load(os.path.join(workdir, "embeddings.npy"))
 
 

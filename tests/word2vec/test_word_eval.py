@@ -8,7 +8,7 @@ from train import word_eval
 
 def test_export_round_trips_exactly(tmp_path):
   rng = np.random.default_rng(0)
-  words = ["the", "king", "▁queen", "<unk>", "ü"]
+  words = ["the", "king", "▁queen", "<unk>", "\xa0"]
   vectors = (rng.normal(size=(5, 7)) * 10.0 ** rng.integers(-8, 3, (5, 7))).astype(np.float32)
   path = tmp_path / "v.txt"
   word_eval.save_word2vec_format(path, words, vectors)
@@ -20,7 +20,7 @@ def test_export_round_trips_exactly(tmp_path):
 
 
 def test_export_rejects_whitespace_and_reader_names_the_bad_line(tmp_path):
-  with pytest.raises(ValueError, match="whitespace"):
+  with pytest.raises(ValueError, match="space, tab or newline"):
     word_eval.save_word2vec_format(tmp_path / "x.txt", ["a b"], np.zeros((1, 2)))
   bad = tmp_path / "bad.txt"
   bad.write_text("2 3\na 1 2 3\nb 1 2\n")
@@ -78,3 +78,10 @@ def test_nearest_neighbours_sorted_without_the_query():
   assert got[0][1] == pytest.approx(0.9 / np.hypot(0.9, 0.1))
   with pytest.raises(KeyError, match="not in the vocabulary"):
     word_eval.nearest(words, vectors, "zzz")
+
+
+def test_export_safe_escapes_only_unstorable_words():
+  assert word_eval.export_safe("king") == "king"
+  assert word_eval.export_safe("\xa0") == "\xa0"
+  escaped = [word_eval.export_safe(w) for w in ["\t", "a b", "\n", ""]]
+  assert escaped == ["\\t", "a\\x20b", "\\n", "<empty>"]
