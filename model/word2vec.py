@@ -206,3 +206,22 @@ def load_embedding_matrix(workdir: str, vocab_size: int, d_model: int,
   if std is not None:
     emb = emb / max(float(emb.std()), 1e-12) * std
   return emb.astype(np.float32)
+
+
+def init_embeddings_from(params: dict, workdir: str, std: float | None = None) -> dict:
+  """`params` with every token table (`embed/embedding`, `target_embed/embedding`, [V, d])
+  replaced by the word2vec input vectors of `workdir`, rescaled to `std` (None: trained scale).
+
+  Pure: returns a new dict and leaves the other leaves (and their shardings) untouched.
+  """
+  out, replaced = dict(params), []
+  for name in ("embed", "target_embed"):
+    if name in params and "embedding" in params[name]:
+      table = params[name]["embedding"]
+      emb = load_embedding_matrix(workdir, table.shape[0], table.shape[1], std=std)
+      out[name] = {**params[name], "embedding": jnp.asarray(emb, table.dtype)}
+      replaced.append(name)
+  if not replaced:
+    raise ValueError(f"no token embedding table (embed/embedding) among params {sorted(params)}; "
+                     "model.embed_init needs a Transformer with an 'embed' module.")
+  return out

@@ -164,3 +164,19 @@ def test_load_embedding_matrix_checks_kind_and_shape(tmp_path):
   scaled = w2v.load_embedding_matrix(str(tmp_path), 10, 4, std=0.02)
   np.testing.assert_allclose(scaled.std(), 0.02, rtol=1e-5)
   np.testing.assert_allclose(scaled / emb, scaled[0, 0] / emb[0, 0], rtol=1e-5)
+
+
+def test_init_embeddings_from_replaces_only_token_tables(tmp_path):
+  emb = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+  np.save(tmp_path / "embeddings.npy", emb)
+  (tmp_path / "vocab_kind.txt").write_text("sentencepiece")
+  params = {"embed": {"embedding": np.zeros((10, 4), np.float32)},
+            "target_embed": {"embedding": np.ones((10, 4), np.float32)},
+            "decoder": {"w": np.full((4, 4), 7.0, np.float32)}}
+  out = w2v.init_embeddings_from(params, str(tmp_path), std=0.5)
+  np.testing.assert_allclose(out["embed"]["embedding"], emb / emb.std() * 0.5, rtol=1e-5)
+  np.testing.assert_allclose(out["target_embed"]["embedding"], out["embed"]["embedding"])
+  assert out["decoder"] is params["decoder"]
+  assert (params["embed"]["embedding"] == 0).all()  # input untouched
+  with pytest.raises(ValueError, match="embed/embedding"):
+    w2v.init_embeddings_from({"decoder": {}}, str(tmp_path))
