@@ -93,3 +93,30 @@ def test_empty_and_non_utf8_lines_are_skipped_and_counted(tmp_path, caplog):
 def test_unknown_language_lists_choices(tmp_path):
   with pytest.raises(ValueError, match="valid choices"):
     data.build(_config(tmp_path, "en", "xx"))
+
+
+class _FakeDownloads:
+  """Stands in for tfds's download manager: serves upstream URLs from a local mirror."""
+
+  def __init__(self, mirror):
+    self.mirror, self.urls = mirror, []
+
+  def download(self, urls):
+    self.urls.extend(urls)
+    return [self.mirror / url.rsplit("/", 1)[1] for url in urls]
+
+
+def test_download_path_fetches_upstream_files(tmp_path):
+  mirror = write_multi30k(tmp_path, {prefix: toy_pairs(3) for prefix in
+                                     ("train", "val", "test_2016_flickr", "test_2017_flickr",
+                                      "test_2017_mscoco")}) / "multi30k"
+  builder = multi30k.Multi30k(config="en-de", data_dir=tmp_path / "build",
+                              file_format="array_record")  # no raw_dir: download
+  fake = _FakeDownloads(mirror)
+  generators = builder._split_generators(fake)  # pylint: disable=protected-access
+  assert set(generators) == {"train", "validation", "test_2016_flickr", "test_2017_flickr",
+                             "test_2017_mscoco"}
+  assert ("https://github.com/multi30k/dataset/raw/master/data/task1/raw/val.de.gz"
+          in fake.urls)
+  key, example = next(iter(generators["validation"]))
+  assert key == 0 and example["target"] == toy_pairs(3)[0][1]

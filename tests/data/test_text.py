@@ -42,3 +42,21 @@ def test_missing_corpus_says_how_to_get_it(tmp_path):
 
 def test_real_corpus_line_count(shared_data):
   assert sum(1 for _ in data.load_text_lines(shared_data)) == 742_144
+
+
+def test_text8_download_path_cuts_lines(tmp_path):
+  import zipfile
+  words = [f"w{i}" for i in range(2500)]
+  archive = tmp_path / "text8.zip"
+  with zipfile.ZipFile(archive, "w") as z:
+    z.writestr("text8", " " + " ".join(words))
+  lines = list(text.iter_text8_lines(archive))
+  assert [i for i, _ in lines] == [0, 1, 2] and lines[2][1].split() == words[2000:]
+
+  class FakeDownloads:
+    def download(self, url):
+      assert url == text.TEXT8_URL
+      return archive
+  builder = text.Text(data_dir=tmp_path / "build", file_format="array_record")
+  generators = builder._split_generators(FakeDownloads())  # pylint: disable=protected-access
+  assert [k for k, _ in generators["train"]] == [1, 2]   # line 0 is validation
