@@ -1,0 +1,192 @@
+"""Greedy, beam search and sampling over any model's cached `decode` step.
+
+The whole search is one jitted function (`lax.while_loop`, no host round trips). Every model
+(encoder-decoder, decoder-only, RNN) is driven through the same three calls: `encode` once,
+`decode` on the prompt (creating the cache: cross-attention K/V are projected here, once per
+source), then `decode` on one token per step. Decoder-only prompts (`[bos] + inputs`) are
+right-aligned so all rows continue at the same cache slot; left padding is invisible to the model
+because it has segment 0, and positions are explicit, so every position scheme stays correct.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PAD, EOS, BOS = 0, 1, 2
+METHODS = ('greedy', 'beam', 'sample')
+
+
+def length_penalty(length, alpha):
+  """GNMT (Wu et al. 2016): ((5 + |Y|) / 6) ** alpha."""
+  return ((5.0 + length) / 6.0) ** alpha
+
+
+def generate(module, params, batch, *, method='greedy', beam_size=4, alpha=0.6, max_len_margin=50,
+             max_len=None, temperature=1.0, top_k=0, top_p=1.0, rng=None):
+  """Decode `batch['inputs']` -> int32 [B, L]: tokens without BOS, EOS included, 0 after EOS.
+
+  Row b may produce at most (its source length + max_len_margin) tokens (EOS is forced at that
+  length); L = inputs width + margin, or `max_len` for every row when given.
+  """
+  if method not in METHODS:
+    raise ValueError(f'decoding method={method!r} is not valid; choose one of {list(METHODS)}.')
+  if method == 'beam' and beam_size < 1:
+    raise ValueError(f'beam_size={beam_size} must be >= 1.')
+  if method == 'sample' and rng is None:
+    raise ValueError('method=sample needs rng=jax.random.key(...).')
+  variables = params if isinstance(params, dict) and 'params' in params else {'params': params}
+  inputs = np.asarray(batch['inputs'])
+  seg = batch.get('inputs_segment')
+  src_len = (np.asarray(seg) > 0).sum(1) if seg is not None else (inputs != PAD).sum(1)
+  if max_len is None:
+    total = inputs.shape[1] + max_len_margin
+    limits = np.minimum(src_len + max_len_margin, total)
+  else:
+    total = int(max_len)
+    limits = np.full(inputs.shape[0], total)
+  keys = ('inputs', 'inputs_segment', 'inputs_position')
+  arrays = {k: jnp.asarray(batch[k]) for k in keys if batch.get(k) is not None}
+  fn = _compiled(module, method, int(beam_size) if method == 'beam' else 1, int(total), int(top_k))
+  rng = jax.random.key(0) if rng is None else rng
+  out = fn(variables, arrays, jnp.asarray(limits, jnp.int32), rng, jnp.float32(alpha),
+           jnp.float32(temperature), jnp.float32(top_p))
+  return np.asarray(out)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(module, method, beam, total, top_k):
+  return jax.jit(functools.partial(_search, module, method, beam, total, top_k))
+
+
+def _prompt(module, variables, batch):
+  """Encoder output and the first decoder tokens [B,P] (+ positions, segments, next position)."""
+  inputs = batch['inputs']
+  b, s = inputs.shape
+  if module.cfg.arch != 'decoder_only':
+    encoded = module.apply(variables, batch, method='encode')
+    src_seg = batch.get('inputs_segment', (inputs != PAD).astype(jnp.int32))
+    ones = jnp.ones((b, 1), jnp.int32)
+    return encoded, src_seg, (BOS * ones, 0 * ones, ones), ones[:, 0]
+  # decoder-only: [bos] + inputs, right-aligned in width s + 1, positions from 0 at the bos.
+  n = (inputs != PAD).sum(1)
+  k = jnp.arange(s + 1)[None, :] - (s - n)[:, None]  # index into [bos] + inputs; < 0 is padding
+  body = jnp.take_along_axis(inputs, jnp.clip(k - 1, 0, s - 1), axis=1)
+  tokens = jnp.where(k == 0, BOS, jnp.where(k > 0, body, PAD)).astype(jnp.int32)
+  return None, None, (tokens, jnp.maximum(k, 0).astype(jnp.int32), (k >= 0).astype(jnp.int32)), n + 1
+
+
+def _repeat(x, k):
+  return None if x is None else jnp.repeat(x, k, axis=0)
+
+
+def _search(module, method, beam, total, top_k, variables, batch, limits, rng, alpha, temperature,
+            top_p):
+  encoded, src_seg, (tokens, pos, seg), next_pos = _prompt(module, variables, batch)
+  if beam > 1:
+    encoded, src_seg, tokens, pos, seg, next_pos = (
+        _repeat(x, beam) for x in (encoded, src_seg, tokens, pos, seg, next_pos))
+  cache_len = tokens.shape[1] + total
+
+  def step(cache, tok, p, sg):
+    v = dict(variables) if cache is None else {**variables, 'cache': cache}
+    logits, mut = module.apply(v, tok, p, sg, encoded, src_seg, cache_len, method='decode',
+                               mutable=['cache'])
+    return logits[:, -1].astype(jnp.float32), mut['cache']
+
+  logits, cache = step(None, tokens, pos, seg)
+  one = jnp.ones((tokens.shape[0], 1), jnp.int32)
+  next_fn = lambda cache, tok, t: step(cache, tok[:, None], (next_pos + t)[:, None], one)
+  if method == 'beam':
+    return _beam(next_fn, logits, cache, limits, beam, total, alpha)
+  return _greedy_or_sample(next_fn, logits, cache, limits, total, method == 'sample', rng,
+                           temperature, top_k, top_p)
+
+
+def _log_probs(logits, t, limits):
+  """log-softmax; PAD and BOS are never generated; EOS is forced at each row's length limit."""
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  vocab = jnp.arange(logp.shape[-1])
+  logp = jnp.where((vocab == PAD) | (vocab == BOS), -jnp.inf, logp)
+  force = (t + 1 >= limits)[:, None] & (vocab != EOS)
+  return jnp.where(force, -jnp.inf, logp)
+
+
+def filter_logits(logits, temperature, top_k, top_p):
+  """Temperature, then keep the top_k largest (0 = all), then the smallest nucleus of mass top_p."""
+  logits = logits / jnp.maximum(temperature, 1e-6)
+  if top_k:
+    kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+    logits = jnp.where(logits < kth, -jnp.inf, logits)
+  probs = jax.nn.softmax(logits, axis=-1)
+  sorted_p = -jnp.sort(-probs, axis=-1)
+  before = jnp.cumsum(sorted_p, axis=-1) - sorted_p          # mass strictly above each token
+  cutoff = jnp.min(jnp.where(before < top_p, sorted_p, jnp.inf), axis=-1, keepdims=True)
+  return jnp.where(probs < cutoff, -jnp.inf, logits)
+
+
+def _greedy_or_sample(next_fn, logits, cache, limits, total, sample, rng, temperature, top_k, top_p):
+  b = logits.shape[0]
+
+  def body(c):
+    t, out, logits, cache, done, rng = c
+    logp = _log_probs(logits, t, limits)
+    if sample:
+      rng, sub = jax.random.split(rng)
+      tok = jax.random.categorical(sub, filter_logits(logp, temperature, top_k, top_p), axis=-1)
+    else:
+      tok = jnp.argmax(logp, axis=-1)
+    tok = jnp.where(done, PAD, tok).astype(jnp.int32)
+    out = out.at[:, t].set(tok)
+    logits, cache = next_fn(cache, tok, t)
+    return t + 1, out, logits, cache, done | (tok == EOS), rng
+
+  def cond(c):
+    return (c[0] < total) & ~jnp.all(c[4])
+
+  init = (jnp.int32(0), jnp.zeros((b, total), jnp.int32), logits, cache, jnp.zeros((b,), bool), rng)
+  return jax.lax.while_loop(cond, body, init)[1]
+
+
+def _reorder(cache, flat_idx):
+  # Every cache leaf with a batch has it on axis 0 (see model/transformer.py); scalars are shared.
+  return jax.tree_util.tree_map(lambda x: jnp.take(x, flat_idx, axis=0) if x.ndim else x, cache)
+
+
+def _beam(next_fn, logits, cache, limits, k, total, alpha):
+  """Keep the k best expansions each step; those ending in EOS move to the finished set, scored
+  by log p / length_penalty. Stops when no alive beam can beat a row's best finished score."""
+  bk, v = logits.shape
+  b = bk // k
+  alive_logp = jnp.tile(jnp.asarray([0.0] + [-jnp.inf] * (k - 1)), (b, 1))
+  max_lp = length_penalty(limits.astype(jnp.float32), alpha)
+
+  def body(c):
+    t, alive_seq, alive_logp, fin_seq, fin_score, logits, cache = c
+    logp = _log_probs(logits, t, jnp.repeat(limits, k)).reshape(b, k, v)
+    cand = (alive_logp[:, :, None] + logp).reshape(b, k * v)
+    scores, idx = jax.lax.top_k(cand, k)
+    parent, tok = idx // v, (idx % v).astype(jnp.int32)
+    seq = jnp.take_along_axis(alive_seq, parent[:, :, None], axis=1).at[:, :, t].set(tok)
+    eos = tok == EOS
+    new_fin = jnp.where(eos, scores / length_penalty(t + 1.0, alpha), -jnp.inf)
+    all_seq = jnp.concatenate([fin_seq, seq], axis=1)
+    fin_score, keep = jax.lax.top_k(jnp.concatenate([fin_score, new_fin], axis=1), k)
+    fin_seq = jnp.take_along_axis(all_seq, keep[:, :, None], axis=1)
+    alive_logp = jnp.where(eos, -jnp.inf, scores)
+    cache = _reorder(cache, (jnp.arange(b)[:, None] * k + parent).reshape(-1))
+    logits, cache = next_fn(cache, tok.reshape(-1), t)
+    return t + 1, seq, alive_logp, fin_seq, fin_score, logits, cache
+
+  def cond(c):
+    t, _, alive_logp, _, fin_score = c[:5]
+    best_alive = alive_logp.max(axis=1)
+    hopeless = (best_alive == -jnp.inf) | (best_alive / max_lp < fin_score.max(axis=1))
+    return (t < total) & ~jnp.all(hopeless)
+
+  zeros = jnp.zeros((b, k, total), jnp.int32)
+  init = (jnp.int32(0), zeros, alive_logp, zeros, jnp.full((b, k), -jnp.inf), logits, cache)
+  _, _, _, fin_seq, fin_score, _, _ = jax.lax.while_loop(cond, body, init)
+  return fin_seq[:, 0]
