@@ -10,13 +10,22 @@ Every figure is FIGSIZE inches at DPI dots per inch, so FIGSIZE * DPI pixels.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import os
+import types
 from typing import Sequence
 
-import numpy as np
+import jax
+import jax.numpy as jnp
 from matplotlib.figure import Figure
+import numpy as np
+
+import model
+from model import attention as attn
+from model import positions
+from train import checkpointing, data, evaluate
 
 FIGSIZE = (12.0, 8.0)  # inches
 DPI = 100              # so every PNG is 1200 x 800 pixels
@@ -183,35 +192,34 @@ def rotary_similarity(head_dim: int, max_distance: int, seed: int = 0, draws: in
   Two curves: q = k = all-ones (RoFormer's long-term decay picture) and q = k drawn from a
   standard normal, averaged over `draws` vectors.
   """
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from model import positions  # pylint: disable=import-outside-toplevel
   distances = np.arange(-max_distance, max_distance + 1)
   query_pos = max_distance  # any position: rotary scores depend on the distance only
+
+  @jax.jit
+  def mean_similarity(v):                                   # v: [n, D], q = k = v
+    n = v.shape[0]
+    q = positions.apply_rotary(v[:, None, None, :], jnp.full((n, 1), query_pos))[:, 0, 0]
+    k_pos = jnp.broadcast_to(query_pos + jnp.asarray(distances), (n, len(distances)))
+    k = positions.apply_rotary(
+        jnp.broadcast_to(v[:, None, None, :], (n, len(distances), 1, v.shape[1])), k_pos)
+    return jnp.einsum("nd,nkd->k", q, k[:, :, 0]) / n
+
   vecs = {"q = k = ones": np.ones((1, head_dim), np.float32),
           f"q = k ~ N(0, I), mean of {draws}":
               np.random.default_rng(seed).standard_normal((draws, head_dim)).astype(np.float32)}
   curves = {}
   for label, v in vecs.items():
-    n = len(v)
-    q_pos = jnp.full((n, 1), query_pos, jnp.int32)
-    k_pos = jnp.broadcast_to(jnp.asarray(query_pos + distances, jnp.int32), (n, len(distances)))
-    q = positions.apply_rotary(jnp.asarray(v)[:, None, None, :], q_pos)[:, 0, 0]      # [n, D]
-    k = positions.apply_rotary(
-        jnp.broadcast_to(jnp.asarray(v)[:, None, None, :], (n, len(distances), 1, head_dim)),
-        k_pos)[:, :, 0]                                                                 # [n, K, D]
-    sim = np.asarray(jnp.einsum("nd,nkd->nk", q, k)).mean(axis=0)
+    sim = np.asarray(mean_similarity(jnp.asarray(v)))
     curves[label] = sim / sim[max_distance]
   return distances, curves
 
 
 def alibi_bias_hqk(num_heads: int, length: int, bidirectional: bool = True) -> np.ndarray:
   """ALiBi bias [heads, query, key] for positions 0..length-1 (causal: future keys = -inf)."""
-  import types  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from model import positions  # pylint: disable=import-outside-toplevel
-  pos = jnp.arange(length, dtype=jnp.int32)[None]
-  bias = np.asarray(positions.alibi_bias(None, pos, pos, types.SimpleNamespace(
-      num_heads=num_heads), bidirectional))[0]
+  cfg = types.SimpleNamespace(num_heads=num_heads)
+  # One compiled call: eager op-by-op dispatch is many times slower on a busy CPU.
+  bias_of = jax.jit(lambda pos: positions.alibi_bias(None, pos, pos, cfg, bidirectional))
+  bias = np.asarray(bias_of(jnp.arange(length, dtype=jnp.int32)[None]))[0]
   if not bidirectional:
     bias = np.where(np.tril(np.ones((length, length), bool)), bias, np.nan)
   return bias
@@ -220,12 +228,11 @@ def alibi_bias_hqk(num_heads: int, length: int, bidirectional: bool = True) -> n
 def t5_bias_hqk(table: np.ndarray, length: int, bidirectional: bool,
                 max_distance: int = 128) -> np.ndarray:
   """T5 bias [heads, query, key] from a [num_buckets, heads] table (learned or initial)."""
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from model import positions  # pylint: disable=import-outside-toplevel
   table = np.asarray(table, np.float32)
-  pos = jnp.arange(length, dtype=jnp.int32)
-  bucket = np.asarray(positions.t5_bucket(pos[None, :] - pos[:, None], bidirectional,
-                                          table.shape[0], max_distance))       # [Tq, Tk]
+  bucket_of = jax.jit(lambda rel: positions.t5_bucket(rel, bidirectional, table.shape[0],
+                                                      max_distance))
+  pos = np.arange(length, dtype=np.int32)
+  bucket = np.asarray(bucket_of(pos[None, :] - pos[:, None]))                  # [Tq, Tk]
   bias = np.transpose(table[bucket], (2, 0, 1))
   if not bidirectional:  # keys after the query are masked anyway; blank them in the picture
     bias = np.where(np.tril(np.ones((length, length), bool))[None], bias, np.nan)
@@ -253,12 +260,10 @@ def position_figures(out_dir: str, model_cfg, params=None, length: int = 48) -> 
   T5 uses the learned tables found in `params` (one figure per stack); without any, a table
   drawn like the model's initialiser, labelled as untrained.
   """
-  from model import positions  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   d_model, heads = int(model_cfg.d_model), int(model_cfg.num_heads)
   head_dim = int(model_cfg.get("head_dim") or d_model // heads)
-  paths = [plot_sinusoid_table(os.path.join(out_dir, "sinusoid_table.png"), np.asarray(
-      positions.sinusoid_table(jnp.arange(4 * length), d_model)))]
+  table = jax.jit(positions.sinusoid_table, static_argnums=1)(jnp.arange(4 * length), d_model)
+  paths = [plot_sinusoid_table(os.path.join(out_dir, "sinusoid_table.png"), np.asarray(table))]
   distances, curves = rotary_similarity(head_dim, 4 * length)
   paths.append(plot_rotary_similarity(os.path.join(out_dir, "rotary_similarity.png"),
                                       distances, curves, head_dim))
@@ -286,7 +291,6 @@ def position_figures(out_dir: str, model_cfg, params=None, length: int = 48) -> 
 def unscan_params(tree):
   """Scanned layers `{'layers': leaves [n, ...]}` -> `{'layer_0': ..., 'layer_1': ...}`, the
   layout of the same model with `scan_layers=False` (same math, per-layer module paths)."""
-  import jax  # pylint: disable=import-outside-toplevel
   if not hasattr(tree, "items"):
     return tree
   out = {}
@@ -308,11 +312,6 @@ def cross_attention_weights(model_cfg, params, batch) -> np.ndarray:
   records in every `cross_attn` block, with the same scoring functions the model uses
   (model.attention). Target rows are 0 on padding.
   """
-  import dataclasses  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  import model  # pylint: disable=import-outside-toplevel
-  from model import attention as attn  # pylint: disable=import-outside-toplevel
   mc = model.make_config(model_cfg)
   if mc.arch != "encoder_decoder":
     raise ValueError(f"model.arch={mc.arch!r} has no Transformer cross-attention to plot; "
@@ -365,7 +364,6 @@ def _pieces(tokenizer, ids, side: str) -> list[str]:
 def cross_attention_figures(out_dir: str, loaded, params, sources: Sequence[str],
                             decode: str = "greedy") -> list[str]:
   """Translate `sources`, then plot the cross-attention over each (source, own translation)."""
-  from train import evaluate  # pylint: disable=import-outside-toplevel
   config, tok = loaded.config, loaded.tokenizer
   settings = evaluate.settings_from_config(config, decode=decode)
   kwargs = dict(arch="encoder_decoder", batch_size=len(sources),
@@ -395,7 +393,6 @@ def cross_attention_figures(out_dir: str, loaded, params, sources: Sequence[str]
 def make_plots(workdir: str, checkpoint: str = "latest", *, split: str | None = None,
                num_sentences: int = 3, out_dir: str | None = None) -> list[str]:
   """Every figure for one checkpoint of `workdir`; returns the PNG paths."""
-  from train import checkpointing, data, evaluate  # pylint: disable=import-outside-toplevel
   loaded = evaluate.load_workdir(workdir)
   (step,) = evaluate.resolve_steps(workdir, checkpoint if checkpoint != "all" else "latest")
   params = checkpointing.restore_params(workdir, step, loaded.config)

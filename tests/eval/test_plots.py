@@ -96,8 +96,10 @@ def test_position_figures(tmp_path):
       assert plots.read_png_size(p) == EXPECTED
 
 
-@pytest.mark.parametrize("attention,scan", [("dot", True), ("shared_qk", False),
-                                            ("additive", False), ("linear", True)])
+@pytest.mark.parametrize("attention,scan", [
+    ("dot", True), ("additive", False),
+    pytest.param("shared_qk", False, marks=pytest.mark.slow),
+    pytest.param("linear", True, marks=pytest.mark.slow)])
 def test_cross_attention_weights_reproduce_the_model_output(attention, scan):
   """Weights rebuilt by plots, applied to the model's own values and output projection, give
   exactly the cross-attention block output the model computed."""
