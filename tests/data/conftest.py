@@ -42,3 +42,12 @@ def multi30k_config(shared_data):
 def multi30k_tokenizer(multi30k_config):
   from train import data
   return data.get_tokenizer(multi30k_config)
+
+
+@pytest.fixture
+def tmp_build(tmp_path, monkeypatch):
+  """A build dir for tests that build datasets from throwaway corpora (keeps the shared one
+  clean: gzip headers carry a timestamp, so each run's corpus would get a new fingerprint)."""
+  path = tmp_path / "build"
+  monkeypatch.setenv("ATTNLAB_BUILD_DIR", str(path))
+  return path

@@ -36,7 +36,7 @@ def test_real_pair_without_2017_test(shared_data):
     data.load_examples(config, "test_2017_flickr")
 
 
-def test_extra_split_is_discovered(tmp_path):
+def test_extra_split_is_discovered(tmp_path, tmp_build):
   write_multi30k(tmp_path, {"train": toy_pairs(7), "val": toy_pairs(3),
                             "test_2099_extra": toy_pairs(2)})
   write_gz(tmp_path / "multi30k" / "test_2100_one_side.en.gz", ["only english"])
@@ -53,13 +53,13 @@ def test_missing_data_dir_says_how_to_get_data(tmp_path):
   assert "nowhere/multi30k" in str(err.value)
 
 
-def test_missing_split_file_is_named(tmp_path):
+def test_missing_split_file_is_named(tmp_path, tmp_build):
   write_multi30k(tmp_path, {"train": toy_pairs(4)})
   with pytest.raises(FileNotFoundError, match=r"val\.en\.gz"):
     data.build(_config(tmp_path))
 
 
-def test_line_count_mismatch_names_both_files_and_counts(tmp_path):
+def test_line_count_mismatch_names_both_files_and_counts(tmp_path, tmp_build):
   write_multi30k(tmp_path, {"train": toy_pairs(5), "val": toy_pairs(2)})
   write_gz(tmp_path / "multi30k" / "train.de.gz", [p[1] for p in toy_pairs(4)])
   with pytest.raises(ValueError) as err:
@@ -69,7 +69,7 @@ def test_line_count_mismatch_names_both_files_and_counts(tmp_path):
     assert part in message
 
 
-def test_empty_and_non_utf8_lines_are_skipped_and_counted(tmp_path, caplog):
+def test_empty_and_non_utf8_lines_are_skipped_and_counted(tmp_path, tmp_build, caplog):
   pairs = toy_pairs(6)
   write_multi30k(tmp_path, {"train": pairs, "val": toy_pairs(2)})
   en = [p[0].encode() for p in pairs]

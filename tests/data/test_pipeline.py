@@ -77,7 +77,7 @@ def test_decoder_only_layout():
     assert prompt[-1] == EOS and ev["weights"][row][:n].sum() == 0
 
 
-def test_lm_layout(tmp_path):
+def test_lm_layout(tmp_path, tmp_build):
   from data_testutil import write_gz
   write_gz(tmp_path / "text" / "en_15m.txt.gz", [f"w{i} x y z" for i in range(300)])
   config = make_config(name="text", data_dir=str(tmp_path), tokenizer="char", max_tgt_len=6,
@@ -137,14 +137,45 @@ def test_resumed_iterator_equals_uninterrupted(batching_mode):
 
 def test_epochs_are_reshuffled_and_complete():
   config = _lengthgen(num_train=40, batch_size=4, max_src_len=64, max_tgt_len=64)
-  src = pipeline._source(config, data.get_tokenizer(config),  # pylint: disable=protected-access
-                         pipeline.Featurizer(data.get_tokenizer(config), "encoder_decoder",
-                                             64, 64, None), 0, 1)
-  it = iter(batching.ShuffledSource(*src, seed=5))
+  featurizer = pipeline.Featurizer(data.get_tokenizer(config), "encoder_decoder", 64, 64, None)
+  num, featurize, _ = pipeline._source(config, featurizer, 0, 1)  # pylint: disable=protected-access
+  it = iter(batching.ShuffledSource(num, featurize, seed=5))
   epoch1 = [tuple(next(it)["targets"]) for _ in range(40)]
   epoch2 = [tuple(next(it)["targets"]) for _ in range(40)]
   assert collections.Counter(epoch1) == collections.Counter(epoch2)
   assert epoch1 != epoch2
+
+
+@pytest.mark.parametrize("block", [None, 7])
+def test_epoch_order_is_a_fresh_permutation(block):
+  a, b = (batching.epoch_order(50, seed=3, epoch=e, block=block) for e in (0, 1))
+  assert sorted(a) == list(range(50)) and sorted(b) == list(range(50)) and list(a) != list(b)
+  assert list(a) == list(batching.epoch_order(50, seed=3, epoch=0, block=block))
+  if block:  # each block of 7 consecutive indices (the last has 1) is visited in one run
+    blocks = a // 7
+    assert (np.diff(blocks) != 0).sum() == 7 and list(blocks) != sorted(blocks)
+
+
+def test_large_split_is_read_lazily_in_blocks(tmp_path, tmp_build, monkeypatch):
+  from data_testutil import write_gz
+  from train.data import datasets
+  lines = [f"line {i} {'ab' * (i % 5)}".strip() for i in range(300)]
+  write_gz(tmp_path / "text" / "en_15m.txt.gz", lines)
+  monkeypatch.setattr(datasets, "SMALL_SPLIT", 100)
+  monkeypatch.setattr(datasets.Records, "BLOCK", 16)
+  config = make_config(name="text", data_dir=str(tmp_path), tokenizer="char", max_tgt_len=40,
+                       batch_size=2, seed=4)
+  records = datasets.records(config, "train")
+  assert isinstance(records, datasets.Records) and len(records) == 297
+  assert sorted(records[i]["index"] for i in range(297)) == [i for i in range(300) if i % 100]
+  tok = data.get_tokenizer(config)
+  for p in range(2):  # each process's stream covers its half of the lines once per epoch
+    featurizer = pipeline.Featurizer(tok, "lm", 64, 40, None)
+    num, featurize, block = pipeline._source(config, featurizer, p, 2)  # pylint: disable=protected-access
+    assert block == 16 and num in (148, 149)
+    it = iter(batching.ShuffledSource(num, featurize, seed=4, block=block))
+    epoch = [tok.decode(next(it)["targets"]) for _ in range(num)]
+    assert len(set(epoch)) == num and set(epoch) <= set(lines)
 
 
 def test_process_shards_are_disjoint_and_cover_the_split():
@@ -153,7 +184,7 @@ def test_process_shards_are_disjoint_and_cover_the_split():
   seen = []
   for p in range(3):
     featurizer = pipeline.Featurizer(tok, "encoder_decoder", 64, 64, None, eval_fields=True)
-    num, featurize = pipeline._source(config, tok, featurizer, p, 3)  # pylint: disable=protected-access
+    num, featurize, _ = pipeline._source(config, featurizer, p, 3)  # pylint: disable=protected-access
     seen.append({int(featurize(i)["index"]) for i in range(num)})
   assert set.union(*seen) == set(range(30)) and sum(map(len, seen)) == 30
   batch = next(data.make_train_iterator(config, tok, process_index=1, process_count=3))

@@ -14,7 +14,7 @@ def _tiny_corpus(root, n=250, bad=(5, 101)):
   return root
 
 
-def test_builder_splits_and_skips(tmp_path):
+def test_builder_splits_and_skips(tmp_path, tmp_build):
   root = _tiny_corpus(tmp_path)
   config = make_config(name="text", data_dir=str(root))
   builder = data.build(config)

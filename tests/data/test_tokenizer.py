@@ -39,7 +39,7 @@ def _tiny_config(root, **kw):
   return make_config(name="multi30k", data_dir=str(root), **kw)
 
 
-def test_cache_hit_reuses_the_trained_model(tmp_path, monkeypatch):
+def test_cache_hit_reuses_the_trained_model(tmp_path, tmp_build, monkeypatch):
   config = _tiny_config(tmp_path, tokenizer="unigram", vocab_size=60)
   calls = []
   real_train = tokenizer_lib.train_sentencepiece
@@ -56,7 +56,7 @@ def test_cache_hit_reuses_the_trained_model(tmp_path, monkeypatch):
   assert len(calls) == 2
 
 
-def test_bpe_and_separate_vocabularies(tmp_path):
+def test_bpe_and_separate_vocabularies(tmp_path, tmp_build):
   config = _tiny_config(tmp_path, tokenizer="bpe", vocab_size=70, joint_vocab=False)
   tok = data.get_tokenizer(config)
   assert isinstance(tok, tokenizer_lib.PairTokenizer)

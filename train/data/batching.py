@@ -13,18 +13,29 @@ import numpy as np
 CHUNK_BATCHES = 16  # bucket batching sorts this many batches' worth of examples at a time
 
 
-class _ShuffledIterator(grain.DatasetIterator):
-  """Endless: a fresh permutation of the examples each epoch (keyed by seed and epoch);
-  `featurize(i)` returns example i's features or None (dropped). State: epoch and position."""
+def epoch_order(num: int, seed: int, epoch: int, block: int | None = None) -> np.ndarray:
+  """A permutation of range(num) keyed by (seed, epoch). With `block`, it visits blocks of
+  `block` consecutive indices in random order and shuffles within each block, so a lazily read
+  source reads each block once per epoch."""
+  rng = np.random.default_rng([seed, epoch])
+  if not block or block >= num:
+    return rng.permutation(num)
+  starts = np.arange(0, num, block)[rng.permutation(-(-num // block))]
+  return np.concatenate([s + rng.permutation(min(block, num - s)) for s in starts])
 
-  def __init__(self, num: int, featurize, seed: int):
+
+class _ShuffledIterator(grain.DatasetIterator):
+  """Endless: a fresh order of the examples each epoch (`epoch_order`); `featurize(i)` returns
+  example i's features or None (dropped). State: epoch and position."""
+
+  def __init__(self, num: int, featurize, seed: int, block: int | None):
     super().__init__()
-    self._num, self._featurize, self._seed = num, featurize, seed
+    self._num, self._featurize, self._seed, self._block = num, featurize, seed, block
     self._epoch, self._pos, self._perm = 0, 0, None
 
   def _permutation(self):
     if self._perm is None:
-      self._perm = np.random.default_rng([self._seed, self._epoch]).permutation(self._num)
+      self._perm = epoch_order(self._num, self._seed, self._epoch, self._block)
     return self._perm
 
   def __next__(self):
@@ -51,9 +62,9 @@ class _ShuffledIterator(grain.DatasetIterator):
 class ShuffledSource(grain.IterDataset):
   """Featurized examples 0..num-1 in a seeded order that changes every epoch."""
 
-  def __init__(self, num: int, featurize, seed: int):
+  def __init__(self, num: int, featurize, seed: int, block: int | None = None):
     super().__init__()
-    self._args = (num, featurize, seed)
+    self._args = (num, featurize, seed, block)
 
   def __iter__(self):
     return _ShuffledIterator(*self._args)

@@ -5,6 +5,7 @@ import functools
 import pathlib
 
 from absl import logging
+import numpy as np
 from array_record.python import array_record_module
 import tensorflow_datasets as tfds
 from tensorflow_datasets.proto import tf_example_pb2
@@ -153,16 +154,49 @@ def _normalize(name: str, ex: dict) -> dict:
 
 
 class Records:
-  """Random-access view of a split as normalized dicts (grain reads it as a data source)."""
+  """Lazy view of a large split as normalized dicts in stored order, read a block at a time.
 
-  def __init__(self, source, name: str):
-    self._source, self._name = source, name
+  Random single reads cost ~20 ms each here (array_record + zstd on a 140 MB file); a
+  sequential block of 4096 costs ~0.1 s. The train stream therefore visits blocks in a shuffled
+  order and shuffles inside each block (see batching.ShuffledSource), and this class keeps the
+  current block in memory.
+  """
+
+  BLOCK = 4096
+
+  def __init__(self, name: str, filepaths, shard_lengths):
+    self._name, self._paths = name, [str(p) for p in filepaths]
+    self._starts = np.cumsum([0] + list(shard_lengths))
+    self._readers = [None] * len(self._paths)
+    self._blocks: dict[int, list[dict]] = {}  # the last two blocks read (a process's slice of
+    # the split need not start on a block boundary, so its blocks straddle two of ours)
 
   def __len__(self):
-    return len(self._source)
+    return int(self._starts[-1])
+
+  def _read(self, start: int, end: int) -> list[dict]:
+    out = []
+    for k in range(len(self._paths)):
+      lo, hi = max(start, self._starts[k]), min(end, self._starts[k + 1])
+      if lo >= hi:
+        continue
+      if self._readers[k] is None:
+        self._readers[k] = array_record_module.ArrayRecordReader(
+            self._paths[k], "readahead_buffer_size:0")
+      offset = int(self._starts[k])
+      raw = self._readers[k].read(int(lo) - offset, int(hi) - offset)
+      out.extend(_normalize(self._name, _parse(r)) for r in raw)
+    return out
 
   def __getitem__(self, i):
-    return _normalize(self._name, self._source[int(i)])
+    i = int(i)
+    block_id = i // self.BLOCK
+    if block_id not in self._blocks:
+      start = block_id * self.BLOCK
+      if len(self._blocks) >= 2:
+        del self._blocks[next(iter(self._blocks))]
+      self._blocks[block_id] = self._read(start, min(start + self.BLOCK, len(self)))
+    return self._blocks[block_id][i - block_id * self.BLOCK]
 
 
 def _parse(serialized: bytes) -> dict:
@@ -197,7 +231,8 @@ def records(config, split: str):
   split = _check_split(builder, config, split)
   if builder.info.splits[split].num_examples <= SMALL_SPLIT:
     return _read_all(builder_key(config), split)
-  return Records(builder.as_data_source(split=split), builder.name)
+  info = builder.info.splits[split]
+  return Records(builder.name, info.filepaths, info.shard_lengths)
 
 
 def load_examples(config, split: str) -> list[dict]:

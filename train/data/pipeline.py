@@ -189,15 +189,18 @@ def _close_open_iterators():
     it.close()
 
 
-def _source(config, tokenizer, featurizer, process_index: int, process_count: int):
-  """(number of examples in this process's shard, index -> features or None)."""
+def _source(config, featurizer, process_index: int, process_count: int):
+  """(examples in this process's shard, index -> features or None, shuffle block size).
+
+  Each process owns a contiguous slice of the split, so a lazily read split stays sequential."""
   records = datasets.records(config, "train")
-  shard = range(process_index, len(records), process_count)
+  n = len(records)
+  lo, hi = n * process_index // process_count, n * (process_index + 1) // process_count
   if isinstance(records, tuple):  # small split: tokenize once, in large batches
-    examples = [records[i] for i in shard]
+    examples = records[lo:hi]
     src, tgt = tokenize_all(featurizer.tokenizer, examples, featurizer.layout)
-    return len(examples), lambda i: featurizer.from_tokens(src[i], tgt[i], examples[i])
-  return len(shard), lambda i: featurizer(records[shard[i]])
+    return len(examples), lambda i: featurizer.from_tokens(src[i], tgt[i], examples[i]), None
+  return hi - lo, lambda i: featurizer(records[lo + i]), records.BLOCK
 
 
 def _train_dataset(config, tokenizer, process_index: int, process_count: int):
@@ -209,8 +212,8 @@ def _train_dataset(config, tokenizer, process_index: int, process_count: int):
   rows = batch_size // process_count
   seed = int(config.get("seed", 0)) % 2**32
   featurizer = Featurizer(tokenizer, s["layout"], s["max_src_len"], s["max_tgt_len"], s["policy"])
-  num, featurize = _source(config, tokenizer, featurizer, process_index, process_count)
-  ds = batching.ShuffledSource(num, featurize, seed)
+  num, featurize, block = _source(config, featurizer, process_index, process_count)
+  ds = batching.ShuffledSource(num, featurize, seed, block)
   if s["batching"] == "pack":
     length = s["packed_len"]
     longest = (s["max_src_len"] + s["max_tgt_len"] if s["layout"] == "decoder_only"
