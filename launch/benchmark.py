@@ -1,0 +1,487 @@
+r"""Throughput, MFU, compile time, memory and decode speed of a config, per sweep setting.
+
+  python -m launch.benchmark --config=configs/multi30k.py:size=small [--sweep=positions]
+      [--data=real|synthetic] [--steps=20] [--json=bench.json]
+
+`--sweep` is a sweep the config file names (`positions`, `attention`, ...) or an explicit list of
+override sets: `'model.position=none;model.position=t5,model.num_kv_heads=1'` (runs separated by
+`;`, keys within a run by `,`).
+
+Every number comes from the project's real code: the trainer's jitted `train_step` (donated state,
+mesh shardings) and `model.decoding.generate`. Per setting:
+- compile: seconds to lower + compile the train step (no persistent cache), first batch shape;
+- step: median seconds per step after warm-up, on batches already on the device; `host ms` is
+  the data iterator + device transfer per batch, measured apart;
+- tok/s: real (non-padding) target tokens per second; pad %: share of target slots that are padding;
+- MFU: useful FLOPs (analytic, each sentence at its own lengths: padding is waste) per second over
+  the peak: the device's dense peak on accelerators, on CPU a float32 matmul measured in this run.
+  `exec MFU` counts FLOPs of the padded shapes as executed;
+- decode: sentences/s and tokens/s for greedy and beam search, with the KV cache and without it.
+  EOS is held back until `--decode_len`, so every sentence is exactly that long (an untrained model
+  would stop at random places). Uncached recomputes the decoder over the whole prefix at every step
+  (widths rounded up to multiples of 16 so it compiles a few shapes, not one per length).
+"""
+from __future__ import annotations
+
+import ast
+import collections
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'configs/NAME.py[:ARG]', lock_config=False)
+flags.DEFINE_string('sweep', None, 'Named sweep of the config, or "k=v,k=v;k=v" override sets.')
+flags.DEFINE_string('json', None, 'Write the results here (atomically).')
+flags.DEFINE_enum('data', 'real', ['real', 'synthetic'],
+                  'real: the config\'s training pipeline; synthetic: random full rows (no padding).')
+flags.DEFINE_integer('synthetic_len', 16, 'Source and target length of synthetic rows.')
+flags.DEFINE_integer('steps', 20, 'Timed train steps (after one warm-up step per batch shape).')
+flags.DEFINE_list('decode', ['greedy', 'beam'], 'Decoding methods to time (empty: none).')
+flags.DEFINE_list('cache', ['cached', 'uncached'], 'cached and/or uncached decoding.')
+flags.DEFINE_integer('decode_batch', 8, 'Sentences per decode call.')
+flags.DEFINE_integer('decode_len', 64, 'Target tokens generated per sentence.')
+flags.DEFINE_integer('decode_repeats', 3, 'Timed decode calls (median) after the compiling one.')
+flags.DEFINE_integer('beam_size', 4, 'Beam width for method beam.')
+
+EOS = 1
+UNCACHED_CHUNK = 16
+
+
+# ============================================================================= reference
+
+def matmul_flops(dtype='float32', sizes=(512, 1024, 2048), repeats=5):
+  """Best FLOP/s of a square jnp.dot over `sizes` (median of `repeats` each), on device 0."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  best, per_size = 0.0, {}
+  for n in sizes:
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+    f = jax.jit(jnp.dot)
+    f(a, b).block_until_ready()
+    times = []
+    for _ in range(repeats):
+      t0 = time.perf_counter()
+      f(a, b).block_until_ready()
+      times.append(time.perf_counter() - t0)
+    per_size[n] = 2.0 * n ** 3 / statistics.median(times)
+    best = max(best, per_size[n])
+  return best, per_size
+
+
+# ============================================================================= settings
+
+def parse_overrides(text):
+  """'a.b=1,c=x;d=2' -> [{'a.b': 1, 'c': 'x'}, {'d': 2}] (values as Python literals if they parse)."""
+  runs = []
+  for chunk in filter(None, (c.strip() for c in text.split(';'))):
+    run = {}
+    for item in filter(None, (i.strip() for i in chunk.split(','))):
+      key, sep, value = item.partition('=')
+      if not sep:
+        raise ValueError(f'--sweep item {item!r} is not key=value (e.g. model.position=t5)')
+      try:
+        run[key.strip()] = ast.literal_eval(value.strip())
+      except (ValueError, SyntaxError):
+        run[key.strip()] = value.strip()
+    runs.append(run)
+  return runs
+
+
+def sweep_runs(config_spec, sweep):
+  """Override dicts of the benchmark: [{}] without --sweep."""
+  if not sweep:
+    return [{}]
+  if '=' in sweep:
+    return parse_overrides(sweep)
+  from launch import sweep as sweep_lib  # pylint: disable=import-outside-toplevel
+  path, arg = sweep_lib.split_config_spec(config_spec)
+  return sweep_lib.get_sweep(sweep_lib.load_config_module(path), sweep, arg)
+
+
+def apply_overrides(config, overrides):
+  """A copy of `config` with dotted keys set; an unknown key raises naming the valid ones."""
+  config = config.copy_and_resolve_references()
+  for key, value in overrides.items():
+    node, parts = config, key.split('.')
+    for i, part in enumerate(parts):
+      if part not in node:
+        where = '.'.join(parts[:i]) or 'config'
+        raise ValueError(f'unknown config key {key!r}: {where} has {sorted(node.keys())}')
+      if i < len(parts) - 1:
+        node = node[part]
+    with config.unlocked():
+      node[parts[-1]] = value
+  return config
+
+
+def setting_name(overrides):
+  return ','.join(f'{k.split(".")[-1]}={v}' for k, v in overrides.items()) or 'default'
+
+
+# ============================================================================= batches
+
+def synthetic_batches(config, n, length, seed=0):
+  """`n` batches of full rows: every token real, so tokens/s here is the no-padding ceiling."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(seed)
+  rows, vocab = int(config.batch_size), int(config.model.vocab_size)
+  out = []
+  for _ in range(n):
+    tgt = rng.integers(4, vocab, (rows, length), dtype=np.int32)
+    tgt[:, -1] = EOS
+    pos = np.broadcast_to(np.arange(length, dtype=np.int32), (rows, length)).copy()
+    seg = np.ones((rows, length), np.int32)
+    batch = {'decoder_inputs': np.concatenate([np.full((rows, 1), 2, np.int32), tgt[:, :-1]], 1),
+             'targets': tgt, 'targets_segment': seg, 'targets_position': pos,
+             'weights': np.ones((rows, length), np.float32)}
+    if config.model.arch != 'decoder_only':
+      src = rng.integers(4, vocab, (rows, length), dtype=np.int32)
+      src[:, -1] = EOS
+      batch.update(inputs=src, inputs_segment=seg.copy(), inputs_position=pos.copy())
+    out.append(batch)
+  return out, None
+
+
+def real_batches(config, tokenizer, n):
+  """`n` training batches from the config's pipeline, and the mean host seconds per batch."""
+  from train import data  # pylint: disable=import-outside-toplevel
+  it = data.make_train_iterator(config, tokenizer)
+  try:
+    next(it)                              # let the prefetch thread start
+    t0 = time.perf_counter()
+    batches = [next(it) for _ in range(n)]
+    host = (time.perf_counter() - t0) / n
+  finally:
+    it.close()
+  return batches, host
+
+
+def segment_lengths(batch):
+  """(source length, target length) of every sentence in the batch (packed rows: per segment)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  tseg = batch.get('targets_segment')
+  tseg = (batch['targets'] > 0).astype(np.int32) if tseg is None else tseg
+  sseg = None
+  if 'inputs' in batch:
+    sseg = batch.get('inputs_segment')
+    sseg = (batch['inputs'] > 0).astype(np.int32) if sseg is None else sseg
+  m = int(tseg.max()) + 1
+  pairs = []
+  for r in range(tseg.shape[0]):
+    t = np.bincount(tseg[r], minlength=m)
+    s = np.bincount(sseg[r], minlength=m) if sseg is not None else np.zeros(m, int)
+    pairs.extend((int(s[i]), int(t[i])) for i in range(1, m) if t[i] > 0)
+  return pairs
+
+
+def useful_flops(model_cfg, batch):
+  """Training FLOPs of the real sentences only, each at its own lengths."""
+  import model  # pylint: disable=import-outside-toplevel
+  total = 0.0
+  for (s, t), count in collections.Counter(segment_lengths(batch)).items():
+    if model_cfg.arch == 'decoder_only':
+      total += model.flops_per_token(model_cfg, 0, t) * t * count
+    else:
+      total += model.flops_per_token(model_cfg, s, t) * t * count
+  return total
+
+
+def shape_key(batch):
+  return tuple(sorted((k, v.shape) for k, v in batch.items()))
+
+
+# ============================================================================= training
+
+def measure_train(config, batches, host_s, steps):
+  """Compile + step time of the trainer's jitted train_step on `batches` (cycled)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import model  # pylint: disable=import-outside-toplevel
+  from train import mesh as mesh_lib, metrics as metrics_lib, trainer  # pylint: disable=import-outside-toplevel
+
+  module = model.build_model(config.model)
+  mesh = mesh_lib.make_mesh(config.mesh)
+  tx, _ = trainer.make_optimizer(config)
+  state, shardings = trainer.create_train_state(module, tx, config, mesh, batches[0])
+  step_fn = trainer.jit_train_step(module, tx, config, mesh, shardings)
+
+  t0 = time.perf_counter()
+  device_batches = [mesh_lib.global_batch(b, mesh) for b in batches]
+  jax.block_until_ready(device_batches)
+  put_s = (time.perf_counter() - t0) / len(batches)
+
+  compiled, compile_s = {}, []
+  for b in device_batches:            # every distinct shape compiles once, before timing
+    key = shape_key(b)
+    if key not in compiled:
+      t0 = time.perf_counter()
+      compiled[key] = step_fn.lower(state, b).compile()
+      compile_s.append(time.perf_counter() - t0)
+      state, m = compiled[key](state, b)    # warm-up run of this shape
+      jax.block_until_ready(m)
+  times = []
+  for i in range(steps):
+    b = device_batches[i % len(device_batches)]
+    t0 = time.perf_counter()
+    state, m = compiled[shape_key(b)](state, b)
+    jax.block_until_ready(m['loss'])
+    times.append(time.perf_counter() - t0)
+  loss = float(m['loss'])
+
+  used = [batches[i % len(batches)] for i in range(steps)]
+  total_t = sum(times)
+  tokens = sum(float(np.sum(b['weights'])) for b in used)
+  slots = sum(float(b['targets'].size) for b in used)
+  useful = sum(useful_flops(config.model, b) for b in used)
+  executed = sum(metrics_lib.batch_flops(config.model, b) for b in used)
+  stats = jax.devices()[0].memory_stats() or {}
+  return {
+      'params': model.count_params(state.params), 'compile_s': compile_s[0],
+      'compile_total_s': sum(compile_s), 'num_shapes': len(compiled),
+      'step_s': statistics.median(times), 'step_s_min': min(times),
+      'host_s': (host_s or 0.0) + put_s, 'target_tokens_per_step': tokens / steps,
+      'tokens_per_s': tokens / total_t, 'padding_fraction': 1.0 - tokens / slots,
+      'flops_per_s': useful / total_t, 'executed_flops_per_s': executed / total_t,
+      'peak_memory_bytes': stats.get('peak_bytes_in_use'), 'final_loss': loss,
+  }, module, state.params
+
+
+# ============================================================================= decoding
+
+def _full_decoder(module, ids, seg, pos, encoded, src_seg):
+  return module.decoder(ids, seg, pos, encoded, src_seg, True)
+
+
+class DecodeAdapter:
+  """Stands in for the model inside `model.decoding.generate` (same `cfg` and `apply`).
+
+  EOS is pushed to -1e9 so sentences run to the forced EOS at max_len. cached=False turns the
+  model's KV cache off: the 'cache' collection then only holds the tokens so far (so beam
+  reordering works unchanged) and every step reruns the decoder over the prefix.
+  """
+
+  def __init__(self, module, cached=True):
+    self.module, self.cfg, self.cached = module, module.cfg, cached
+
+  def apply(self, variables, *args, method=None, mutable=False):
+    if method != 'decode':
+      return self.module.apply(variables, *args, method=method)
+    if self.cached:
+      logits, mut = self.module.apply(variables, *args, method='decode', mutable=mutable)
+    else:
+      logits, mut = self._recompute(variables, *args)
+    return logits.at[..., EOS].set(-1e9), mut
+
+  def _recompute(self, variables, tokens, positions, segments, encoded, src_seg, max_len):
+    import jax  # pylint: disable=import-outside-toplevel
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    b, t = tokens.shape
+    cache = variables.get('cache') or {
+        'tokens': jnp.zeros((b, max_len), jnp.int32), 'positions': jnp.zeros((b, max_len), jnp.int32),
+        'segments': jnp.zeros((b, max_len), jnp.int32), 'index': jnp.zeros((), jnp.int32)}
+    index = cache['index']
+    new = {k: jax.lax.dynamic_update_slice(cache[k], v, (0, index))
+           for k, v in (('tokens', tokens), ('positions', positions), ('segments', segments))}
+    widths = sorted(set(list(range(UNCACHED_CHUNK, max_len, UNCACHED_CHUNK)) + [max_len]))
+    widths = [w for w in widths if w >= t]
+
+    def branch(w):
+      def run(_):
+        logits = self.module.apply({'params': variables['params']}, new['tokens'][:, :w],
+                                   new['segments'][:, :w], new['positions'][:, :w], encoded,
+                                   src_seg, method=_full_decoder)
+        return jax.lax.dynamic_slice_in_dim(logits, index, t, axis=1)
+      return run
+
+    which = jnp.minimum(jnp.searchsorted(jnp.asarray(widths), index + t), len(widths) - 1)
+    logits = jax.lax.switch(which, [branch(w) for w in widths], None)
+    return logits, {'cache': {**new, 'index': index + t}}
+
+
+def decode_inputs(config, tokenizer, n, length, seed=1):
+  """`n` source sentences: a middle-length batch of the eval split, or random tokens."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  if tokenizer is not None and config.data.eval_splits:
+    from train import data  # pylint: disable=import-outside-toplevel
+    batches = data.make_eval_batches(config, tokenizer, config.data.eval_splits[0], batch_size=n)
+    full = [b for b in batches if np.all(b['index'] >= 0)] or batches
+    b = full[len(full) // 2]
+    return {k: b[k] for k in ('inputs', 'inputs_segment', 'inputs_position') if k in b}
+  rng = np.random.default_rng(seed)
+  src = rng.integers(4, int(config.model.vocab_size), (n, length), dtype=np.int32)
+  src[:, -1] = EOS
+  return {'inputs': src}
+
+
+def measure_decode(module, params, inputs, methods, caches, max_len, beam_size, repeats):
+  """{'{method}_{cached|uncached}': {sentences_per_s, tokens_per_s, compile_s, seconds}}."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from model import decoding  # pylint: disable=import-outside-toplevel
+  out = {}
+  for cache in caches:
+    adapter = DecodeAdapter(module, cached=(cache == 'cached'))
+    for method in methods:
+      run = lambda: decoding.generate(adapter, params, inputs, method=method, beam_size=beam_size,
+                                      max_len=max_len)
+      t0 = time.perf_counter()
+      tokens = run()
+      first = time.perf_counter() - t0
+      times = []
+      for _ in range(repeats):
+        t0 = time.perf_counter()
+        tokens = run()
+        times.append(time.perf_counter() - t0)
+      sec = statistics.median(times)
+      n = tokens.shape[0]
+      out[f'{method}_{cache}'] = {
+          'seconds': sec, 'compile_s': max(first - sec, 0.0), 'sentences_per_s': n / sec,
+          'tokens_per_s': float(np.sum(tokens != 0)) / sec,
+          'tokens_per_sentence': float(np.sum(tokens != 0)) / n}
+  for method in methods:
+    c, u = out.get(f'{method}_cached'), out.get(f'{method}_uncached')
+    if c and u:
+      out[f'{method}_speedup'] = u['seconds'] / c['seconds']
+  return out
+
+
+# ============================================================================= one setting
+
+def benchmark_setting(config, overrides, peak, args):
+  """Train + decode numbers for one override set; errors are recorded, not raised."""
+  row = {'setting': setting_name(overrides), 'overrides': overrides}
+  try:
+    config = apply_overrides(config, overrides)
+    tokenizer = None
+    if args['data'] == 'real':
+      from train import data, main as train_main  # pylint: disable=import-outside-toplevel
+      data.build(config)
+      tokenizer = data.get_tokenizer(config)
+      config = train_main.resolve_config(config, tokenizer)
+      batches, host = real_batches(config, tokenizer, min(args['steps'], 20))
+    else:
+      with config.unlocked():
+        config.model.vocab_size = config.model.vocab_size or config.data.vocab_size
+      batches, host = synthetic_batches(config, min(args['steps'], 4), args['synthetic_len'])
+    train, module, params = measure_train(config, batches, host, args['steps'])
+    train['mfu'] = train['flops_per_s'] / peak
+    train['executed_mfu'] = train['executed_flops_per_s'] / peak
+    row['train'] = train
+    if args['decode'] and args['cache']:
+      inputs = decode_inputs(config, tokenizer, args['decode_batch'], args['synthetic_len'])
+      row['decode'] = measure_decode(module, params, inputs, args['decode'], args['cache'],
+                                     args['decode_len'], args['beam_size'], args['decode_repeats'])
+  except Exception as e:  # pylint: disable=broad-except
+    row['error'] = f'{type(e).__name__}: {e}'
+  return row
+
+
+# ============================================================================= report
+
+def _fmt(v, spec):
+  return '-' if v is None else format(v, spec)
+
+
+def format_tables(result):
+  """Markdown tables: training, then decoding."""
+  lines = [f"{result['date']} | {result['machine']['description']} | peak "
+           f"{result['peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({result['peak_source']})", '',
+           '| setting | compile s | step ms | host ms | tok/step | real tok/s | pad % | GFLOP/s '
+           '| MFU | exec MFU | peak mem MB |',
+           '|---|---|---|---|---|---|---|---|---|---|---|']
+  for r in result['runs']:
+    t = r.get('train')
+    if t is None:
+      lines.append(f"| {r['setting']} | error: {r.get('error', '?')} |")
+      continue
+    mem = t['peak_memory_bytes'] / 2 ** 20 if t['peak_memory_bytes'] else None
+    lines.append(
+        f"| {r['setting']} | {t['compile_s']:.1f} | {1e3 * t['step_s']:.0f} | "
+        f"{1e3 * t['host_s']:.1f} | {t['target_tokens_per_step']:.0f} | {t['tokens_per_s']:,.0f} | "
+        f"{100 * t['padding_fraction']:.1f} | {t['flops_per_s'] / 1e9:.1f} | "
+        f"{100 * t['mfu']:.1f}% | {100 * t['executed_mfu']:.1f}% | {_fmt(mem, '.0f')} |")
+  dec = [r for r in result['runs'] if r.get('decode')]
+  if dec:
+    keys = [k for k in dec[0]['decode'] if not k.endswith('speedup')]
+    lines += ['', '| setting | ' + ' | '.join(f'{k} sent/s (tok/s)' for k in keys)
+              + ' | speed-up (uncached / cached) |', '|---' * (len(keys) + 2) + '|']
+    for r in dec:
+      d = r['decode']
+      cells = [f"{d[k]['sentences_per_s']:.1f} ({d[k]['tokens_per_s']:,.0f})" if k in d else '-'
+               for k in keys]
+      speed = ', '.join(f"{k[:-8]} {v:.1f}x" for k, v in d.items() if k.endswith('speedup'))
+      lines.append(f"| {r['setting']} | " + ' | '.join(cells) + f' | {speed or "-"} |')
+  for r in result['runs']:
+    if r.get('error') and r.get('train'):
+      lines.append(f"{r['setting']}: error: {r['error']}")
+  return '\n'.join(lines)
+
+
+def machine_info():
+  import jax  # pylint: disable=import-outside-toplevel
+  dev = jax.devices()[0]
+  kind = dev.device_kind
+  desc = (f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores'
+          if dev.platform == 'cpu' else kind)
+  return {'platform': dev.platform, 'device_kind': kind, 'num_devices': jax.device_count(),
+          'cpu_count': os.cpu_count(), 'jax': jax.__version__,
+          'description': f'{desc}, {jax.device_count()} {dev.platform} device(s), jax {jax.__version__}'}
+
+
+def run(config, config_spec, sweep, args):
+  """The whole benchmark as a JSON-able dict."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from train import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
+  jax.config.update('jax_enable_compilation_cache', False)   # compile times must be real
+  info = machine_info()
+  matmul, per_size = matmul_flops('float32' if info['platform'] == 'cpu' else config.model.dtype)
+  peak = metrics_lib.peak_flops(info['device_kind'], config.model.dtype)
+  source = 'device spec'
+  if peak is None:
+    peak, source = matmul, 'float32 matmul, this run'
+  peak *= jax.device_count() if source == 'device spec' else 1
+  result = {'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+            'machine': info, 'command': ' '.join(['python -m launch.benchmark'] + sys.argv[1:]),
+            'config': config_spec, 'args': args, 'peak_flops_per_s': peak, 'peak_source': source,
+            'matmul_flops_per_s': matmul,
+            'matmul_flops_per_s_by_size': {str(k): v for k, v in per_size.items()}, 'runs': []}
+  for overrides in sweep_runs(config_spec, sweep):
+    result['runs'].append(benchmark_setting(config, overrides, peak, args))
+    print(f"[{len(result['runs'])}] {result['runs'][-1]['setting']} done", flush=True)
+  return result
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  args = {'data': FLAGS.data, 'synthetic_len': FLAGS.synthetic_len, 'steps': FLAGS.steps,
+          'decode': [m for m in FLAGS.decode if m], 'cache': [c for c in FLAGS.cache if c],
+          'decode_batch': FLAGS.decode_batch, 'decode_len': FLAGS.decode_len,
+          'decode_repeats': FLAGS.decode_repeats, 'beam_size': FLAGS.beam_size}
+  for m in args['decode']:
+    if m not in ('greedy', 'beam'):
+      raise app.UsageError(f'--decode={m!r}; valid: greedy, beam')
+  for c in args['cache']:
+    if c not in ('cached', 'uncached'):
+      raise app.UsageError(f'--cache={c!r}; valid: cached, uncached')
+  spec = flags.FLAGS['config'].config_filename
+  result = run(FLAGS.config, spec, FLAGS.sweep, args)
+  print(format_tables(result))
+  if FLAGS.json:
+    from launch.sweep import write_json_atomic  # pylint: disable=import-outside-toplevel
+    write_json_atomic(FLAGS.json, result)
+  if any(r.get('error') for r in result['runs']):
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
+  app.run(main)

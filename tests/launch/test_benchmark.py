@@ -1,0 +1,95 @@
+"""launch.benchmark: the CLI on a shrunken tiny config (JSON keys, positive numbers, never speed),
+the helpers it is built from, and that uncached decoding reproduces cached decoding exactly."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from flax import linen as nn
+from ml_collections import ConfigDict
+
+import model
+from launch import benchmark
+from model import decoding
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHRINK = ['--config.model.d_model=32', '--config.model.d_ff=64', '--config.model.num_layers=1',
+          '--config.model.num_heads=2', '--config.data.vocab_size=64', '--config.batch_size=8']
+
+
+def test_cli_tiny_config_json(tmp_path):
+  out = tmp_path / 'bench.json'
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1', JAX_PLATFORMS='cpu',
+             PYTHONPATH=REPO)
+  cmd = [sys.executable, '-m', 'launch.benchmark', '--config=configs/multi30k.py:size=tiny',
+         '--data=synthetic', '--synthetic_len=8', '--steps=2', '--decode_len=8', '--decode_batch=2',
+         '--decode_repeats=1', '--sweep=model.position=none;model.position=rotary',
+         f'--json={out}'] + SHRINK
+  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert '| position=none |' in proc.stdout and '| position=rotary |' in proc.stdout
+  result = json.loads(out.read_text())
+  assert result['peak_flops_per_s'] > 0 and result['machine']['platform'] == 'cpu'
+  assert [r['overrides'] for r in result['runs']] == [{'model.position': 'none'},
+                                                     {'model.position': 'rotary'}]
+  for r in result['runs']:
+    assert 'error' not in r, r.get('error')
+    t = r['train']
+    for key in ('compile_s', 'step_s', 'tokens_per_s', 'flops_per_s', 'executed_flops_per_s',
+                'mfu', 'executed_mfu', 'host_s', 'params'):
+      assert t[key] > 0, key
+    assert t['padding_fraction'] == 0.0           # synthetic rows are all real tokens
+    assert t['target_tokens_per_step'] == 8 * 8
+    for key in ('greedy_cached', 'greedy_uncached', 'beam_cached', 'beam_uncached'):
+      d = r['decode'][key]
+      assert d['sentences_per_s'] > 0 and d['tokens_per_s'] > 0 and d['compile_s'] >= 0
+      assert d['tokens_per_sentence'] == 8         # EOS held back until decode_len
+    assert r['decode']['greedy_speedup'] > 0 and r['decode']['beam_speedup'] > 0
+
+
+def test_parse_overrides_and_errors():
+  assert benchmark.parse_overrides('model.position=t5,model.num_kv_heads=1; seed=2') == [
+      {'model.position': 't5', 'model.num_kv_heads': 1}, {'seed': 2}]
+  with pytest.raises(ValueError, match='key=value'):
+    benchmark.parse_overrides('model.position')
+  config = ConfigDict({'model': {'position': 'none'}, 'seed': 0})
+  assert benchmark.apply_overrides(config, {'model.position': 't5'}).model.position == 't5'
+  assert config.model.position == 'none'           # the original is untouched
+  with pytest.raises(ValueError, match=r"model has \['position'\]"):
+    benchmark.apply_overrides(config, {'model.postion': 't5'})
+
+
+def test_segment_lengths_and_useful_flops_of_packed_rows():
+  # Row 0 packs two sentences (src 3 / tgt 2 and src 1 / tgt 3); row 1 holds one (src 2 / tgt 4).
+  tseg = np.array([[1, 1, 2, 2, 2, 0], [1, 1, 1, 1, 0, 0]], np.int32)
+  sseg = np.array([[1, 1, 1, 2, 0, 0], [1, 1, 0, 0, 0, 0]], np.int32)
+  batch = {'targets': (tseg > 0).astype(np.int32), 'targets_segment': tseg,
+           'inputs': (sseg > 0).astype(np.int32), 'inputs_segment': sseg,
+           'weights': (tseg > 0).astype(np.float32)}
+  assert sorted(benchmark.segment_lengths(batch)) == [(1, 3), (2, 4), (3, 2)]
+  cfg = ConfigDict({'arch': 'encoder_decoder', 'vocab_size': 50, 'd_model': 8, 'num_heads': 2,
+                    'num_layers': 1, 'd_ff': 16})
+  expected = sum(model.flops_per_token(cfg, s, t) * t for s, t in [(1, 3), (2, 4), (3, 2)])
+  assert benchmark.useful_flops(cfg, batch) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize('position', ['rotary', 't5'])
+def test_uncached_decoding_matches_cached(position):
+  cfg = ConfigDict({'arch': 'encoder_decoder', 'vocab_size': 40, 'd_model': 16, 'num_heads': 2,
+                    'num_layers': 1, 'd_ff': 32, 'position': position, 'dropout': 0.0})
+  module = model.build_model(cfg)
+  rng = np.random.default_rng(0)
+  inputs = rng.integers(4, 40, (3, 5)).astype(np.int32)
+  inputs[0, 3:] = 0
+  params = nn.unbox(module.init(jax.random.key(0), {'inputs': inputs, 'decoder_inputs': inputs})['params'])
+  batch = {'inputs': inputs}
+  for method in ('greedy', 'beam'):
+    cached = decoding.generate(benchmark.DecodeAdapter(module, cached=True), params, batch,
+                               method=method, beam_size=3, max_len=20)
+    uncached = decoding.generate(benchmark.DecodeAdapter(module, cached=False), params, batch,
+                                 method=method, beam_size=3, max_len=20)
+    np.testing.assert_array_equal(cached, uncached)
+    assert (cached[:, :-1] != benchmark.EOS).all() and (cached[:, -1] == benchmark.EOS).all()
