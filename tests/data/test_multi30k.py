@@ -29,8 +29,15 @@ def test_real_counts_and_original_order(multi30k_config, shared_data):
       multi30k_config, "validation")[3]
 
 
-def test_real_pair_without_2017_test(shared_data):
-  config = _config(shared_data, "en", "cs")  # upstream has no Czech 2017 test set
+def test_pair_without_2017_test_files(tmp_path, tmp_build):
+  # Like the real data: Czech has no test_2017_flickr, so en-cs has no such split (en-de has).
+  langs = ("en", "de", "cs")
+  triples = [(f"a {i}", f"ein {i}", f"jeden {i}") for i in range(4)]
+  write_multi30k(tmp_path, {"train": triples, "val": triples, "test_2016_flickr": triples},
+                 langs=langs)
+  write_multi30k(tmp_path, {"test_2017_flickr": triples[:2]}, langs=("en", "de"))
+  assert datasets.split_names(_config(tmp_path, "en", "de"))[-1] == "test_2017_flickr"
+  config = _config(tmp_path, "en", "cs")
   assert datasets.split_names(config) == ["train", "validation", "test_2016_flickr"]
   with pytest.raises(ValueError, match=r"test_2017_flickr\.cs\.gz"):
     data.load_examples(config, "test_2017_flickr")

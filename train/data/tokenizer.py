@@ -28,7 +28,8 @@ NUM_SPECIAL = 4
 KINDS = ("unigram", "bpe", "char")
 META = "tokenizer.json"
 UNK_TEXT = " \u2047 "  # what SentencePiece prints for <unk>
-TEXT_TOKENIZER_LINES = 300_000  # sentencepiece samples at most this many lines of the LM corpus
+TEXT_TOKENIZER_LINES = 100_000  # sentencepiece samples this many LM-corpus lines (~2M words)
+MAX_TOKENIZER_LINES = 2_000_000  # and at most this many sentences of a parallel corpus (WMT)
 
 
 def _content_ids(ids) -> list[int]:
@@ -217,17 +218,17 @@ def tokenizer_settings(config) -> dict:
     raise ValueError(f"Unknown config.data.tokenizer {kind!r}; valid choices: {list(KINDS)}.")
   return {"kind": kind, "vocab_size": int(datasets.opt(d, "vocab_size", 8000)),
           "joint": bool(datasets.opt(d, "joint_vocab", True)) or name == "text",
+          "sample_lines": TEXT_TOKENIZER_LINES if name == "text" else MAX_TOKENIZER_LINES,
           "version": 1}
 
 
-def _train(settings: dict, src_lines, tgt_lines, base: str, text_corpus: bool):
+def _train(settings: dict, src_lines, tgt_lines, base: str):
   kind, size = settings["kind"], settings["vocab_size"]
   if kind == "char":
     make = lambda lines: build_char(lines, base)
   else:
-    cap = TEXT_TOKENIZER_LINES if text_corpus else 0
     make = lambda lines: train_sentencepiece(lines, vocab_size=size, model_type=kind,
-                                             input_sentence_size=cap)
+                                             input_sentence_size=settings["sample_lines"])
   if settings["joint"]:
     src = src_lines()
     return make(list(src) + list(tgt_lines()) if src else tgt_lines())
@@ -250,7 +251,7 @@ def get_tokenizer(config):
     if not (cache / META).is_file():
       logging.info("Training %s tokenizer for %s into %s", settings["kind"], name, cache)
       base = lengthgen.SYMBOLS + lengthgen.DIGITS + "+" if name == "lengthgen" else ""
-      tok = _train(settings, src_lines, tgt_lines, base, text_corpus=name == "text")
+      tok = _train(settings, src_lines, tgt_lines, base)
       cache.parent.mkdir(parents=True, exist_ok=True)
       tmp = pathlib.Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{cache.name}."))
       try:
