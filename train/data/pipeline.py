@@ -19,7 +19,6 @@ from train.data import batching
 from train.data import datasets
 from train.data.tokenizer import BOS, EOS
 
-LAYOUTS = ("encoder_decoder", "decoder_only", "lm")
 POLICIES = ("filter", "truncate")
 BATCHINGS = ("bucket", "pack")
 TOKENIZE_CHUNK = 10_000
