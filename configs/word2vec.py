@@ -32,6 +32,8 @@ def get_config(arg=None):
   c.batch_size = 256                # centre positions per SGD step (global; split over devices)
   c.steps_per_call = 64             # scan steps per jitted call; each step = `window` SGD steps
   c.log_every = 20                  # console / TensorBoard interval, in jitted calls
+  c.checkpoint_every = 1            # Orbax save interval, in epochs (train/checkpointing.py)
+  c.keep_checkpoints = 2            # newest checkpoints kept
   c.num_devices = 0                 # data-parallel devices (0 = all visible devices)
 
   c.data = mlc.ConfigDict()

@@ -22,11 +22,14 @@ import time
 
 from absl import app, flags, logging
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 
 from model import word2vec as w2v
+from train import checkpointing
+from train import metrics
 
 TOKENS = ("word", "sentencepiece")
 CORPORA = ("text", "multi30k", "file")
@@ -193,11 +196,11 @@ def epoch_chunks(corpus: Corpus, config, epoch: int, table: np.ndarray, keep_pro
 
 
 # ================================================================== checkpoints, outputs
-def _checkpoint_manager(workdir):
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False)
-  return ocp, ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
-                                    options=options)
+def _as_state(params, epoch):
+  """The trainer's TrainState shape, so train/checkpointing.py saves word2vec runs too:
+  step = finished epochs, no optimizer state (plain SGD)."""
+  from train import trainer  # pylint: disable=import-outside-toplevel
+  return trainer.TrainState(step=jnp.asarray(epoch, jnp.int32), params=params, opt_state={})
 
 
 def write_atomic(path, data: bytes):
@@ -256,18 +259,14 @@ def train(config, workdir: str) -> dict:
   batch_sharding = NamedSharding(mesh, P(None, "data"))
   replicated = NamedSharding(mesh, P())
 
-  params = w2v.init_params(jax.random.key(config.seed), vocab, m.dim)
-  ocp, manager = _checkpoint_manager(workdir)
+  params = jax.device_put(w2v.init_params(jax.random.key(config.seed), vocab, m.dim), replicated)
+  ckpt = checkpointing.Checkpointer(workdir, config)
+  restored, _ = ckpt.restore_latest(_as_state(params, 0))
   start_epoch = 0
-  if manager.latest_step() is not None:
-    restored = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(
-        {"params": params, "epoch": 0}))
-    params, start_epoch = restored["params"], int(restored["epoch"])
+  if restored is not None:
+    params, start_epoch = restored.params, int(restored.step)
     logging.info("resumed after epoch %d", start_epoch)
-  params = jax.device_put(params, replicated)
-
-  from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-  writer = SummaryWriter(os.path.join(workdir, "tb"))
+  writer = metrics.Writer(workdir)
   history = []
   train_time, words_done = 0.0, 0
   for epoch in range(start_epoch, o.epochs):
@@ -283,10 +282,9 @@ def train(config, workdir: str) -> dict:
         pair_acc += sum(float(p.sum()) for _, p in pending)
         pending = []
         elapsed = time.time() - t_epoch
-        step = epoch * corpus.raw_words + done
-        writer.add_scalar("train/loss_per_pair", loss_acc / max(pair_acc, 1), step)
-        writer.add_scalar("train/words_per_s", done / elapsed, step)
-        writer.add_scalar("train/learning_rate", float(lr[-1]), step)
+        writer.scalars(epoch * corpus.raw_words + done, {
+            "loss_per_pair": loss_acc / max(pair_acc, 1), "words_per_s": done / elapsed,
+            "learning_rate": float(lr[-1])}, "train")
         logging.info("epoch %d %5.1f%%  loss/pair %.4f  lr %.5f  %.0f words/s", epoch + 1,
                      100 * done / corpus.raw_words, loss_acc / max(pair_acc, 1), lr[-1],
                      done / elapsed)
@@ -300,12 +298,11 @@ def train(config, workdir: str) -> dict:
     if config.eval.every_epoch or epoch + 1 == o.epochs:
       record.update(evaluate(config, corpus, params))
     logging.info("epoch %d done: %s", epoch + 1, json.dumps(record))
-    for k, v in record.items():
-      if isinstance(v, float):
-        writer.add_scalar(f"epoch/{k}", v, epoch + 1)
+    writer.scalars(epoch + 1, {k: v for k, v in record.items() if isinstance(v, float)}, "epoch")
     history.append(record)
-    manager.save(epoch + 1, args=ocp.args.StandardSave({"params": params, "epoch": epoch + 1}))
-  manager.wait_until_finished()
+    ckpt.save(_as_state(params, epoch + 1), {"epoch": epoch + 1}, force=True)
+  ckpt.wait()
+  ckpt.close()
   writer.close()
   results = {"objective": m.objective, "tokens": corpus.kind, "vocab_size": vocab,
              "raw_words_per_epoch": corpus.raw_words, "epochs": o.epochs,
