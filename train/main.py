@@ -71,7 +71,10 @@ class Preemption:
 
   def __init__(self):
     self.requested = False
-    signal.signal(signal.SIGTERM, self._handler)
+    self._previous = signal.signal(signal.SIGTERM, self._handler)
+
+  def close(self):
+    signal.signal(signal.SIGTERM, self._previous)
 
   def _handler(self, signum, frame):
     del frame
@@ -149,8 +152,11 @@ def run_validation(config, module, params, tokenizer, val_batches, step):
 
 # ============================================================================= training
 
-def train_and_evaluate(config, workdir):
-  """Builds everything from the config, restores the newest good checkpoint, trains."""
+def train_and_evaluate(config, workdir, devices=None):
+  """Builds everything from the config, restores the newest good checkpoint, trains.
+
+  `devices` (default: all) is for tests that train in-process on part of the machine.
+  """
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
 
@@ -178,7 +184,7 @@ def train_and_evaluate(config, workdir):
   module = model.build_model(config.model)
 
   # --- Mesh, data, state --------------------------------------------------------------------
-  mesh = mesh_lib.make_mesh(config.mesh)
+  mesh = mesh_lib.make_mesh(config.mesh, devices)
   logging.info('mesh %s over %d devices (%s)', dict(mesh.shape), jax.device_count(),
                jax.devices()[0].device_kind)
   tx, _ = trainer.make_optimizer(config)
@@ -200,7 +206,7 @@ def train_and_evaluate(config, workdir):
   val_split = config.data.eval_splits[0] if config.data.eval_splits else None
   val_batches = None
   writer = metrics_lib.Writer(workdir)
-  meter = metrics_lib.Meter(config.total_steps, jax.device_count(),
+  meter = metrics_lib.Meter(config.total_steps, mesh.size,
                             jax.devices()[0].device_kind, config.model.dtype)
   hash_log = (open(os.path.join(workdir, f'batches-p{pid}.txt'), 'a')
               if config.get('log_batch_hashes') else None)
@@ -273,6 +279,7 @@ def train_and_evaluate(config, workdir):
     ckpt.wait()
     return 'done'
   finally:
+    preemption.close()
     ckpt.close()
     writer.close()
     if hasattr(train_iter, 'close'):

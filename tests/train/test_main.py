@@ -161,3 +161,32 @@ def test_two_processes_equal_one(tmp_path):
     assert (got['processes'], got['devices']) == (2, 4)
     for k in ('loss', 'grad_norm', 'param_sum'):
       np.testing.assert_allclose(got[k], ref[k], rtol=1e-6)
+
+
+def test_nan_stops_with_clear_error_and_keeps_last_good_checkpoint(env, tmp_path, monkeypatch):
+  """In-process, with the step poisoned from step 7 on: the run stops naming the step, and
+  the newest checkpoint is the good step 4 (nothing non-finite was saved)."""
+  import importlib.util
+  import jax.numpy as jnp
+  from train import main, trainer
+  root, _ = env
+  monkeypatch.setenv('ATTNLAB_BUILD_DIR', str(root / 'build'))
+  spec = importlib.util.spec_from_file_location('tiny_cfg', root / 'tiny.py')
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  config = mod.get_config()
+  config.checkpoint_every, config.log_every = 4, 100
+  real_step = trainer.train_step
+
+  def poisoned(state, batch, **kw):
+    new, m = real_step(state, batch, **kw)
+    bad = state.step >= 6
+    m['loss'] = jnp.where(bad, jnp.nan, m['loss'])
+    return new.replace(params=jax.tree.map(lambda p: jnp.where(bad, jnp.nan, p), new.params)), m
+
+  monkeypatch.setattr(trainer, 'train_step', poisoned)
+  with pytest.raises(main.NaNLossError, match='at step 7.*last good checkpoint is step 4'):
+    main.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
+  assert checkpointing.list_steps(str(tmp_path)) == [4]
+  params = checkpointing.restore_params(str(tmp_path), 4)
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
