@@ -20,7 +20,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+import model
+from model import decoding
+from train import checkpointing
+from train import config_io
+from train import data
 from train import scoring
+from train import trainer
 
 PAD, EOS, BOS = 0, 1, 2
 # Inputs the decoder needs (targets, index, ... are not passed).
@@ -132,7 +138,6 @@ def text_batches(tokenizer, sources: Sequence[str], references: Sequence[str] | 
 def translate_batches(module, params, batches, tokenizer, settings: DecodeSettings
                       ) -> dict[int, str]:
   """`{original index: hypothesis text}` for every real row of `batches`."""
-  from model import decoding  # pylint: disable=import-outside-toplevel
   kwargs = dict(method=settings.method, max_len_margin=settings.max_len_margin)
   if settings.method == "beam":
     kwargs.update(beam_size=settings.beam_size, alpha=settings.alpha)
@@ -153,7 +158,6 @@ _SPLIT_CACHE: dict[tuple, tuple[list[dict], list[dict]]] = {}
 
 
 def _split_data(config, tokenizer, split, max_sentences, batch_size):
-  from train import data  # pylint: disable=import-outside-toplevel
   key = (config.data.to_json(), id(tokenizer), split, max_sentences, batch_size)
   if key not in _SPLIT_CACHE:
     examples = data.load_examples(config, split)
@@ -206,8 +210,6 @@ class Loaded:
 
 def load_workdir(workdir: str) -> Loaded:
   """Resolved config, tokenizer and model module of a training workdir."""
-  import model  # pylint: disable=import-outside-toplevel
-  from train import config_io, data  # pylint: disable=import-outside-toplevel
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f"--workdir={workdir}: no such directory")
   config = config_io.load_config(workdir)
@@ -220,7 +222,6 @@ def load_workdir(workdir: str) -> Loaded:
 
 def resolve_steps(workdir: str, which: str) -> list[int]:
   """Checkpoint steps for `latest | best | all | STEP` (ascending)."""
-  from train import checkpointing  # pylint: disable=import-outside-toplevel
   steps = sorted(int(s) for s in checkpointing.list_steps(workdir))
   if not steps:
     raise FileNotFoundError(f"{workdir}/checkpoints: no checkpoints; train first "
@@ -257,7 +258,6 @@ def _results_paths(workdir, name, step, settings, default_settings, output):
 
 
 def _loss(loaded: Loaded, params, batches) -> dict[str, float]:
-  from train import trainer  # pylint: disable=import-outside-toplevel
   out = trainer.eval_loss(loaded.module, params, batches, loaded.config)
   return {"loss": float(out["loss"]), "loss_tokens": float(out["tokens"]),
           "token_accuracy": float(out["accuracy"])}
@@ -267,7 +267,6 @@ def evaluate_step(loaded: Loaded, workdir: str, step: int, params, *, split=None
                   source_file=None, reference_file=None, settings: DecodeSettings,
                   output=None, show: int = 0) -> dict[str, Any]:
   """Evaluate one checkpoint; write hypotheses (and results JSON when references exist)."""
-  from train import data  # pylint: disable=import-outside-toplevel
   config, start = loaded.config, time.time()
   batch_size = int(config.get("eval", {}).get("batch_size", 0) or 0) or None
   if source_file:
@@ -330,11 +329,12 @@ def run(workdir: str, checkpoint: str = "latest", *, split=None, source_file=Non
         reference_file=None, decode=None, beam_size=None, alpha=None, output=None,
         show: int = 0) -> list[dict[str, Any]]:
   """Evaluate the chosen checkpoint(s); returns one result dict per evaluated step."""
-  from train import checkpointing  # pylint: disable=import-outside-toplevel
   if split and source_file:
     raise ValueError("give either --split or --source_file (with --reference_file), not both")
   if reference_file and not source_file:
     raise ValueError("--reference_file needs --source_file")
+  if checkpoint not in ("latest", "best", "all") and not checkpoint.isdigit():
+    raise ValueError(f"--checkpoint={checkpoint!r}: use latest, best, all or a step number")
   loaded = load_workdir(workdir)
   config = loaded.config
   if not source_file and not split:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
+from train import checkpointing
 from train import evaluate
 from train import scoring
 
@@ -16,7 +17,6 @@ from train import scoring
 def translate(workdir: str, sentences: Sequence[str], *, checkpoint: str = "latest",
               decode=None, beam_size=None, alpha=None, batch_size=None) -> list[str]:
   """Translations of `sentences`, in their order, by one checkpoint of `workdir`."""
-  from train import checkpointing  # pylint: disable=import-outside-toplevel
   if checkpoint == "all":
     raise ValueError("--checkpoint=all: translate uses one checkpoint; "
                      "give latest, best or a step number")
