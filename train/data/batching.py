@@ -78,14 +78,15 @@ def pad_width(n: int, boundaries) -> int:
   return -(-n // 16) * 16
 
 
-def collate(rows: list[dict], batch_size: int, boundaries: dict) -> dict:
+def collate(rows: list[dict], batch_size: int, boundaries) -> dict:
   """Stacks examples into [batch_size, width] arrays with segment 1 / position 0.. on real
-  tokens; missing rows are all padding with index -1. `boundaries` maps key -> pad widths."""
+  tokens; missing rows are all padding with index -1. Every sequence key gets the same width
+  (the smallest boundary >= the longest sequence), so a model sees len(boundaries) shapes, not
+  len(boundaries) ** 2: each distinct shape costs a compilation."""
   out = {}
   seq_keys = [k for k in rows[0] if np.ndim(rows[0][k]) == 1]
+  width = pad_width(max(len(r[k]) for r in rows for k in seq_keys), boundaries)
   for key in seq_keys:
-    group = "inputs" if key == "inputs" else "targets"
-    width = pad_width(max(len(r[key]) for r in rows), boundaries[group])
     arr = np.zeros((batch_size, width), rows[0][key].dtype)
     for i, r in enumerate(rows):
       arr[i, :len(r[key])] = r[key]
@@ -155,7 +156,7 @@ class _BucketIterator(grain.DatasetIterator):
 class BucketBatchDataset(grain.IterDataset):
   """Length-bucketed batches of a fixed row count (see `_BucketIterator`)."""
 
-  def __init__(self, parent, batch_size: int, boundaries: dict, seed: int):
+  def __init__(self, parent, batch_size: int, boundaries, seed: int):
     super().__init__(parent)
     self._args = (batch_size, boundaries, seed)
 

@@ -127,12 +127,12 @@ def layout_features(layout: str, src: list[int], tgt: list[int], ex: dict,
   return out
 
 
-def boundaries_for(d, max_src_len: int, max_tgt_len: int, layout: str) -> dict:
-  """Pad widths per group: the configured boundaries up to each maximum, plus the maximum."""
+def boundaries_for(d, max_src_len: int, max_tgt_len: int, layout: str) -> list[int]:
+  """Padded widths: the configured boundaries below the longest allowed sequence, plus it."""
   bounds = sorted(int(b) for b in datasets.opt(d, "bucket_boundaries", (8, 16, 24, 32, 48, 64)))
-  tgt_max = max_src_len + max_tgt_len if layout == "decoder_only" else max_tgt_len
-  return {group: [b for b in bounds if b < m] + [m]
-          for group, m in (("inputs", max_src_len), ("targets", tgt_max))}
+  longest = {"decoder_only": max_src_len + max_tgt_len, "lm": max_tgt_len}.get(
+      layout, max(max_src_len, max_tgt_len))
+  return [b for b in bounds if b < longest] + [longest]
 
 
 def settings(config) -> dict:
