@@ -1,12 +1,13 @@
 """word2vec: CBOW and skip-gram with negative sampling (Mikolov et al. 2013), as sparse SGD in JAX.
 
-The unit of work is one *centre position*: its word `w`, up to `2*window` context words `ctx`
-(the dynamic window already applied; unused slots hold the out-of-range id `V`), and `K` noise
-words `neg`. Both objectives follow word2vec.c:
+The unit of work is one *centre position*: its word `w`, its context words `ctx` (the dynamic
+window already applied by the caller; unused slots, e.g. past a line end, hold the out-of-range
+id `V`) and `K` noise words `neg`. Both objectives follow word2vec.c:
 
 - skip-gram: every context word's input vector predicts the centre word's output vector
   (word2vec.c trains `syn0[context] . syn1neg[centre]`); the K noise words are drawn once per
-  centre and shared by its context words, so the output rows are gathered once per centre.
+  centre and shared by its context words, so the output rows are gathered once per centre
+  (word2vec.c draws fresh noise for every pair; sharing cuts the row traffic ~3x).
 - CBOW: the mean of the context input vectors predicts the centre word; each context vector
   receives the full error (word2vec.c / gensim `cbow_mean=1`).
 
