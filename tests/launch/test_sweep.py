@@ -313,3 +313,68 @@ def test_cli_errors_are_one_line_and_root_reuse_is_refused(tmp_path, stubs):
   clash = sweep_cli(config, 'seeds', root, env, '--set=total_steps=5')
   assert clash.returncode == 2 and 'pick another --root' in clash.stderr
   assert 'Traceback' not in clash.stderr
+
+
+# ---------------------------------------------------------------------------- shipped sweeps
+_SWEEP_NAMES = ('smoke', 'positions', 'attention', 'heads', 'archs', 'study', 'lengthgen')
+
+
+def _shipped_sweeps():
+  """(config spec, sweep name, overrides) for every named sweep the configs/ files define."""
+  out = []
+  for name in sorted(os.listdir(os.path.join(REPO, 'configs'))):
+    path = os.path.join('configs', name)
+    if not name.endswith('.py') or name.startswith('_'):
+      continue
+    module = sweep.load_config_module(os.path.join(REPO, path))
+    if not hasattr(module, 'sweep') and not hasattr(module, 'SWEEPS'):
+      continue
+    for sweep_name in _SWEEP_NAMES:
+      try:
+        runs = sweep.get_sweep(module, sweep_name)
+      except ValueError as e:
+        if 'unknown sweep' in str(e):
+          continue
+        raise
+      out += [(path, sweep_name, overrides) for overrides in runs]
+  return out
+
+
+def _grouped_sweeps():
+  from ml_collections import config_flags
+  groups = {}
+  for path, sweep_name, overrides in _shipped_sweeps():
+    groups.setdefault((path, sweep_name), []).append(overrides)
+  # configs/common.py sets model.num_kv_heads = None; ml_collections cannot override a None field
+  # from the command line (it needs a typed placeholder), so `--config.model.num_kv_heads=1` fails
+  # in train.main as well. Strict: once fixed, this xfail turns into a failure and is removed.
+  known = {('configs/multi30k.py', 'heads'): 'num_kv_heads=None cannot be overridden by flags'}
+  return [pytest.param(path, name, runs, id=f'{os.path.basename(path)}:{name}',
+                       marks=[pytest.mark.xfail(strict=True, reason=known[(path, name)],
+                                                raises=config_flags.UnsupportedOperationError)]
+                       if (path, name) in known else [])
+          for (path, name), runs in groups.items()]
+
+
+def test_study_configs_ship_sweeps():
+  assert {'configs/multi30k.py', 'configs/lengthgen.py'} <= {p for p, _, _ in _shipped_sweeps()}
+
+
+@pytest.mark.parametrize('path, sweep_name, runs', _grouped_sweeps())
+def test_shipped_sweeps_override_real_keys_with_valid_values(path, sweep_name, runs):
+  """Every run of every shipped sweep parses through the trainer's flags and validates."""
+  from absl import flags
+  from ml_collections import config_flags
+  from train import config_io
+  for overrides in runs:
+    argv = ['prog', f'--config={os.path.join(REPO, path)}', *sweep.override_flags(overrides)]
+    fv = flags.FlagValues()
+    holder = config_flags.DEFINE_config_file('config', flag_values=fv, sys_argv=argv, lock_config=True)
+    fv(argv)
+    config = holder.value
+    for key, value in overrides.items():
+      got = config
+      for part in key.split('.'):
+        got = got[part]
+      assert got == (tuple(value) if isinstance(value, list) else value), (sweep_name, key)
+    config_io.validate(config)
