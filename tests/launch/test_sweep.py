@@ -341,7 +341,7 @@ def _shipped_sweeps():
 
 
 def _grouped_sweeps():
-  from ml_collections import config_flags
+  from ml_collections.config_flags.config_flags import UnsupportedOperationError
   groups = {}
   for path, sweep_name, overrides in _shipped_sweeps():
     groups.setdefault((path, sweep_name), []).append(overrides)
@@ -351,7 +351,7 @@ def _grouped_sweeps():
   known = {('configs/multi30k.py', 'heads'): 'num_kv_heads=None cannot be overridden by flags'}
   return [pytest.param(path, name, runs, id=f'{os.path.basename(path)}:{name}',
                        marks=[pytest.mark.xfail(strict=True, reason=known[(path, name)],
-                                                raises=config_flags.UnsupportedOperationError)]
+                                                raises=UnsupportedOperationError)]
                        if (path, name) in known else [])
           for (path, name), runs in groups.items()]
 
