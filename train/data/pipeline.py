@@ -1,9 +1,10 @@
 """Training and evaluation batches in the contracts.md layout, from a config and a tokenizer.
 
-Training (per process): this process's shard of the train split, tokenized once up front (small
-splits) or per example (the LM corpus) -> seeded shuffle, new permutation every epoch -> length
-policy + layout -> length-bucketed batches or first-fit packing -> background-thread prefetch.
-The iterator's state is a small JSON-able dict; restoring it replays exactly the same batches.
+Training (per process): a contiguous slice of the train split -> tokenized, length-limited and
+laid out once up front (small splits) or per example (the lazily read LM corpus) -> a new
+seeded order every epoch -> length-bucketed batches or first-fit packing -> background-thread
+prefetch. The iterator's state is a small JSON-able dict; restoring it replays exactly the
+batches an uninterrupted run would produce.
 """
 from __future__ import annotations
 
@@ -178,7 +179,8 @@ class TrainIterator:
 
   @property
   def stats(self) -> dict:
-    """Examples seen / filtered / truncated by the length policy so far (this process)."""
+    """Examples seen / filtered / truncated by the length policy (this process): one pass over
+    the split for small splits (featurized up front), running counts for lazily read ones."""
     return dict(self._featurizer.counts)
 
 
@@ -195,10 +197,16 @@ def _source(config, featurizer, process_index: int, process_count: int):
   records = datasets.records(config, "train")
   n = len(records)
   lo, hi = n * process_index // process_count, n * (process_index + 1) // process_count
-  if isinstance(records, tuple):  # small split: tokenize once, in large batches
+  if isinstance(records, tuple):  # small split: featurize once (tokenizing in large batches)
     examples = records[lo:hi]
     src, tgt = tokenize_all(featurizer.tokenizer, examples, featurizer.layout)
-    return len(examples), lambda i: featurizer.from_tokens(src[i], tgt[i], examples[i]), None
+    feats = [featurizer.from_tokens(a, b, ex) for a, b, ex in zip(src, tgt, examples)]
+    c = featurizer.counts
+    logging.info("Training examples (process %d/%d): %d; length policy %r (max_src_len=%d, "
+                 "max_tgt_len=%d) filtered %d, truncated %d.", process_index, process_count,
+                 c["seen"], featurizer.policy, featurizer.max_src_len, featurizer.max_tgt_len,
+                 c["filtered"], c["truncated"])
+    return len(feats), feats.__getitem__, None
   return hi - lo, lambda i: featurizer(records[lo + i]), records.BLOCK
 
 
