@@ -304,11 +304,12 @@ def train(config, workdir: str) -> dict:
   ckpt.wait()
   ckpt.close()
   writer.close()
-  results = {"objective": m.objective, "tokens": corpus.kind, "vocab_size": vocab,
+  last = {k: v for k, v in (history[-1] if history else evaluate(config, corpus, params)).items()
+          if k not in ("seconds", "words_per_s")}  # per-epoch timing stays in history
+  results = {**last, "objective": m.objective, "tokens": corpus.kind, "vocab_size": vocab,
              "raw_words_per_epoch": corpus.raw_words, "epochs": o.epochs,
              "devices": mesh.size, "train_seconds": train_time,
-             "words_per_s": words_done / train_time if train_time else None,
-             "history": history, **(history[-1] if history else evaluate(config, corpus, params))}
+             "words_per_s": words_done / train_time if train_time else None, "history": history}
   save_outputs(workdir, corpus, params, results, config.eval.export)
   return results
 

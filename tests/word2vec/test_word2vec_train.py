@@ -82,6 +82,8 @@ def test_train_end_to_end_planted_topics_export_and_resume(tmp_path):
   _topic_file(tmp_path / "c.txt", rng, lines=1500)
   c = _config(tmp_path / "c.txt", epochs=2)
   results = tw.train(c, str(tmp_path / "run"))
+  assert results["words_per_s"] == pytest.approx(
+      results["raw_words_per_epoch"] * 2 / results["train_seconds"])
   losses = [h["loss_per_pair"] for h in results["history"]]
   assert losses[1] < losses[0]
   words, vectors = word_eval.load_word2vec_format(tmp_path / "run" / "vectors.txt")
