@@ -269,6 +269,7 @@ def train(config, workdir: str) -> dict:
   writer = metrics.Writer(workdir)
   history = []
   train_time, words_done = 0.0, 0
+  cpu_start = time.process_time()  # all threads: a load-independent cost, unlike wall time
   for epoch in range(start_epoch, o.epochs):
     t_epoch = time.time()
     loss_acc, pair_acc, pending = 0.0, 0.0, []
@@ -309,6 +310,7 @@ def train(config, workdir: str) -> dict:
   results = {**last, "objective": m.objective, "tokens": corpus.kind, "vocab_size": vocab,
              "raw_words_per_epoch": corpus.raw_words, "epochs": o.epochs,
              "devices": mesh.size, "train_seconds": train_time,
+             "train_cpu_seconds": time.process_time() - cpu_start,
              "words_per_s": words_done / train_time if train_time else None, "history": history}
   save_outputs(workdir, corpus, params, results, config.eval.export)
   return results
