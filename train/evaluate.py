@@ -5,8 +5,8 @@
         [--beam_size=4] [--alpha=0.6] [--output=FILE] [--show=N]
 
 Results go to `DIR/eval/{split}-{step}.json` (BLEU and chrF with sacreBLEU's signature, the
-token-level loss from `train.trainer.eval_loss`, decode settings, timings; exact-match accuracy
-per task length for lengthgen) and the hypotheses, one per line in the original order, to
+token-level loss from `train.trainer.eval_loss`, decode settings, timings; for lengthgen,
+exact-match accuracy overall, per task length and per target length in tokens) and the hypotheses, one per line in the original order, to
 `DIR/eval/{split}-{step}.hyp.txt`. `--checkpoint=all` evaluates every checkpoint that
 `DIR/eval/ledger.json` does not list yet for this split and decode setting.
 """
@@ -168,8 +168,10 @@ def _split_data(config, tokenizer, split, max_sentences, batch_size):
   return _SPLIT_CACHE[key]
 
 
-def score(hypotheses: dict[int, str], examples_by_index: dict[int, dict]) -> dict[str, Any]:
-  """BLEU/chrF (+ exact match per length when examples carry `length`), in index order."""
+def score(hypotheses: dict[int, str], examples_by_index: dict[int, dict],
+          tokenizer=None) -> dict[str, Any]:
+  """BLEU/chrF in index order; for lengthgen (examples carry `length`) also exact match per
+  task length and, given the tokenizer, per target length in tokens."""
   indices = sorted(hypotheses)
   hyps = [hypotheses[i] for i in indices]
   refs = [examples_by_index[i]["target"] for i in indices]
@@ -177,6 +179,10 @@ def score(hypotheses: dict[int, str], examples_by_index: dict[int, dict]) -> dic
   if indices and "length" in examples_by_index[indices[0]]:
     lengths = [examples_by_index[i]["length"] for i in indices]
     result.update(scoring.exact_match(hyps, refs, lengths))
+    if tokenizer is not None:
+      target_lengths = [len(tokenizer.encode(r, side="target")) for r in refs]
+      by_target = scoring.exact_match(hyps, refs, target_lengths)["exact_match_by_length"]
+      result["exact_match_by_target_length"] = by_target
   result.update(num_sentences=len(indices), indices=indices, hypotheses=hyps)
   return result
 
@@ -193,7 +199,7 @@ def decode_and_score(config, module, params, tokenizer, split, *, max_sentences=
   batch_size = int(config.get("eval", {}).get("batch_size", 0) or 0) or None
   examples, batches = _split_data(config, tokenizer, split, max_sentences, batch_size)
   hypotheses = translate_batches(module, params, batches, tokenizer, settings)
-  result = score(hypotheses, {int(e["index"]): e for e in examples})
+  result = score(hypotheses, {int(e["index"]): e for e in examples}, tokenizer)
   result.update(split=split, decode=settings.as_dict(), seconds=time.time() - start)
   return result
 
@@ -294,7 +300,7 @@ def evaluate_step(loaded: Loaded, workdir: str, step: int, params, *, split=None
               "hypotheses": [hypotheses[i] for i in sorted(hypotheses)]}
     _print_examples(result, examples, show)
     return result
-  result = score(hypotheses, examples)
+  result = score(hypotheses, examples, loaded.tokenizer)
   result.update(_loss(loaded, params, batches))
   result.update(
       step=int(step), split=name, workdir=os.path.abspath(workdir), decode=settings.as_dict(),

@@ -81,3 +81,20 @@ def test_results_paths_default_and_override(tmp_path):
   j, h = evaluate._results_paths(str(tmp_path), "val", 7, default, default,
                                  str(tmp_path / "o-{split}-{step}.json"))
   assert j.endswith("o-val-7.json") and h.endswith("o-val-7.hyp.txt")
+
+
+def test_score_lengthgen_reports_exact_match_per_task_and_target_length():
+  examples = {0: {"target": "ab", "length": 2}, 1: {"target": "abab", "length": 2},
+              2: {"target": "c", "length": 1}, 3: {"target": "cc", "length": 1}}
+  hyps = {0: "ab", 1: "aba", 2: "c", 3: "cc"}
+  r = evaluate.score(hyps, examples, CharTokenizer())
+  assert r["exact_match"] == pytest.approx(0.75)
+  assert r["exact_match_by_length"] == {"1": {"accuracy": 1.0, "count": 2},
+                                        "2": {"accuracy": 0.5, "count": 2}}
+  assert r["exact_match_by_target_length"] == {"1": {"accuracy": 1.0, "count": 1},
+                                               "2": {"accuracy": 1.0, "count": 2},
+                                               "4": {"accuracy": 0.0, "count": 1}}
+  assert r["hypotheses"] == ["ab", "aba", "c", "cc"] and r["num_sentences"] == 4
+  # Translation data (no `length`) gets no exact-match keys.
+  plain = evaluate.score({0: "a b c d e"}, {0: {"target": "a b c d e"}}, CharTokenizer())
+  assert "exact_match" not in plain and plain["bleu"] == pytest.approx(100.0)

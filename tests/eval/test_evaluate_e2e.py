@@ -53,7 +53,8 @@ def workdir(tmp_path_factory):
 
 
 REQUIRED = ("step", "split", "num_sentences", "bleu", "chrf", "sacrebleu_signature", "loss",
-            "decode", "seconds", "exact_match", "exact_match_by_length")
+            "decode", "seconds", "exact_match", "exact_match_by_length",
+            "exact_match_by_target_length")
 
 
 @pytest.mark.slow
