@@ -7,7 +7,8 @@ r"""Runs a config's sweep: every override set as train.main + train.evaluate in 
 A config module names its sweeps either with a function `sweep(name) -> list[dict]` or a dict
 `SWEEPS = {name: list[dict]}` (a module-level `sweep` dict works too). Each dict maps dotted
 config keys to values, e.g. `{'model.position': 'rotary', 'seed': 1}`; it becomes
-`--config.model.position=rotary --config.seed=1` and the workdir `ROOT/model.position-rotary__seed-1`.
+`--config.model.position=rotary --config.seed=1` and the workdir `ROOT/model.position-rotary__seed-1`
+(keys that every run of the sweep sets alike are left out of the name).
 
 Backends:
 - local: N runs at a time. A run whose `DONE.json` exists is skipped; any other run is (re)started
@@ -122,6 +123,14 @@ def run_name(overrides: dict[str, Any]) -> str:
   return name
 
 
+def shared_overrides(sweep_runs: Sequence[dict]) -> set[str]:
+  """Keys every run sets to the same value (e.g. a smoke sweep's tiny sizes): left out of names."""
+  if len(sweep_runs) < 2:
+    return set()
+  first = sweep_runs[0]
+  return {k for k in first if all(k in r and repr(r[k]) == repr(first[k]) for r in sweep_runs[1:])}
+
+
 # ---------------------------------------------------------------------------- commands
 @dataclasses.dataclass
 class Run:
@@ -143,8 +152,9 @@ def plan_runs(*, config: str, sweep_runs: Sequence[dict], root: str, eval_splits
               train_module: str = 'train.main', eval_module: str = 'train.evaluate') -> list[Run]:
   """The train and evaluate command of every run; `extra` are '--config.K=V' flags for all runs."""
   runs = []
+  shared = shared_overrides(sweep_runs)
   for i, overrides in enumerate(sweep_runs):
-    name = run_name(overrides)
+    name = run_name({k: v for k, v in overrides.items() if k not in shared})
     workdir = os.path.join(os.path.abspath(root), name)
     train = [python, '-m', train_module, f'--config={config}', f'--workdir={workdir}',
              *override_flags(overrides), *extra]
