@@ -34,7 +34,10 @@ import numpy as np
 from launch import sweep as sweep_lib
 
 METRICS = ('bleu', 'chrf', 'exact_match', 'accuracy', 'loss')
-_BY_LENGTH = ('exact_match_by_length', 'accuracy_by_length')
+# Results keys per x axis: the task's length (train.data.lengthgen; what train_max_len bounds) and
+# the target's length in tokens (differs for addition and duplicate).
+_BY_LENGTH = {'length': ('exact_match_by_length', 'accuracy_by_length'),
+              'target_length': ('exact_match_by_target_length', 'accuracy_by_target_length')}
 _CURVE_TAG = re.compile(r'loss|bleu|chrf|accuracy|exact', re.I)
 _MAX_CURVE_TAGS = 4
 
@@ -131,6 +134,8 @@ def collect_runs(root: str) -> list[dict]:
     files = done['results'] if done else _newest_results(workdir)
     results = {split: _load_json(os.path.join(workdir, rel)) for split, rel in files.items()
                if os.path.exists(os.path.join(workdir, rel))}
+    order = {s: i for i, s in enumerate(spec.get('eval_splits', []))}
+    results = dict(sorted(results.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
     runs.append({'name': os.path.basename(workdir), 'workdir': workdir,
                  'index': spec.get('index', 10**9), 'overrides': spec.get('overrides', {}),
                  'done': done is not None, 'results': results})
@@ -188,9 +193,9 @@ def primary_metric(runs: Sequence[dict]) -> str:
   raise ValueError('no results carry bleu, exact_match, accuracy or loss')
 
 
-def by_length(result: dict) -> dict[int, float]:
+def by_length(result: dict, kind: str = 'length') -> dict[int, float]:
   """{length: accuracy} from either results layout ({len: acc} or {len: {'accuracy': acc}})."""
-  for key in _BY_LENGTH:
+  for key in _BY_LENGTH[kind]:
     if key in result:
       return {int(k): float(v['accuracy'] if isinstance(v, dict) else v) for k, v in result[key].items()}
   return {}
@@ -369,19 +374,21 @@ def curve_plot(path: str, panels, tag: str, scalars: dict[str, dict]) -> bool:
   return drawn
 
 
-def length_plot(path: str, panels, split: str, train_max_len: int | None) -> None:
-  """Exact-match accuracy against target length, one line per setting (mean over runs)."""
+def length_plot(path: str, panels, split: str, kind: str, train_max_len: int | None) -> None:
+  """Exact-match accuracy against length, one line per setting (mean over runs)."""
   plt, fig, axes = _figure(len(panels))
   for ax, (title, items) in zip(axes, panels):
     for label, g in items:
-      tables = [by_length(r['results'][split]) for r in g['runs'] if split in r['results']]
+      tables = [by_length(r['results'][split], kind) for r in g['runs'] if split in r['results']]
       tables = [t for t in tables if t]
       if tables:
         lengths = sorted(set.intersection(*(set(t) for t in tables)))
         ax.plot(lengths, [np.mean([t[n] for t in tables]) for n in lengths], marker='.', label=label)
-    if train_max_len:
+    if train_max_len and kind == 'length':
       ax.axvline(train_max_len, color='gray', ls='--', lw=0.8)  # longest length seen in training
-    ax.set_xlabel('target length'), ax.set_ylabel('exact match'), ax.set_ylim(-0.02, 1.02)
+    xlabel = ('task length' + (f' (training: 1..{train_max_len})' if train_max_len else '')
+              if kind == 'length' else 'target length (tokens)')
+    ax.set_xlabel(xlabel), ax.set_ylabel('exact match'), ax.set_ylim(-0.02, 1.02)
     ax.set_title(title or split, fontsize=9)
     ax.legend(fontsize=7)
   _save(plt, fig, path)
@@ -397,10 +404,10 @@ def _train_max_len(runs: Sequence[dict]) -> int | None:
   return None
 
 
-def curve_tags(scalars: dict[str, dict]) -> list[str]:
+def curve_tags(scalars: dict[str, dict], metric: str = 'bleu') -> list[str]:
   """The few curves worth a figure: validation metric and loss first, then the training loss."""
   tags = sorted({t for s in scalars.values() for t in s if _CURVE_TAG.search(t)})
-  order = (r'(eval|val).*(bleu|exact)', r'(eval|val).*loss', r'train.*loss', r'(eval|val)', r'')
+  order = (rf'(eval|val).*{re.escape(metric)}', r'(eval|val).*loss', r'train.*loss', r'(eval|val)', r'')
   rank = lambda t: next(i for i, pattern in enumerate(order) if re.search(pattern, t))
   return sorted(tags, key=lambda t: (rank(t), t))[:_MAX_CURVE_TAGS]
 
@@ -427,12 +434,13 @@ def make_report(root: str, *, metric: str | None = None, seed_keys: Sequence[str
     name = f'{metric}-{_safe(split)}.png'
     bar_plot(os.path.join(plot_dir, name), panels, split, metric)
     plots[split].append(f'plots/{name}')
-    if any(by_length(r['results'].get(split, {})) for r in with_results):
-      name = f'length-{_safe(split)}.png'
-      length_plot(os.path.join(plot_dir, name), panels, split, _train_max_len(with_results))
-      plots['length'].append(f'plots/{name}')
+    for kind in _BY_LENGTH:
+      if any(by_length(r['results'].get(split, {}), kind) for r in with_results):
+        name = f'{kind}-{_safe(split)}.png'
+        length_plot(os.path.join(plot_dir, name), panels, split, kind, _train_max_len(with_results))
+        plots['length'].append(f'plots/{name}')
   scalars = {r['name']: read_scalars(os.path.join(r['workdir'], 'tb')) for r in with_results}
-  for tag in curve_tags(scalars):
+  for tag in curve_tags(scalars, metric):
     name = f'curves-{_safe(tag)}.png'
     if curve_plot(os.path.join(plot_dir, name), panels, tag, scalars):
       plots['curves'].append(f'plots/{name}')

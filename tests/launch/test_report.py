@@ -10,11 +10,13 @@ import pytest
 from launch import report
 
 
-def _write_run(root, name, overrides, results, *, done=True, index=0, extra_results=None):
+def _write_run(root, name, overrides, results, *, done=True, index=0, extra_results=None,
+               eval_splits=()):
   """A workdir as launch.sweep leaves it; results = {split: dict}."""
   workdir = root / name
   (workdir / 'eval').mkdir(parents=True)
-  (workdir / 'sweep_run.json').write_text(json.dumps({'index': index, 'overrides': overrides}))
+  (workdir / 'sweep_run.json').write_text(json.dumps(
+      {'index': index, 'overrides': overrides, 'eval_splits': list(eval_splits)}))
   files = {}
   for split, res in results.items():
     rel = f'eval/{split}-{res["step"]}.json'
@@ -64,6 +66,8 @@ def test_by_length_reads_both_layouts():
   assert report.by_length({'exact_match_by_length': {'3': {'accuracy': 0.5, 'count': 2}}}) == {3: 0.5}
   assert report.by_length({'accuracy_by_length': {'10': 0.25}}) == {10: 0.25}
   assert report.by_length({'bleu': 1.0}) == {}
+  both = {'exact_match_by_length': {'3': 0.5}, 'exact_match_by_target_length': {'4': {'accuracy': 0.75}}}
+  assert report.by_length(both, 'target_length') == {4: 0.75} and report.by_length(both) == {3: 0.5}
 
 
 def test_facets_split_many_settings_into_panels():
@@ -120,13 +124,18 @@ def test_report_lengthgen_plot_and_primary_metric(tmp_path):
           tmp_path, f'{pos}-{seed}', {'model.position': pos, 'seed': seed, 'total_steps': 7},
           {'test': {'step': 10, 'exact_match': acc, 'bleu': 1.0,
                     'exact_match_by_length': {str(n): {'accuracy': acc if n > 20 else 1.0, 'count': 5}
-                                              for n in (10, 20, 30, 40)}}})
+                                              for n in (10, 20, 30, 40)},
+                    'exact_match_by_target_length': {'11': {'accuracy': acc, 'count': 20}}},
+           'validation': {'step': 10, 'exact_match': 1.0}},
+          eval_splits=['validation', 'test'])
       (workdir / 'config.json').write_text(json.dumps({'data': {'train_max_len': 20}}))
   out = report.make_report(str(tmp_path))
   names = sorted(os.path.basename(p) for p in out['plots'])
-  assert names == ['exact_match-test.png', 'length-test.png']
+  assert names == ['exact_match-test.png', 'exact_match-validation.png', 'length-test.png',
+                   'target_length-test.png']
   md = open(out['markdown']).read()
   assert '## Accuracy by target length' in md
+  assert md.index('## validation') < md.index('## test')  # the sweep's --eval_splits order
   # A key every run shares is stated once, not repeated in each setting's label.
   assert 'Every run: `total_steps=7`' in md and '| model.position=t5 | 2 |' in md
   with pytest.raises(ValueError, match='--metric=.chrf.'):
@@ -146,6 +155,9 @@ def test_report_errors_name_the_problem(tmp_path):
 
 
 def test_curve_tags_prefer_validation_metric_then_losses():
-  tags = ['train/loss', 'train/accuracy', 'eval/loss', 'eval/accuracy', 'eval/bleu', 'perf/eta_s']
+  tags = ['train/loss', 'train/accuracy', 'eval/loss', 'eval/accuracy', 'eval/bleu', 'perf/eta_s',
+          'eval/exact_match']
   assert report.curve_tags({'run': {t: [] for t in tags}}) == [
       'eval/bleu', 'eval/loss', 'train/loss', 'eval/accuracy']
+  assert report.curve_tags({'run': {t: [] for t in tags}}, 'exact_match')[:2] == [
+      'eval/exact_match', 'eval/loss']

@@ -98,5 +98,6 @@ def test_real_sweep_report_skip_and_resume(tmp_path):
   md = (root / 'report.md').read_text()
   assert '| model.position=sinusoidal | 1 |' in md and '| model.position=rotary | 1 |' in md
   for name in ('report.csv', 'plots/exact_match-test.png', 'plots/length-test.png',
+               'plots/target_length-test.png',
                'plots/curves-eval_loss.png', 'plots/curves-train_loss.png'):
     assert (root / name).stat().st_size > 0, name
