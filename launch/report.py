@@ -11,7 +11,9 @@ Writes, each file atomically:
   (best) checkpoint step;
 - ROOT/plots/{metric}-{split}.png: the metric per setting, error bars = std over seeds;
 - ROOT/plots/curves-{tag}.png: learning curves from each run's TensorBoard events (mean over seeds);
-- ROOT/plots/length-{split}.png (lengthgen): exact-match accuracy against target length.
+- ROOT/plots/length-{split}.png and target_length-{split}.png (lengthgen): exact-match accuracy
+  against the task length and the target length in tokens.
+plots/ belongs to the report: PNGs there that this report did not draw are removed.
 With many settings and several swept keys, plots get one panel per value of the other keys and
 one bar/line per value of the key with the most values (e.g. panels task × arch, lines = position).
 """
@@ -444,6 +446,10 @@ def make_report(root: str, *, metric: str | None = None, seed_keys: Sequence[str
     name = f'curves-{_safe(tag)}.png'
     if curve_plot(os.path.join(plot_dir, name), panels, tag, scalars):
       plots['curves'].append(f'plots/{name}')
+  written = {os.path.basename(p) for ps in plots.values() for p in ps}
+  for stale in glob.glob(os.path.join(plot_dir, '*.png')):  # from an earlier report of this root
+    if os.path.basename(stale) not in written:
+      os.remove(stale)
   md, csv_path = os.path.join(root, 'report.md'), os.path.join(root, 'report.csv')
   write_text_atomic(csv_path, csv_text(rows, metrics))
   write_text_atomic(md, markdown_text(root, runs, rows, metrics, plots, common_overrides(groups)))

@@ -129,8 +129,11 @@ def test_report_lengthgen_plot_and_primary_metric(tmp_path):
            'validation': {'step': 10, 'exact_match': 1.0}},
           eval_splits=['validation', 'test'])
       (workdir / 'config.json').write_text(json.dumps({'data': {'train_max_len': 20}}))
+  (tmp_path / 'plots').mkdir()
+  (tmp_path / 'plots' / 'curves-old_tag.png').write_bytes(b'stale')
   out = report.make_report(str(tmp_path))
   names = sorted(os.path.basename(p) for p in out['plots'])
+  assert sorted(os.listdir(tmp_path / 'plots')) == names
   assert names == ['exact_match-test.png', 'exact_match-validation.png', 'length-test.png',
                    'target_length-test.png']
   md = open(out['markdown']).read()
