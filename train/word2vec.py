@@ -244,6 +244,9 @@ def train(config, workdir: str) -> dict:
   m, o = config.model, config.optim
   os.makedirs(workdir, exist_ok=True)
   write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2).encode())
+  if config.data.tokens == "sentencepiece":  # saved so embed_init can check it is the same one
+    _data_fn("get_tokenizer")(load_config_file(config.data.tokenizer_config)).save(
+        os.path.join(workdir, "tokenizer"))
   t0 = time.time()
   corpus = load_corpus(config)
   vocab = len(corpus.words)

@@ -180,3 +180,17 @@ def test_init_embeddings_from_replaces_only_token_tables(tmp_path):
   assert (params["embed"]["embedding"] == 0).all()  # input untouched
   with pytest.raises(ValueError, match="embed/embedding"):
     w2v.init_embeddings_from({"decoder": {}}, str(tmp_path))
+
+
+def test_load_embedding_matrix_refuses_another_tokenizer(tmp_path):
+  np.save(tmp_path / "embeddings.npy", np.ones((10, 4), np.float32))
+  (tmp_path / "vocab_kind.txt").write_text("sentencepiece")
+  (tmp_path / "tokenizer").mkdir()
+  (tmp_path / "tokenizer" / "spm.model").write_bytes(b"model-a")
+  other = tmp_path / "transformer_tokenizer"
+  other.mkdir()
+  (other / "spm.model").write_bytes(b"model-a")
+  assert w2v.load_embedding_matrix(str(tmp_path), 10, 4, tokenizer_dir=str(other)).shape == (10, 4)
+  (other / "spm.model").write_bytes(b"model-b")
+  with pytest.raises(ValueError, match="another tokenizer"):
+    w2v.load_embedding_matrix(str(tmp_path), 10, 4, tokenizer_dir=str(other))
