@@ -139,6 +139,7 @@ def base_config():
   c.eval.alpha = 0.6             # length penalty
   c.eval.max_len_margin = 50     # decode up to source length + margin
   c.eval.bleu_sentences = 200    # validation sentences decoded for BLEU during training; 0 = off
+  c.eval.train_decode = 'greedy'  # decoding for that in-training BLEU (cheap); final eval uses `decode`
   c.eval.batch_size = 64         # evaluation batch size
   c.eval.loss_sentences = 0      # validation sentences for loss during training; 0 = whole split
   return c

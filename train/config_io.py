@@ -29,6 +29,7 @@ CHOICES = {
     'model.rnn_cell': ('gru', 'lstm'),
     'optim.schedule': ('rsqrt', 'cosine', 'constant'),
     'eval.decode': ('beam', 'greedy'),
+    'eval.train_decode': (None, 'beam', 'greedy'),
 }
 
 POSITIVE_INTS = ('total_steps', 'batch_size', 'log_every', 'checkpoint_every',

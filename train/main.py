@@ -140,8 +140,9 @@ def run_validation(config, module, params, tokenizer, val_batches, step):
       evaluate = None
     if evaluate is not None and hasattr(evaluate, 'decode_and_score'):
       t0 = time.time()
-      scores = evaluate.decode_and_score(config, module, params, tokenizer,
-                                         config.data.eval_splits[0], max_sentences=n)
+      scores = evaluate.decode_and_score(
+          config, module, params, tokenizer, config.data.eval_splits[0], max_sentences=n,
+          decode=config.eval.get('train_decode') or config.eval.decode)
       for key in ('bleu', 'chrf', 'exact_match'):
         if scores.get(key) is not None:
           result[f'val_{key}'] = float(scores[key])
@@ -239,6 +240,10 @@ def train_and_evaluate(config, workdir, devices=None):
       state, m = step_fn(state, mesh_lib.global_batch(batch, mesh))
       step += 1
       pending.append((step, m))
+      if len(pending) > 2:
+        # At most two steps in flight: a SIGTERM is then handled within ~2 steps, and the
+        # host never races ahead of the device by a whole logging interval.
+        jax.block_until_ready(pending[-3][1]['loss'])
       shape = tuple(batch['targets'].shape) + tuple(batch.get('inputs', np.zeros((0, 0))).shape)
       if shape not in flops_cache:
         flops_cache[shape] = metrics_lib.batch_flops(config.model, batch) * nproc
