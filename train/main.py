@@ -258,8 +258,9 @@ def train_and_evaluate(config, workdir, devices=None):
       is_log = is_last or step % config.log_every == 0
       is_ckpt = is_last or is_eval or step % config.checkpoint_every == 0
       if is_log:
-        check_finite(pending, last_saved)
         values = jax.device_get(pending[-1][1])
+        check_finite(pending, last_saved)
+        pending.clear()
         rates = meter.rates(step)
         metrics_lib.log(metrics_lib.console_line(step, config.total_steps, values, rates))
         writer.scalars(step, {k: values[k] for k in ('loss', 'nll', 'accuracy', 'lr',
@@ -269,6 +270,7 @@ def train_and_evaluate(config, workdir, devices=None):
       eval_metrics = None
       if is_eval and val_split:
         check_finite(pending, last_saved)
+        pending.clear()
         if val_batches is None:
           n = int(config.eval.get('loss_sentences', 0) or 0) or None
           val_batches = data.make_eval_batches(config, tokenizer, val_split, max_examples=n)

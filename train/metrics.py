@@ -86,7 +86,7 @@ def console_line(step, total, metrics, rates):
   util = (f'mfu {100 * rates["mfu"]:.1f}%' if rates.get('mfu') is not None
           else f'{rates["gflops_per_s"]:.1f} GFLOP/s')
   return (f'step {step}/{total} | loss {metrics["loss"]:.4f} | lr {metrics["lr"]:.2e} | '
-          f'gnorm {metrics["grad_norm"]:.3f} | {rates["tokens_per_s"]:,.0f} tok/s | '
+          f'gnorm {metrics["grad_norm"]:.3f} | {rates["tokens_per_s"]:,.0f} tgt tok/s | '
           f'{1000 * rates["step_time"]:.0f} ms/step | {util} | eta {format_eta(rates["eta_s"])}')
 
 
