@@ -1,0 +1,132 @@
+"""Attention variants against NumPy references and each other."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from model import attention as attn
+from model.config import ModelConfig
+
+B, T, D_MODEL, H, HD = 2, 5, 8, 4, 2
+
+
+def _cfg(**kw):
+  base = dict(vocab_size=8, d_model=D_MODEL, num_heads=H, head_dim=HD, dropout=0.0)
+  base.update(kw)
+  return ModelConfig(**base)
+
+
+def _inputs(causal=True):
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(B, T, D_MODEL)), jnp.float32)
+  seg = jnp.asarray([[1] * T, [1, 1, 1, 0, 0]], jnp.int32)
+  pos = jnp.broadcast_to(jnp.arange(T), (B, T))
+  return x, attn.make_mask(seg, seg, pos, pos, causal=causal), pos
+
+
+@functools.lru_cache(maxsize=None)
+def _run(cfg, params_from=None):
+  module = attn.Attention(cfg)
+  x, mask, pos = _inputs()
+  params = module.init(jax.random.key(1), x, x, mask, None, pos, pos)['params']
+  return module, params
+
+
+def _apply(cfg, params):
+  x, mask, pos = _inputs()
+  return np.asarray(jax.jit(lambda p: attn.Attention(cfg).apply({'params': p}, x, x, mask, None, pos, pos))(params))
+
+
+def _np_softmax(z):
+  z = z - z.max(-1, keepdims=True)
+  e = np.exp(z)
+  return e / e.sum(-1, keepdims=True)
+
+
+def _weights(params):
+  unbox = lambda t: np.asarray(t.unbox() if hasattr(t, 'unbox') else t)
+  return {k: unbox(v['kernel']) if isinstance(v, dict) else unbox(v) for k, v in params.items()}
+
+
+@pytest.mark.parametrize('kind', ['dot', 'additive', 'linear'])
+def test_matches_numpy_reference(kind):
+  cfg = _cfg(attention=kind)
+  _, params = _run(cfg)
+  got = _apply(cfg, params)
+  w = _weights(params)
+  x, mask, _ = (np.asarray(a) for a in _inputs())
+  q = np.einsum('btd,dhk->bthk', x, w['query'])
+  k = np.einsum('btd,dhk->bthk', x, w['key'])
+  v = np.einsum('btd,dhk->bthk', x, w['value'])
+  if kind == 'dot':
+    s = np.einsum('bthk,bshk->bhts', q, k) / np.sqrt(HD)
+    a = _np_softmax(np.where(mask, s, -1e9))
+  elif kind == 'additive':
+    e = np.tanh(q[:, :, None] + k[:, None])  # [B,T,S,H,K]
+    s = np.einsum('btshk,hk->bhts', e, w['score_v'])
+    a = _np_softmax(np.where(mask, s, -1e9))
+  else:
+    phi = lambda z: np.where(z > 0, z + 1, np.exp(z))
+    s = np.einsum('bthk,bshk->bhts', phi(q), phi(k)) * mask
+    a = s / np.where(s.sum(-1, keepdims=True) > 0, s.sum(-1, keepdims=True), 1)
+  out = np.einsum('bhts,bshk->bthk', a, v)
+  want = np.einsum('bthk,hkd->btd', out, w['out'])
+  np.testing.assert_allclose(got[0], want[0], atol=1e-5)
+  np.testing.assert_allclose(got[1, :3], want[1, :3], atol=1e-5)
+
+
+@pytest.mark.parametrize('kind', ['dot', 'additive', 'linear'])
+@pytest.mark.parametrize('kv_heads', [1, 2])
+def test_grouped_query_equals_mha_with_repeated_kv(kind, kv_heads):
+  gqa = _cfg(attention=kind, num_kv_heads=kv_heads)
+  mha = _cfg(attention=kind)
+  _, p = _run(gqa)
+  # MHA whose head h uses kv head h // (H / kv_heads): repeat the K/V kernels along heads.
+  rep = lambda t: t.replace_boxed(jnp.repeat(t.unbox(), H // kv_heads, axis=1))
+  p_mha = dict(p)
+  p_mha['key'] = {'kernel': rep(p['key']['kernel'])}
+  p_mha['value'] = {'kernel': rep(p['value']['kernel'])}
+  np.testing.assert_allclose(_apply(gqa, p), _apply(mha, p_mha), atol=1e-6)
+  if kv_heads == 1:  # and it is not trivially so: a different K/V per head changes the output
+    p_mha['key'] = {'kernel': p_mha['key']['kernel'].replace_boxed(
+        p_mha['key']['kernel'].unbox() * jnp.arange(1, H + 1)[None, :, None])}
+    assert np.abs(_apply(mha, p_mha) - _apply(gqa, p)).max() > 1e-4
+
+
+def test_kv_heads_equal_heads_is_mha():
+  a, b = _cfg(num_kv_heads=H), _cfg()
+  _, p = _run(a)
+  np.testing.assert_array_equal(_apply(a, p), _apply(b, p))
+  assert p['key']['kernel'].unbox().shape == (D_MODEL, H, HD)
+
+
+def test_shared_qk_has_one_matrix_and_symmetric_scores():
+  cfg = _cfg(attention='shared_qk')
+  module, params = _run(cfg)
+  assert 'key' not in params and 'query' in params
+  x, mask, pos = _inputs(causal=False)
+  _, state = module.apply({'params': params}, x, x, mask, None, pos, pos,
+                          capture_intermediates=lambda m, name: m.name == 'query', mutable=['intermediates'])
+  q, k = state['intermediates']['query']['__call__']  # called for queries, then for keys
+  scores = np.asarray(attn.dot_scores(q, k))
+  np.testing.assert_allclose(scores, np.swapaxes(scores, -1, -2), atol=1e-6)
+  # two independent matrices (plain dot) are not symmetric
+  dot_cfg = _cfg()
+  _, p2 = _run(dot_cfg)
+  w = _weights(p2)
+  qd, kd = np.einsum('btd,dhk->bthk', x, w['query']), np.einsum('btd,dhk->bthk', x, w['key'])
+  s2 = np.einsum('bthk,bshk->bhts', qd, kd)
+  assert np.abs(s2 - np.swapaxes(s2, -1, -2)).max() > 1e-3
+
+
+def test_mask_combines_padding_causal_and_segments():
+  seg = jnp.asarray([[1, 1, 2, 2, 0]])
+  pos = jnp.asarray([[0, 1, 0, 1, 0]])
+  m = np.asarray(attn.make_mask(seg, seg, pos, pos, causal=True))[0, 0]
+  want = np.array([[1, 0, 0, 0, 0],
+                   [1, 1, 0, 0, 0],
+                   [0, 0, 1, 0, 0],
+                   [0, 0, 1, 1, 0],
+                   [0, 0, 0, 0, 0]], bool)
+  np.testing.assert_array_equal(m, want)
