@@ -57,24 +57,43 @@ UNCACHED_CHUNK = 16
 
 # ============================================================================= reference
 
-def matmul_flops(dtype='float32', sizes=(512, 1024, 2048), repeats=5):
-  """Best FLOP/s of a square jnp.dot over `sizes` (median of `repeats` each), on device 0."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  best, per_size = 0.0, {}
-  for n in sizes:
-    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
-    f = jax.jit(jnp.dot)
-    f(a, b).block_until_ready()
-    times = []
-    for _ in range(repeats):
-      t0 = time.perf_counter()
+class MatmulReference:
+  """Float32 (or bf16) square matmul FLOP/s on device 0: the CPU's "peak" for MFU.
+
+  The machine may be shared, so `rate(seconds)` is sampled again right after every timed step
+  and each step is compared with the matmul rate of the same moment. Rates come in wall-clock
+  and in process CPU time (all threads): CPU time barely moves when other processes compete for
+  the cores, so the CPU-time ratio is the steadier MFU on a busy machine (it cannot see cores
+  left idle, which the wall-clock ratio does).
+  """
+
+  def __init__(self, dtype='float32', sizes=(512, 1024, 2048), repeats=5):
+    import jax  # pylint: disable=import-outside-toplevel
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    self.by_size, self._ops = {}, {}
+    for n in sizes:
+      a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+      b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+      f = jax.jit(jnp.dot)
       f(a, b).block_until_ready()
-      times.append(time.perf_counter() - t0)
-    per_size[n] = 2.0 * n ** 3 / statistics.median(times)
-    best = max(best, per_size[n])
-  return best, per_size
+      self._ops[n] = (f, a, b)
+      self.by_size[n] = statistics.median(self._time(n)[0] for _ in range(repeats))
+    self.n = max(self.by_size, key=self.by_size.get)
+    self.best = self.by_size[self.n]
+
+  def _time(self, n):
+    f, a, b = self._ops[n]
+    t0, c0 = time.perf_counter(), time.process_time()
+    f(a, b).block_until_ready()
+    flops = 2.0 * n ** 3
+    return flops / (time.perf_counter() - t0), flops / max(time.process_time() - c0, 1e-9)
+
+  def rate(self, seconds):
+    """Median (wall, CPU-time) FLOP/s of the best size over about `seconds` (>= 3 runs)."""
+    out, t_end = [], time.perf_counter() + seconds
+    while len(out) < 3 or time.perf_counter() < t_end:
+      out.append(self._time(self.n))
+    return tuple(statistics.median(x) for x in zip(*out))
 
 
 # ============================================================================= settings
@@ -201,8 +220,12 @@ def shape_key(batch):
 
 # ============================================================================= training
 
-def measure_train(config, batches, host_s, steps):
-  """Compile + step time of the trainer's jitted train_step on `batches` (cycled)."""
+def measure_train(config, batches, host_s, steps, ref=None):
+  """Compile + step time of the trainer's jitted train_step on `batches` (cycled).
+
+  With `ref` (CPU), the matmul reference is sampled after every step (for a quarter of the
+  step's time) and `mfu` is the median of the per-step ratios.
+  """
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   import model  # pylint: disable=import-outside-toplevel
@@ -228,31 +251,47 @@ def measure_train(config, batches, host_s, steps):
       compile_s.append(time.perf_counter() - t0)
       state, m = compiled[key](state, b)    # warm-up run of this shape
       jax.block_until_ready(m)
-  times = []
+  useful = [useful_flops(config.model, b) for b in batches]
+  executed = [metrics_lib.batch_flops(config.model, b) for b in batches]
+  times, cpu_times, ref_rates = [], [], []
   for i in range(steps):
     b = device_batches[i % len(device_batches)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     state, m = compiled[shape_key(b)](state, b)
     jax.block_until_ready(m['loss'])
     times.append(time.perf_counter() - t0)
+    cpu_times.append(time.process_time() - c0)
+    if ref is not None:
+      ref_rates.append(ref.rate(0.25 * times[-1]))
   loss = float(m['loss'])
 
-  used = [batches[i % len(batches)] for i in range(steps)]
+  idx = [i % len(batches) for i in range(steps)]
   total_t = sum(times)
-  tokens = sum(float(np.sum(b['weights'])) for b in used)
-  slots = sum(float(b['targets'].size) for b in used)
-  useful = sum(useful_flops(config.model, b) for b in used)
-  executed = sum(metrics_lib.batch_flops(config.model, b) for b in used)
+  tokens = sum(float(np.sum(batches[i]['weights'])) for i in idx)
+  slots = sum(float(batches[i]['targets'].size) for i in idx)
   stats = jax.devices()[0].memory_stats() or {}
-  return {
+  out = {
       'params': model.count_params(state.params), 'compile_s': compile_s[0],
       'compile_total_s': sum(compile_s), 'num_shapes': len(compiled),
       'step_s': statistics.median(times), 'step_s_min': min(times),
+      'step_cpu_s': statistics.median(cpu_times),
       'host_s': (host_s or 0.0) + put_s, 'target_tokens_per_step': tokens / steps,
       'tokens_per_s': tokens / total_t, 'padding_fraction': 1.0 - tokens / slots,
-      'flops_per_s': useful / total_t, 'executed_flops_per_s': executed / total_t,
+      'flops_per_s': sum(useful[i] for i in idx) / total_t,
+      'executed_flops_per_s': sum(executed[i] for i in idx) / total_t,
       'peak_memory_bytes': stats.get('peak_bytes_in_use'), 'final_loss': loss,
-  }, module, state.params
+  }
+  if ref_rates:
+    # Per-step pairs cancel most of the load other processes put on a shared machine.
+    wall, cpu = zip(*ref_rates)
+    out['matmul_flops_per_s'] = statistics.median(wall)
+    out['mfu'] = statistics.median(useful[i] / t / r for i, t, r in zip(idx, times, wall))
+    out['executed_mfu'] = statistics.median(
+        executed[i] / t / r for i, t, r in zip(idx, times, wall))
+    out['cpu_time_mfu'] = statistics.median(useful[i] / t / r for i, t, r in zip(idx, cpu_times, cpu))
+    out['step_matmul_equiv'] = statistics.median(t * r for t, r in zip(times, wall))
+    out['step_matmul_equiv_cpu'] = statistics.median(t * r for t, r in zip(cpu_times, cpu))
+  return out, module, state.params
 
 
 # ============================================================================= decoding
@@ -323,57 +362,70 @@ def decode_inputs(config, tokenizer, n, length, seed=1):
 
 
 def measure_decode(module, params, inputs, methods, caches, max_len, beam_size, repeats):
-  """{'{method}_{cached|uncached}': {sentences_per_s, tokens_per_s, compile_s, seconds}}."""
+  """{'{method}_{cached|uncached}': {sentences_per_s, tokens_per_s, compile_s, seconds}}.
+
+  Variants are timed round-robin (each repeat runs every variant once), so a change in the
+  machine's load hits them all alike and the speed-ups stay comparable.
+  """
   import numpy as np  # pylint: disable=import-outside-toplevel
   from model import decoding  # pylint: disable=import-outside-toplevel
-  out = {}
+  runs = {}
   for cache in caches:
     adapter = DecodeAdapter(module, cached=(cache == 'cached'))
     for method in methods:
-      run = lambda: decoding.generate(adapter, params, inputs, method=method, beam_size=beam_size,
-                                      max_len=max_len)
-      t0 = time.perf_counter()
-      tokens = run()
-      first = time.perf_counter() - t0
-      times = []
-      for _ in range(repeats):
-        t0 = time.perf_counter()
-        tokens = run()
-        times.append(time.perf_counter() - t0)
-      sec = statistics.median(times)
-      n = tokens.shape[0]
-      out[f'{method}_{cache}'] = {
-          'seconds': sec, 'compile_s': max(first - sec, 0.0), 'sentences_per_s': n / sec,
-          'tokens_per_s': float(np.sum(tokens != 0)) / sec,
-          'tokens_per_sentence': float(np.sum(tokens != 0)) / n}
+      runs[f'{method}_{cache}'] = (lambda a=adapter, m=method: decoding.generate(
+          a, params, inputs, method=m, beam_size=beam_size, max_len=max_len))
+  first, times, cpu, tokens = {}, collections.defaultdict(list), collections.defaultdict(list), {}
+  for name, fn in runs.items():
+    t0 = time.perf_counter()
+    tokens[name] = fn()
+    first[name] = time.perf_counter() - t0
+  for _ in range(repeats):
+    for name, fn in runs.items():
+      t0, c0 = time.perf_counter(), time.process_time()
+      fn()
+      times[name].append(time.perf_counter() - t0)
+      cpu[name].append(time.process_time() - c0)
+  out = {}
+  for name in runs:
+    sec = statistics.median(times[name]) if times[name] else first[name]
+    n, real = tokens[name].shape[0], float(np.sum(tokens[name] != 0))
+    out[name] = {'seconds': sec, 'compile_s': max(first[name] - sec, 0.0),
+                 'cpu_seconds': statistics.median(cpu[name]) if cpu[name] else None,
+                 'sentences_per_s': n / sec, 'tokens_per_s': real / sec,
+                 'tokens_per_sentence': real / n}
   for method in methods:
     c, u = out.get(f'{method}_cached'), out.get(f'{method}_uncached')
     if c and u:
       out[f'{method}_speedup'] = u['seconds'] / c['seconds']
+      if c['cpu_seconds']:
+        out[f'{method}_speedup_cpu_time'] = u['cpu_seconds'] / c['cpu_seconds']
   return out
 
 
 # ============================================================================= one setting
 
-def benchmark_setting(config, overrides, peak, args):
+def benchmark_setting(config, overrides, peak, ref, args):
   """Train + decode numbers for one override set; errors are recorded, not raised."""
   row = {'setting': setting_name(overrides), 'overrides': overrides}
   try:
     config = apply_overrides(config, overrides)
     tokenizer = None
     if args['data'] == 'real':
-      from train import data, main as train_main  # pylint: disable=import-outside-toplevel
+      from train import data  # pylint: disable=import-outside-toplevel
       data.build(config)
       tokenizer = data.get_tokenizer(config)
-      config = train_main.resolve_config(config, tokenizer)
+      with config.unlocked():   # as train.main does (importing it would redefine --config)
+        config.model.vocab_size = config.model.vocab_size or int(tokenizer.vocab_size)
       batches, host = real_batches(config, tokenizer, min(args['steps'], 20))
     else:
       with config.unlocked():
         config.model.vocab_size = config.model.vocab_size or config.data.vocab_size
       batches, host = synthetic_batches(config, min(args['steps'], 4), args['synthetic_len'])
-    train, module, params = measure_train(config, batches, host, args['steps'])
-    train['mfu'] = train['flops_per_s'] / peak
-    train['executed_mfu'] = train['executed_flops_per_s'] / peak
+    train, module, params = measure_train(config, batches, host, args['steps'], ref)
+    if ref is None:
+      train['mfu'] = train['flops_per_s'] / peak
+      train['executed_mfu'] = train['executed_flops_per_s'] / peak
     row['train'] = train
     if args['decode'] and args['cache']:
       inputs = decode_inputs(config, tokenizer, args['decode_batch'], args['synthetic_len'])
@@ -394,30 +446,40 @@ def format_tables(result):
   """Markdown tables: training, then decoding."""
   lines = [f"{result['date']} | {result['machine']['description']} | peak "
            f"{result['peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({result['peak_source']})", '',
-           '| setting | compile s | step ms | host ms | tok/step | real tok/s | pad % | GFLOP/s '
-           '| MFU | exec MFU | peak mem MB |',
-           '|---|---|---|---|---|---|---|---|---|---|---|']
+           '| setting | params | compile s | shapes | step ms | host ms | tok/step | real tok/s | pad % '
+           '| GFLOP/s | matmul GFLOP/s | MFU | exec MFU | CPU-time MFU | cost/token | peak mem MB |',
+           '|---' * 16 + '|']
+  base = None
   for r in result['runs']:
     t = r.get('train')
     if t is None:
       lines.append(f"| {r['setting']} | error: {r.get('error', '?')} |")
       continue
     mem = t['peak_memory_bytes'] / 2 ** 20 if t['peak_memory_bytes'] else None
+    # Step CPU time in matmul-equivalents per real token: comparable across settings even when
+    # the machine's load changed between them. 1.00 = the first setting.
+    cost = t.get('step_matmul_equiv_cpu', t['step_s'] * result['peak_flops_per_s']) / t[
+        'target_tokens_per_step']
+    base = base or cost
+    ref = t.get('matmul_flops_per_s')
     lines.append(
-        f"| {r['setting']} | {t['compile_s']:.1f} | {1e3 * t['step_s']:.0f} | "
-        f"{1e3 * t['host_s']:.1f} | {t['target_tokens_per_step']:.0f} | {t['tokens_per_s']:,.0f} | "
-        f"{100 * t['padding_fraction']:.1f} | {t['flops_per_s'] / 1e9:.1f} | "
-        f"{100 * t['mfu']:.1f}% | {100 * t['executed_mfu']:.1f}% | {_fmt(mem, '.0f')} |")
+        f"| {r['setting']} | {t['params'] / 1e6:.2f}M | {t['compile_s']:.1f} | {t['num_shapes']} | "
+        f"{1e3 * t['step_s']:.0f} | {1e3 * t['host_s']:.1f} | {t['target_tokens_per_step']:.0f} | "
+        f"{t['tokens_per_s']:,.0f} | {100 * t['padding_fraction']:.1f} | "
+        f"{t['flops_per_s'] / 1e9:.1f} | {_fmt(ref and ref / 1e9, '.1f')} | {100 * t['mfu']:.1f}% | "
+        f"{100 * t['executed_mfu']:.1f}% | {_fmt(t.get('cpu_time_mfu', 0) * 100 or None, '.1f')}"
+        f" | {cost / base:.2f} | {_fmt(mem, '.0f')} |")
   dec = [r for r in result['runs'] if r.get('decode')]
   if dec:
-    keys = [k for k in dec[0]['decode'] if not k.endswith('speedup')]
+    keys = [k for k in dec[0]['decode'] if 'speedup' not in k]
     lines += ['', '| setting | ' + ' | '.join(f'{k} sent/s (tok/s)' for k in keys)
               + ' | speed-up (uncached / cached) |', '|---' * (len(keys) + 2) + '|']
     for r in dec:
       d = r['decode']
       cells = [f"{d[k]['sentences_per_s']:.1f} ({d[k]['tokens_per_s']:,.0f})" if k in d else '-'
                for k in keys]
-      speed = ', '.join(f"{k[:-8]} {v:.1f}x" for k, v in d.items() if k.endswith('speedup'))
+      speed = ', '.join(f"{k[:-8]} {v:.1f}x (CPU time {d.get(k + '_cpu_time', 0):.1f}x)"
+                        for k, v in d.items() if k.endswith('speedup'))
       lines.append(f"| {r['setting']} | " + ' | '.join(cells) + f' | {speed or "-"} |')
   for r in result['runs']:
     if r.get('error') and r.get('train'):
@@ -442,19 +504,21 @@ def run(config, config_spec, sweep, args):
   from train import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
   jax.config.update('jax_enable_compilation_cache', False)   # compile times must be real
   info = machine_info()
-  matmul, per_size = matmul_flops('float32' if info['platform'] == 'cpu' else config.model.dtype)
+  ref = MatmulReference('float32' if info['platform'] == 'cpu' else config.model.dtype)
   peak = metrics_lib.peak_flops(info['device_kind'], config.model.dtype)
   source = 'device spec'
   if peak is None:
-    peak, source = matmul, 'float32 matmul, this run'
-  peak *= jax.device_count() if source == 'device spec' else 1
+    peak, source = ref.best, f'{ref.n}^3 float32 matmul, sampled after every step'
+  else:
+    peak *= jax.device_count()
   result = {'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
             'machine': info, 'command': ' '.join(['python -m launch.benchmark'] + sys.argv[1:]),
             'config': config_spec, 'args': args, 'peak_flops_per_s': peak, 'peak_source': source,
-            'matmul_flops_per_s': matmul,
-            'matmul_flops_per_s_by_size': {str(k): v for k, v in per_size.items()}, 'runs': []}
+            'matmul_flops_per_s': ref.best,
+            'matmul_flops_per_s_by_size': {str(k): v for k, v in ref.by_size.items()}, 'runs': []}
   for overrides in sweep_runs(config_spec, sweep):
-    result['runs'].append(benchmark_setting(config, overrides, peak, args))
+    result['runs'].append(benchmark_setting(config, overrides, peak,
+                                            ref if source != 'device spec' else None, args))
     print(f"[{len(result['runs'])}] {result['runs'][-1]['setting']} done", flush=True)
   return result
 
