@@ -10,10 +10,16 @@ config keys to values, e.g. `{'model.position': 'rotary', 'seed': 1}`; it become
 `--config.model.position=rotary --config.seed=1` and the workdir `ROOT/model.position-rotary__seed-1`
 (keys that every run of the sweep sets alike are left out of the name).
 
+The config ARG and `--set=KEY=VALUE` apply to every run, so the same sweep at another size is one
+flag: `--config=configs/multi30k.py:size=base`. After training, every `--eval_splits` split
+(default `config.data.eval_splits`) is scored at `--checkpoint` (default `best`).
+
 Backends:
 - local: N runs at a time. A run whose `DONE.json` exists is skipped; any other run is (re)started
   and train.main resumes it from its checkpoints. Each run logs to `WORKDIR/sweep.log`; a failed
-  run is reported at the end (exit code 1) and does not stop the others.
+  run is reported at the end (exit code 1) and does not stop the others. Ctrl-C / SIGTERM passes
+  SIGTERM to the running trainers (they checkpoint and exit); the next call resumes them. A root
+  whose workdirs were trained with a different command (other ARG or --set) is refused.
 - slurm: writes `ROOT/sweep.sbatch`, an array job with one task per run, and prints how to submit it.
   With `--slurm_nodes>1` each task starts one process per node (`srun`) through `launch.multihost`.
 - print: prints the commands, one run per block.
