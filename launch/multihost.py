@@ -1,6 +1,6 @@
 r"""One training run over several hosts: run the same command on every host.
 
-  python -m launch.multihost [--coordinator=HOST:PORT --num_processes=N --process_id=I] -- \
+  python -m launch.multihost [--coordinator=HOST:PORT --num_processes=N --process_id=I | --auto] -- \
       python -m train.main --config=configs/multi30k.py --workdir=/shared/runs/big
 
 Every host runs exactly this line (one process per host, each driving its local accelerators).
@@ -19,9 +19,9 @@ Where the values come from, first match wins:
 3. Open MPI (`mpirun -np N --map-by ppr:1:node ...`): OMPI_COMM_WORLD_SIZE / _RANK; the
    coordinator must be given with --coordinator or ATTNLAB_COORDINATOR.
 4. Cloud TPU VM pod (`gcloud compute tpus tpu-vm ssh NAME --worker=all --command="cd attnlab &&
-   .venv/bin/python -m launch.multihost -- .venv/bin/python -m train.main ..."`): JAX reads the
-   pod's metadata itself, so only `--multihost_auto` is appended (train.main then calls
-   `jax.distributed.initialize()` without arguments).
+   .venv/bin/python -m launch.multihost --auto -- .venv/bin/python -m train.main ..."`): JAX
+   reads the pod's metadata itself, so only `--multihost_auto` is appended (train.main then calls
+   `jax.distributed.initialize()` without arguments). TPU_WORKER_* variables imply `--auto`.
 
 GPU cluster without SLURM: on host i of N, run
   python -m launch.multihost --coordinator=HOST0:12355 --num_processes=N --process_id=i -- CMD...
@@ -77,6 +77,8 @@ def is_tpu_vm(env: Mapping[str, str]) -> bool:
 
 def resolve(explicit: Mapping[str, object], env: Mapping[str, str]) -> dict:
   """{'coordinator', 'num_processes', 'process_id'} or {'auto': True} for a TPU pod."""
+  if explicit.get('auto'):
+    return {'auto': True}
   values = {'coordinator': env.get('ATTNLAB_COORDINATOR'),
             'num_processes': env.get('ATTNLAB_NUM_PROCESSES'),
             'process_id': env.get('ATTNLAB_PROCESS_ID')}
@@ -115,7 +117,7 @@ def parse_args(argv: Sequence[str]) -> tuple[dict, bool, list[str]]:
   argv = list(argv)
   if '--' not in argv:
     raise ValueError('usage: python -m launch.multihost [--coordinator=H:P --num_processes=N '
-                     '--process_id=I] [--dry_run] -- python -m train.main ...')
+                     '--process_id=I | --auto] [--dry_run] -- python -m train.main ...')
   cut = argv.index('--')
   own, command = argv[:cut], argv[cut + 1:]
   if not command:
@@ -125,11 +127,13 @@ def parse_args(argv: Sequence[str]) -> tuple[dict, bool, list[str]]:
     key, _, value = arg.lstrip('-').partition('=')
     if key == 'dry_run':
       dry_run = True
+    elif key == 'auto':
+      explicit['auto'] = True
     elif key in ('coordinator', 'num_processes', 'process_id') and value:
       explicit[key] = value
     else:
       raise ValueError(f'multihost: unknown flag {arg!r}; valid: --coordinator=H:P, '
-                       '--num_processes=N, --process_id=I, --dry_run')
+                       '--num_processes=N, --process_id=I, --auto, --dry_run')
   return explicit, dry_run, command
 
 

@@ -35,6 +35,8 @@ def test_explicit_flags_win_and_fill_gaps():
 def test_tpu_pod_leaves_discovery_to_jax():
   values = multihost.resolve({}, {'TPU_WORKER_HOSTNAMES': 'a,b', 'TPU_WORKER_ID': '1'})
   assert multihost.distributed_flags(values) == ['--multihost_auto']
+  assert multihost.resolve({'auto': True}, {}) == {'auto': True}  # --auto: no TPU_* variables needed
+  assert multihost.parse_args(['--auto', '--', 'cmd']) == ({'auto': True}, False, ['cmd'])
 
 
 @pytest.mark.parametrize('explicit, env, message', [
