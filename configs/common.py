@@ -79,7 +79,7 @@ def base_config():
   c.data.bucket_boundaries = (16, 24, 32, 48, 64)  # padded lengths when batching = bucket
   c.data.worker_count = 0        # grain worker processes (0 = in the main process)
   c.data.prefetch = 2            # batches built ahead in a background thread
-  c.data.data_dir = None         # raw corpora; None -> $ATTNLAB_DATA_DIR
+  c.data.data_dir = mlc.config_dict.placeholder(str)         # raw corpora; None -> $ATTNLAB_DATA_DIR
   c.data.eval_splits = ('val',)  # the first one is the validation split used during training
 
   c.model = mlc.ConfigDict()
@@ -87,17 +87,17 @@ def base_config():
   c.model.vocab_size = 0         # 0 -> set from the tokenizer
   c.model.d_model = 256          # residual width
   c.model.num_heads = 4          # attention heads
-  c.model.num_kv_heads = None    # < num_heads: grouped / multi-query attention; None = num_heads
+  c.model.num_kv_heads = mlc.config_dict.placeholder(int)    # < num_heads: grouped / multi-query attention; None = num_heads
   c.model.num_layers = 3         # layers per stack
-  c.model.num_encoder_layers = None  # None -> num_layers
-  c.model.num_decoder_layers = None  # None -> num_layers
+  c.model.num_encoder_layers = mlc.config_dict.placeholder(int)  # None -> num_layers
+  c.model.num_decoder_layers = mlc.config_dict.placeholder(int)  # None -> num_layers
   c.model.d_ff = 1024            # feed-forward hidden width
-  c.model.head_dim = None        # None -> d_model // num_heads
+  c.model.head_dim = mlc.config_dict.placeholder(int)        # None -> d_model // num_heads
   c.model.dropout = 0.1          # residual / embedding dropout
   c.model.attention_dropout = 0.0  # dropout on attention weights
   c.model.position = 'sinusoidal'  # none | sinusoidal | learned | shaw | t5 | rotary | alibi
-  c.model.encoder_position = None  # None -> position
-  c.model.decoder_position = None  # None -> position
+  c.model.encoder_position = mlc.config_dict.placeholder(str)  # None -> position
+  c.model.decoder_position = mlc.config_dict.placeholder(str)  # None -> position
   c.model.max_len = 256          # learned position table size
   c.model.shaw_max_distance = 16  # Shaw et al. clipping distance
   c.model.t5_num_buckets = 32    # T5 relative buckets
@@ -113,7 +113,7 @@ def base_config():
   c.model.dtype = 'float32'      # float32 | bfloat16 activations (params stay float32)
   c.model.rnn_cell = 'gru'       # gru | lstm (arch = rnn)
   c.model.rnn_hidden = 256       # rnn state width
-  c.model.embed_init = None      # word2vec workdir to initialise embeddings from
+  c.model.embed_init = mlc.config_dict.placeholder(str)      # word2vec workdir to initialise embeddings from
 
   c.optim = mlc.ConfigDict()
   c.optim.schedule = 'rsqrt'     # rsqrt (paper) | cosine | constant, all with linear warmup

@@ -77,11 +77,24 @@ def get_config(arg=None):
   return c
 
 
+SCHEMES = ('none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary', 'alibi')
+TASKS = ('copy', 'reverse', 'sort', 'addition')
+# Two runs small enough to finish in a few minutes on a 2-core CPU: checks an install end to end.
+SMOKE = {'total_steps': 60, 'batch_size': 32, 'checkpoint_every': 30, 'eval_every': 30,
+         'log_every': 10, 'data.num_train': 512, 'data.num_eval': 80, 'model.d_model': 32,
+         'model.num_layers': 1, 'model.d_ff': 64, 'optim.warmup_steps': 10,
+         'eval.bleu_sentences': 40}
+
+
 def sweep(name):
-  """`positions`: every scheme on this task; `archs`: every scheme x both architectures."""
-  schemes = ('none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary', 'alibi')
+  """`smoke`; `positions`: schemes on this task; `archs`: schemes x archs; `study`: x tasks too."""
+  if name == 'smoke':
+    return [{**SMOKE, 'model.position': p} for p in ('sinusoidal', 'rotary')]
   if name == 'positions':
-    return [{'model.position': p} for p in schemes]
+    return [{'model.position': p} for p in SCHEMES]
   if name == 'archs':
-    return [{'model.position': p, 'model.arch': a} for a in ARCHS for p in schemes]
-  raise ValueError(f'unknown sweep {name!r}; valid: positions, archs')
+    return [{'model.position': p, 'model.arch': a} for a in ARCHS for p in SCHEMES]
+  if name == 'study':  # study 2: 4 tasks x 2 archs x 7 schemes = 56 runs
+    return [{'data.task': t, 'model.arch': a, 'model.position': p}
+            for t in TASKS for a in ARCHS for p in SCHEMES]
+  raise ValueError(f'unknown sweep {name!r}; valid: smoke, positions, archs, study')

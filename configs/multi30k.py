@@ -79,13 +79,26 @@ def get_config(arg=None):
 
 
 
+SCHEMES = ('none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary', 'alibi')
+SEEDS = (0, 1, 2)
+# Two runs small enough to finish in a few minutes on a 2-core CPU: checks an install end to end.
+SMOKE = {'total_steps': 40, 'batch_size': 32, 'checkpoint_every': 20, 'eval_every': 20,
+         'log_every': 10, 'model.d_model': 32, 'model.num_heads': 2, 'model.num_layers': 1,
+         'model.d_ff': 64, 'optim.warmup_steps': 10, 'eval.decode': 'greedy',
+         'eval.bleu_sentences': 32, 'eval.loss_sentences': 128, 'eval.max_len_margin': 10}
+
+
 def sweep(name):
-  """`positions`: every position scheme; `attention`: the attention variants; `heads`: MQA/GQA."""
-  if name == 'positions':
-    return [{'model.position': p}
-            for p in ('none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary', 'alibi')]
-  if name == 'attention':
-    return [{'model.attention': a} for a in ('dot', 'additive', 'shared_qk', 'linear')]
-  if name == 'heads':
+  """Named sweeps for launch.sweep: smoke, positions (study 1), attention (study 3), heads."""
+  if name == 'smoke':
+    return [{**SMOKE, 'model.position': p} for p in ('sinusoidal', 'rotary')]
+  if name == 'positions':  # study 1: 7 schemes x 3 seeds
+    return [{'model.position': p, 'seed': s} for p in SCHEMES for s in SEEDS]
+  if name == 'attention':  # study 3: scoring / shared QK at 4 heads, then 1 and 8 dot-product heads
+    runs = [{'model.attention': a, 'model.num_heads': 4, 'seed': s}
+            for a in ('dot', 'additive', 'shared_qk', 'linear') for s in SEEDS]
+    return runs + [{'model.attention': 'dot', 'model.num_heads': h, 'seed': s}
+                   for h in (1, 8) for s in SEEDS]
+  if name == 'heads':  # multi-query / grouped-query attention
     return [{'model.num_kv_heads': k} for k in (1, 2, 4)]
-  raise ValueError(f'unknown sweep {name!r}; valid: positions, attention, heads')
+  raise ValueError(f'unknown sweep {name!r}; valid: smoke, positions, attention, heads')

@@ -355,10 +355,8 @@ def _grouped_sweeps():
   groups = {}
   for path, sweep_name, overrides in _shipped_sweeps():
     groups.setdefault((path, sweep_name), []).append(overrides)
-  # configs/common.py sets model.num_kv_heads = None; ml_collections cannot override a None field
-  # from the command line (it needs a typed placeholder), so `--config.model.num_kv_heads=1` fails
-  # in train.main as well. Strict: once fixed, this xfail turns into a failure and is removed.
-  known = {('configs/multi30k.py', 'heads'): 'num_kv_heads=None cannot be overridden by flags'}
+  # (path, sweep) -> reason, for a shipped sweep known not to pass the flags (strict xfail).
+  known = {}
   return [pytest.param(path, name, runs, id=f'{os.path.basename(path)}:{name}',
                        marks=[pytest.mark.xfail(strict=True, reason=known[(path, name)],
                                                 raises=UnsupportedOperationError)]
