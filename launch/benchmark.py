@@ -44,6 +44,7 @@ flags.DEFINE_enum('data', 'real', ['real', 'synthetic'],
                   'real: the config\'s training pipeline; synthetic: random full rows (no padding).')
 flags.DEFINE_integer('synthetic_len', 16, 'Source and target length of synthetic rows.')
 flags.DEFINE_integer('steps', 20, 'Timed train steps (after one warm-up step per batch shape).')
+flags.DEFINE_bool('train', True, 'Time the train step; false: decode only, with initial params.')
 flags.DEFINE_list('decode', ['greedy', 'beam'], 'Decoding methods to time (empty: none).')
 flags.DEFINE_list('cache', ['cached', 'uncached'], 'cached and/or uncached decoding.')
 flags.DEFINE_integer('decode_batch', 8, 'Sentences per decode call.')
@@ -123,7 +124,15 @@ def sweep_runs(config_spec, sweep):
     return parse_overrides(sweep)
   from launch import sweep as sweep_lib  # pylint: disable=import-outside-toplevel
   path, arg = sweep_lib.split_config_spec(config_spec)
-  return sweep_lib.get_sweep(sweep_lib.load_config_module(path), sweep, arg)
+  runs, seen = [], set()
+  for overrides in sweep_lib.get_sweep(sweep_lib.load_config_module(path), sweep, arg):
+    # Speed does not depend on the seed: one run per setting of a multi-seed sweep.
+    overrides = {k: v for k, v in overrides.items() if k != 'seed'}
+    key = json.dumps(overrides, sort_keys=True, default=repr)
+    if key not in seen:
+      seen.add(key)
+      runs.append(overrides)
+  return runs
 
 
 def apply_overrides(config, overrides):
@@ -296,6 +305,18 @@ def measure_train(config, batches, host_s, steps, ref=None):
 
 # ============================================================================= decoding
 
+def init_params(config, batch):
+  """(module, unboxed initial params) for decode-only runs."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from flax import linen as nn  # pylint: disable=import-outside-toplevel
+  import model  # pylint: disable=import-outside-toplevel
+  module = model.build_model(config.model)
+  b = {k: jnp.asarray(v) for k, v in batch.items()}
+  params = jax.jit(lambda: module.init(jax.random.key(config.seed), b)['params'])()
+  return module, nn.unbox(params)
+
+
 def _full_decoder(module, ids, seg, pos, encoded, src_seg):
   return module.decoder(ids, seg, pos, encoded, src_seg, True)
 
@@ -422,11 +443,14 @@ def benchmark_setting(config, overrides, peak, ref, args):
       with config.unlocked():
         config.model.vocab_size = config.model.vocab_size or config.data.vocab_size
       batches, host = synthetic_batches(config, min(args['steps'], 4), args['synthetic_len'])
-    train, module, params = measure_train(config, batches, host, args['steps'], ref)
-    if ref is None:
-      train['mfu'] = train['flops_per_s'] / peak
-      train['executed_mfu'] = train['executed_flops_per_s'] / peak
-    row['train'] = train
+    if args.get('train', True):
+      train, module, params = measure_train(config, batches, host, args['steps'], ref)
+      if ref is None:
+        train['mfu'] = train['flops_per_s'] / peak
+        train['executed_mfu'] = train['executed_flops_per_s'] / peak
+      row['train'] = train
+    else:
+      module, params = init_params(config, batches[0])
     if args['decode'] and args['cache']:
       inputs = decode_inputs(config, tokenizer, args['decode_batch'], args['synthetic_len'])
       row['decode'] = measure_decode(module, params, inputs, args['decode'], args['cache'],
@@ -453,7 +477,7 @@ def format_tables(result):
   for r in result['runs']:
     t = r.get('train')
     if t is None:
-      lines.append(f"| {r['setting']} | error: {r.get('error', '?')} |")
+      lines.append(f"| {r['setting']} | {'error: ' + r['error'] if 'error' in r else 'not timed'} |")
       continue
     mem = t['peak_memory_bytes'] / 2 ** 20 if t['peak_memory_bytes'] else None
     # Step CPU time in matmul-equivalents per real token: comparable across settings even when
@@ -498,7 +522,7 @@ def machine_info():
           'description': f'{desc}, {jax.device_count()} {dev.platform} device(s), jax {jax.__version__}'}
 
 
-def run(config, config_spec, sweep, args):
+def run(config, config_spec, sweep, args, json_path=None):
   """The whole benchmark as a JSON-able dict."""
   import jax  # pylint: disable=import-outside-toplevel
   from train import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
@@ -520,6 +544,9 @@ def run(config, config_spec, sweep, args):
     result['runs'].append(benchmark_setting(config, overrides, peak,
                                             ref if source != 'device spec' else None, args))
     print(f"[{len(result['runs'])}] {result['runs'][-1]['setting']} done", flush=True)
+    if json_path:   # after every setting: a long sweep that is stopped keeps what it measured
+      from launch.sweep import write_json_atomic  # pylint: disable=import-outside-toplevel
+      write_json_atomic(json_path, result)
   return result
 
 
@@ -527,6 +554,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   args = {'data': FLAGS.data, 'synthetic_len': FLAGS.synthetic_len, 'steps': FLAGS.steps,
+          'train': FLAGS.train,
           'decode': [m for m in FLAGS.decode if m], 'cache': [c for c in FLAGS.cache if c],
           'decode_batch': FLAGS.decode_batch, 'decode_len': FLAGS.decode_len,
           'decode_repeats': FLAGS.decode_repeats, 'beam_size': FLAGS.beam_size}
@@ -537,11 +565,8 @@ def main(argv):
     if c not in ('cached', 'uncached'):
       raise app.UsageError(f'--cache={c!r}; valid: cached, uncached')
   spec = flags.FLAGS['config'].config_filename
-  result = run(FLAGS.config, spec, FLAGS.sweep, args)
+  result = run(FLAGS.config, spec, FLAGS.sweep, args, FLAGS.json)
   print(format_tables(result))
-  if FLAGS.json:
-    from launch.sweep import write_json_atomic  # pylint: disable=import-outside-toplevel
-    write_json_atomic(FLAGS.json, result)
   if any(r.get('error') for r in result['runs']):
     sys.exit(1)
 

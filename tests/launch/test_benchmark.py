@@ -95,3 +95,14 @@ def test_uncached_decoding_matches_cached(monkeypatch, method, chunk):
                            method=method, beam_size=3, max_len=10) for c in (True, False)]
   np.testing.assert_array_equal(out[0], out[1])
   assert (out[0][:, :-1] != benchmark.EOS).all() and (out[0][:, -1] == benchmark.EOS).all()
+
+
+def test_named_sweep_runs_once_per_setting(tmp_path):
+  path = tmp_path / 'cfg.py'
+  path.write_text('def get_config(arg=None):\n  return None\n\n'
+                  'def sweep(name):\n'
+                  '  return [{"model.position": p, "seed": s} for p in ("none", "t5") for s in (0, 1)]\n')
+  assert benchmark.sweep_runs(f'{path}:size=tiny', 'positions') == [
+      {'model.position': 'none'}, {'model.position': 't5'}]
+  assert benchmark.sweep_runs(str(path), None) == [{}]
+  assert benchmark.sweep_runs(str(path), 'seed=3;seed=4') == [{'seed': 3}, {'seed': 4}]
