@@ -37,20 +37,24 @@ from absl import app, flags
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'configs/NAME.py[:ARG]', lock_config=False)
-flags.DEFINE_string('sweep', None, 'Named sweep of the config, or "k=v,k=v;k=v" override sets.')
-flags.DEFINE_string('json', None, 'Write the results here (atomically).')
-flags.DEFINE_enum('data', 'real', ['real', 'synthetic'],
-                  'real: the config\'s training pipeline; synthetic: random full rows (no padding).')
-flags.DEFINE_integer('synthetic_len', 16, 'Source and target length of synthetic rows.')
-flags.DEFINE_integer('steps', 20, 'Timed train steps (after one warm-up step per batch shape).')
-flags.DEFINE_bool('train', True, 'Time the train step; false: decode only, with initial params.')
-flags.DEFINE_list('decode', ['greedy', 'beam'], 'Decoding methods to time (empty: none).')
-flags.DEFINE_list('cache', ['cached', 'uncached'], 'cached and/or uncached decoding.')
-flags.DEFINE_integer('decode_batch', 8, 'Sentences per decode call.')
-flags.DEFINE_integer('decode_len', 64, 'Target tokens generated per sentence.')
-flags.DEFINE_integer('decode_repeats', 3, 'Timed decode calls (median) after the compiling one.')
-flags.DEFINE_integer('beam_size', 4, 'Beam width for method beam.')
+
+
+def define_flags():
+  """The CLI's flags, defined only when run as a program (tests import this module)."""
+  config_flags.DEFINE_config_file('config', None, 'configs/NAME.py[:ARG]', lock_config=False)
+  flags.DEFINE_string('sweep', None, 'Named sweep of the config, or "k=v,k=v;k=v" override sets.')
+  flags.DEFINE_string('json', None, 'Write the results here (atomically).')
+  flags.DEFINE_enum('data', 'real', ['real', 'synthetic'],
+                    'real: the config\'s training pipeline; synthetic: random full rows (no padding).')
+  flags.DEFINE_integer('synthetic_len', 16, 'Source and target length of synthetic rows.')
+  flags.DEFINE_integer('steps', 20, 'Timed train steps (after one warm-up step per batch shape).')
+  flags.DEFINE_bool('train', True, 'Time the train step; false: decode only, with initial params.')
+  flags.DEFINE_list('decode', ['greedy', 'beam'], 'Decoding methods to time (empty: none).')
+  flags.DEFINE_list('cache', ['cached', 'uncached'], 'cached and/or uncached decoding.')
+  flags.DEFINE_integer('decode_batch', 8, 'Sentences per decode call.')
+  flags.DEFINE_integer('decode_len', 64, 'Target tokens generated per sentence.')
+  flags.DEFINE_integer('decode_repeats', 3, 'Timed decode calls (median) after the compiling one.')
+  flags.DEFINE_integer('beam_size', 4, 'Beam width for method beam.')
 
 EOS = 1
 UNCACHED_CHUNK = 16
@@ -572,5 +576,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   flags.mark_flags_as_required(['config'])
   app.run(main)

@@ -16,12 +16,17 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'configs/NAME.py[:ARG]', lock_config=True)
-flags.DEFINE_string('workdir', None, 'Run directory: config, tokenizer, checkpoints, tb/.')
-flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0 (multi-host).')
-flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-host).')
-flags.DEFINE_integer('process_id', None, 'This process (multi-host).')
-flags.DEFINE_bool('multihost_auto', False, 'jax.distributed.initialize() with auto-detection.')
+
+
+def define_flags():
+  """The CLI's flags; defined only when run as a program, so modules that import this one
+  (tests, launchers) can define their own --config."""
+  config_flags.DEFINE_config_file('config', None, 'configs/NAME.py[:ARG]', lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Run directory: config, tokenizer, checkpoints, tb/.')
+  flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0 (multi-host).')
+  flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-host).')
+  flags.DEFINE_integer('process_id', None, 'This process (multi-host).')
+  flags.DEFINE_bool('multihost_auto', False, 'jax.distributed.initialize() with auto-detection.')
 
 
 class NaNLossError(FloatingPointError):
@@ -33,14 +38,16 @@ class NaNLossError(FloatingPointError):
 def maybe_initialize_distributed(config):
   """jax.distributed.initialize() when flags, config or a multi-task SLURM job ask for it."""
   import jax  # pylint: disable=import-outside-toplevel
-  explicit = FLAGS.coordinator_address is not None
+  coordinator = FLAGS.coordinator_address if 'coordinator_address' in FLAGS else None
+  auto = FLAGS.multihost_auto if 'multihost_auto' in FLAGS else False
+  explicit = coordinator is not None
   slurm = int(os.environ.get('SLURM_NTASKS', '1')) > 1
-  if not (explicit or FLAGS.multihost_auto or config.get('distributed') or slurm):
+  if not (explicit or auto or config.get('distributed') or slurm):
     return
   if jax.config.jax_platforms in (None, '', 'cpu') or 'cpu' in str(jax.config.jax_platforms):
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU cross-process sums
   if explicit:
-    jax.distributed.initialize(FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
+    jax.distributed.initialize(coordinator, num_processes=FLAGS.num_processes,
                                process_id=FLAGS.process_id)
   else:
     jax.distributed.initialize()
@@ -316,5 +323,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   flags.mark_flags_as_required(['config'])
   app.run(main)

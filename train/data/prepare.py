@@ -16,8 +16,10 @@ from ml_collections import config_flags
 from train.data import datasets
 from train.data import tokenizer as tokenizer_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
-                                          lock_config=False)
+def define_flags():
+  """--config, defined only when run as a program (tests import this module)."""
+  config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
+                                  lock_config=False)
 
 
 def prepare(config) -> dict:
@@ -40,9 +42,9 @@ def prepare(config) -> dict:
 
 def main(argv):
   del argv
-  if _CONFIG.value is None:
+  if flags.FLAGS.config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/multi30k.py")
-  summary = prepare(_CONFIG.value)
+  summary = prepare(flags.FLAGS.config)
   print(f"dataset   {summary['dataset']}  ({summary['data_dir']})")
   for split, count in summary["splits"].items():
     skipped = summary["skipped"].get(split, 0)
@@ -53,6 +55,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flag_as_required("config")
   logging.set_verbosity(logging.WARNING)
   app.run(main)
