@@ -1,0 +1,117 @@
+"""Greedy / beam / sampling through the cache, checked against full forward passes."""
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import model
+from model import decoding
+
+ARCHS = ['encoder_decoder', 'decoder_only', 'rnn']
+
+
+@functools.lru_cache(maxsize=None)
+def tiny(arch, vocab=12, position='rotary'):
+  cfg = dict(arch=arch, vocab_size=vocab, d_model=16, num_heads=2, num_layers=1, d_ff=16,
+             dropout=0.0, position=position, rnn_hidden=8, rnn_cell='gru')
+  m = model.build_model(cfg)
+  batch = source_batch(vocab)
+  params = jax.jit(m.init)(jax.random.key(3), dict(batch, decoder_inputs=batch['inputs']))
+  return m, params
+
+
+def source_batch(vocab):
+  inputs = np.array([[5, 6, 7, 8, 1], [9, 4, 1, 0, 0], [3, 1, 0, 0, 0]])
+  return {'inputs': np.minimum(inputs, vocab - 1).astype(np.int32)}
+
+
+def teacher_forced_logp(m, params, batch, out):
+  """log p of each output token under a full forward pass on [bos] + out (+ the prompt)."""
+  arch = m.cfg.arch
+  dec_in = np.concatenate([np.full((out.shape[0], 1), 2), out[:, :-1]], axis=1)
+  if arch == 'decoder_only':  # [bos] + src + out, targets start after the prompt
+    rows, starts = [], []
+    for src, o in zip(batch['inputs'], dec_in):
+      s = src[src > 0]
+      rows.append(np.concatenate([[2], s, o[1:]]))
+      starts.append(len(s))
+    width = max(map(len, rows))
+    full = np.stack([np.pad(r, (0, width - len(r))) for r in rows]).astype(np.int32)
+    logits = np.asarray(_apply(m)(params, {'decoder_inputs': full}))
+    logits = np.stack([lg[st:st + out.shape[1]] for lg, st in zip(logits, starts)])
+  else:
+    logits = np.asarray(_apply(m)(params, {**batch, 'decoder_inputs': dec_in.astype(np.int32)}))
+  return np.array(jax.nn.log_softmax(logits, -1))
+
+
+@functools.lru_cache(maxsize=None)
+def _apply(m):
+  return jax.jit(m.apply)
+
+
+@pytest.mark.parametrize('arch', ARCHS)
+def test_greedy_is_argmax_of_full_forward_and_beam1_equals_greedy(arch):
+  m, params = tiny(arch)
+  batch = source_batch(12)
+  out = decoding.generate(m, params, batch, method='greedy', max_len_margin=3)
+  logp = teacher_forced_logp(m, params, batch, out)
+  logp[..., [0, 2]] = -np.inf  # never generated
+  for b in range(out.shape[0]):
+    n = list(out[b]).index(1) + 1 if 1 in out[b] else out.shape[1]
+    assert np.all(out[b, n:] == 0)
+    limit = (batch['inputs'][b] > 0).sum() + 3
+    assert n <= limit
+    forced = n == limit  # EOS forced at the length limit
+    np.testing.assert_array_equal(out[b, :n - forced], logp[b, :n - forced].argmax(-1))
+  beam1 = decoding.generate(m, params, batch, method='beam', beam_size=1, max_len_margin=3)
+  np.testing.assert_array_equal(beam1, out)
+  top1 = decoding.generate(m, params, batch, method='sample', top_k=1, rng=jax.random.key(0),
+                           max_len_margin=3)
+  np.testing.assert_array_equal(top1, out)
+
+
+@pytest.mark.parametrize('arch', ['encoder_decoder', 'decoder_only'])
+@pytest.mark.parametrize('alpha', [0.0, 0.6])
+def test_beam_finds_best_of_all_enumerated_sequences(arch, alpha):
+  vocab, max_len = 6, 3  # free tokens 3, 4, 5; EOS forced at length 3: 1 + 3 + 9 candidates
+  m, params = tiny(arch, vocab=vocab, position='t5')
+  batch = {'inputs': np.array([[3, 4, 1], [5, 1, 0]], np.int32)}
+  got = decoding.generate(m, params, batch, method='beam', beam_size=9, alpha=alpha, max_len=max_len)
+  cands = [[1]] + [[a, 1] for a in (3, 4, 5)] + [[a, b, 1] for a, b in itertools.product((3, 4, 5), repeat=2)]
+  seqs = np.array([c + [0] * (max_len - len(c)) for c in cands], np.int32)
+  for row in range(2):
+    one = {'inputs': np.repeat(batch['inputs'][row:row + 1], len(cands), 0)}
+    logp = teacher_forced_logp(m, params, one, seqs)
+    scores = [sum(logp[i, t, c[t]] for t in range(len(c))) / decoding.length_penalty(len(c), alpha)
+              for i, c in enumerate(cands)]
+    best = int(np.argmax(scores))
+    np.testing.assert_array_equal(got[row], seqs[best], err_msg=f'scores {scores}')
+
+
+def test_filter_logits_top_k_and_top_p():
+  logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+  keep = lambda **kw: np.isfinite(np.asarray(decoding.filter_logits(logits, 1.0, **kw)))[0].tolist()
+  assert keep(top_k=2, top_p=1.0) == [True, True, False, False]
+  assert keep(top_k=0, top_p=0.7) == [True, True, False, False]   # 0.5 < 0.7 <= 0.8
+  assert keep(top_k=0, top_p=0.81) == [True, True, True, False]
+  assert keep(top_k=0, top_p=0.4) == [True, False, False, False]
+
+
+def test_sampling_is_reproducible_and_respects_eos():
+  m, params = tiny('decoder_only')
+  batch = source_batch(12)
+  a = decoding.generate(m, params, batch, method='sample', rng=jax.random.key(7), temperature=2.0, max_len_margin=3)
+  b = decoding.generate(m, params, batch, method='sample', rng=jax.random.key(7), temperature=2.0, max_len_margin=3)
+  np.testing.assert_array_equal(a, b)
+  for row in a:
+    n = list(row).index(1)
+    assert np.all(row[n + 1:] == 0) and np.all(row[:n] > 2)
+
+
+def test_bad_method_is_rejected():
+  m, params = tiny('encoder_decoder')
+  with pytest.raises(ValueError, match='greedy'):
+    decoding.generate(m, params, source_batch(12), method='nucleus')
