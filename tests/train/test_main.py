@@ -42,7 +42,9 @@ def env(tmp_path_factory):
   root = tmp_path_factory.mktemp('main')
   (root / 'tiny.py').write_text(TINY)
   e = dict(os.environ)
-  e.update(XLA_FLAGS='--xla_force_host_platform_device_count=1', JAX_PLATFORMS='cpu',
+  # Cheaper XLA codegen (compiling dominates these tiny runs); every run in a test uses the same.
+  e.update(XLA_FLAGS='--xla_force_host_platform_device_count=1 --xla_backend_optimization_level=0 '
+           '--xla_llvm_disable_expensive_passes=true', JAX_PLATFORMS='cpu',
            ATTNLAB_BUILD_DIR=str(root / 'build'), PYTHONPATH=REPO)
   e.pop('ATTNLAB_DATA_DIR', None)
   return root, e
