@@ -202,6 +202,13 @@ def train_and_evaluate(config, workdir, devices=None):
   train_iter.set_state(start_state)
   state, shardings = trainer.create_train_state(module, tx, config, mesh, example)
   logging.info('model: %s parameters', f'{model.count_params(state.params):,}')
+  if config.model.get('embed_init'):       # word2vec vectors for the token table(s); a resumed run
+    from model import word2vec  # pylint: disable=import-outside-toplevel  # overwrites them below
+    params = word2vec.init_embeddings_from(
+        state.params, config.model.embed_init, std=config.model.d_model ** -0.5,
+        tokenizer_dir=os.path.join(workdir, 'tokenizer'))
+    state = state.replace(params=jax.device_put(params, shardings.params))
+    logging.info('embeddings initialised from word2vec run %s', config.model.embed_init)
 
   ckpt = checkpointing.Checkpointer(workdir, config)
   restored, data_state = ckpt.restore_latest(state)
