@@ -16,6 +16,8 @@ per-CPU-second figures are the ones that carry over to an idle machine):
                        ~1.3 CPU-s per step, ~1,600 target tokens and ~14 GFLOP per CPU-second.
                        default (700 steps, `make train`) is sized for ~10 min on an idle 2-core
                        machine; tiny (300 steps) for ~4 min. Train loss reaches ~3.0 by step 300.
+                       Measured on an idle machine: `make train` = 700 steps at ~0.42 s/step, 8m20s
+                       end to end, test_2016_flickr BLEU 22.85 (beam 4), val greedy BLEU 22.1.
   size=small  d 256, 3+3 layers, 7.6M params: ~4 CPU-s per step, ~510 target tokens and
               ~24 GFLOP per CPU-second; 6000 steps is an hours-long CPU run (GPU: minutes).
   size=base   the paper's base model: an accelerator job; published small-model results on
