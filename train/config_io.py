@@ -8,6 +8,8 @@ import os
 
 import ml_collections as mlc
 
+from train.data import paths
+
 # Choice-valued keys and their valid values (docs/contracts.md). None is allowed where the
 # contract says "None -> fall back to ...".
 CHOICES = {
@@ -104,10 +106,7 @@ def _jsonable(x):
 
 def atomic_write(path, text):
   """Write then rename, so a reader never sees half a file."""
-  tmp = f'{path}.tmp.{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
+  paths.write_atomic(path, text.encode('utf-8'))
 
 
 def save_config(config, workdir):

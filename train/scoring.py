@@ -9,10 +9,11 @@ import collections
 import gzip
 import json
 import os
-import tempfile
 from typing import Any, Iterable, Sequence
 
 from sacrebleu.metrics import BLEU, CHRF
+
+from train.data import paths
 
 LEDGER_NAME = "ledger.json"
 
@@ -112,17 +113,7 @@ def read_parallel(source_path: str,
 
 
 def _atomic_write(path: str, text: str) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  paths.write_atomic(path, text.encode("utf-8"))
 
 
 def write_json(path: str, obj: Any) -> None:

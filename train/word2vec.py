@@ -30,6 +30,7 @@ from ml_collections import config_flags
 from model import word2vec as w2v
 from train import checkpointing
 from train import metrics
+from train.data import paths
 
 TOKENS = ("word", "sentencepiece")
 CORPORA = ("text", "multi30k", "file")
@@ -203,11 +204,7 @@ def _as_state(params, epoch):
   return trainer.TrainState(step=jnp.asarray(epoch, jnp.int32), params=params, opt_state={})
 
 
-def write_atomic(path, data: bytes):
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
+write_atomic = paths.write_atomic
 
 
 def save_outputs(workdir, corpus: Corpus, params, results, export: bool):
