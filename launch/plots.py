@@ -26,6 +26,7 @@ import model
 from model import attention as attn
 from model import positions
 from train import checkpointing, data, evaluate
+from train.data.paths import write_atomic
 
 FIGSIZE = (12.0, 8.0)  # inches
 DPI = 100              # so every PNG is 1200 x 800 pixels
@@ -43,12 +44,7 @@ def save_png(fig: Figure, path: str) -> str:
   """Render `fig` to PNG at exactly FIGSIZE * DPI pixels and write it atomically."""
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=DPI)  # no bbox_inches="tight": it would change the size
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-  with open(tmp, "wb") as f:
-    f.write(buf.getvalue())
-  os.replace(tmp, path)
+  write_atomic(path, buf.getvalue())
   return path
 
 

@@ -34,6 +34,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from launch import sweep as sweep_lib
+from train.data import paths
 
 METRICS = ('bleu', 'chrf', 'exact_match', 'accuracy', 'loss')
 # Results keys per x axis: the task's length (train.data.lengthgen; what train_max_len bounds) and
@@ -234,10 +235,7 @@ def _fmt(metric: str, mean: float, std: float, n: int) -> str:
 
 # ---------------------------------------------------------------------------- writing
 def write_text_atomic(path: str, text: str) -> None:
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w', newline='') as f:
-    f.write(text)
-  os.replace(tmp, path)
+  paths.write_atomic(path, text.encode('utf-8'))
 
 
 def csv_text(rows: Sequence[dict], metrics: Sequence[str]) -> str:
@@ -317,11 +315,10 @@ def _figure(n_panels: int):
 
 def _save(plt, fig, path: str) -> None:
   fig.tight_layout()
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'wb') as f:
-    fig.savefig(f, format='png', dpi=100)
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=100)
   plt.close(fig)
-  os.replace(tmp, path)
+  paths.write_atomic(path, buf.getvalue())
 
 
 def _safe(name: str) -> str:

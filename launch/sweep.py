@@ -42,6 +42,8 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
+from train.data import paths
+
 DONE_FILE = 'DONE.json'
 SPEC_FILE = 'sweep_run.json'
 LOG_FILE = 'sweep.log'
@@ -185,11 +187,8 @@ def default_eval_splits(config_path: str, arg: str | None, module=None) -> list[
 
 # ---------------------------------------------------------------------------- files
 def write_json_atomic(path: str, payload: Any) -> None:
-  tmp = f'{path}.tmp{os.getpid()}.{threading.get_ident()}'
-  with open(tmp, 'w') as f:
-    json.dump(payload, f, indent=2, sort_keys=True, default=repr)
-    f.write('\n')
-  os.replace(tmp, path)
+  text = json.dumps(payload, indent=2, sort_keys=True, default=repr) + '\n'
+  paths.write_atomic(path, text.encode('utf-8'))
 
 
 def latest_eval_files(workdir: str, splits: Sequence[str]) -> dict[str, str]:
@@ -478,9 +477,7 @@ def _main(argv) -> int:
         gpus_per_node=FLAGS.slurm_gpus_per_node, cpus_per_task=FLAGS.slurm_cpus_per_task,
         max_parallel=FLAGS.slurm_max_parallel, sbatch_lines=FLAGS.slurm_sbatch)
     target = os.path.join(FLAGS.root, 'sweep.sbatch')
-    with open(target + '.tmp', 'w') as f:
-      f.write(script)
-    os.replace(target + '.tmp', target)
+    paths.write_atomic(target, script.encode('utf-8'))
     print(f'wrote {target} ({len(runs)} array tasks). Submit with:\n  sbatch {shlex.quote(target)}\n'
           f'then: python -m launch.report {shlex.quote(FLAGS.root)}')
     return 0

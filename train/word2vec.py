@@ -15,6 +15,7 @@ import dataclasses
 import gzip
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import pathlib
@@ -107,8 +108,7 @@ def build_piece_corpus(lines, tokenizer) -> Corpus:
   encoded = tokenizer.encode_batch(list(lines))
   lengths = np.asarray([len(e) for e in encoded], np.int64)
   raw_ids = np.fromiter((i for e in encoded for i in e), np.int32, int(lengths.sum()))
-  sp = getattr(tokenizer, "_sp", None)  # piece strings for export; ids are the contract
-  words = [sp.id_to_piece(i) if sp is not None else f"<id{i}>" for i in range(tokenizer.vocab_size)]
+  words = [tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)]  # ids are the contract
   return _finish(words, raw_ids, lengths, "sentencepiece")
 
 
@@ -140,11 +140,10 @@ def load_corpus(config) -> Corpus:
   corpus = build_word_corpus(lines, d.min_count) if tokenizer is None else \
       build_piece_corpus(lines, tokenizer)
   if d.cache and tokenizer is None:
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, words=np.asarray(corpus.words), counts=corpus.counts, ids=corpus.ids,
+    buf = io.BytesIO()
+    np.savez(buf, words=np.asarray(corpus.words), counts=corpus.counts, ids=corpus.ids,
              line=corpus.line, raw_pos=corpus.raw_pos, raw_words=corpus.raw_words, kind=corpus.kind)
-    os.replace(tmp, cache)
+    paths.write_atomic(cache, buf.getvalue())
   return corpus
 
 
@@ -211,9 +210,9 @@ def save_outputs(workdir, corpus: Corpus, params, results, export: bool):
   """embeddings.npy (input vectors), vocab.json, vocab_kind.txt, results.json, vectors.txt."""
   from train import word_eval  # pylint: disable=import-outside-toplevel
   emb = np.asarray(params["input"], np.float32)
-  tmp = os.path.join(workdir, f"embeddings.tmp{os.getpid()}.npy")
-  np.save(tmp, emb)
-  os.replace(tmp, os.path.join(workdir, "embeddings.npy"))
+  buf = io.BytesIO()
+  np.save(buf, emb)
+  paths.write_atomic(os.path.join(workdir, "embeddings.npy"), buf.getvalue())
   # JSON, not TSV: sentencepiece pieces may be a tab or a newline.
   vocab = {"words": list(corpus.words), "counts": corpus.counts.tolist()}
   write_atomic(os.path.join(workdir, "vocab.json"), json.dumps(vocab, ensure_ascii=False).encode())

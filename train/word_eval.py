@@ -22,6 +22,8 @@ from absl import app, flags
 import numpy as np
 from scipy import stats
 
+from train.data import paths
+
 WORDSIM_FILE = "wordsim353.tsv"
 ANALOGY_FILE = "questions-words.txt"
 
@@ -147,13 +149,10 @@ def save_word2vec_format(path, words, vectors, digits: int = 9) -> None:
   if bad is not None:
     raise ValueError(f"word {bad!r} is empty or holds a space, tab or newline; the word2vec text "
                      "format cannot store it.")
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(f"{len(words)} {vectors.shape[1]}\n")
-    row_format = " ".join([f"%.{digits}g"] * vectors.shape[1]) + "\n"
-    for w, v in zip(words, vectors.tolist()):
-      f.write(w + " " + row_format % tuple(v))
-  os.replace(tmp, path)
+  row_format = " ".join([f"%.{digits}g"] * vectors.shape[1]) + "\n"
+  lines = [f"{len(words)} {vectors.shape[1]}\n"]
+  lines += [w + " " + row_format % tuple(v) for w, v in zip(words, vectors.tolist())]
+  paths.write_atomic(path, "".join(lines).encode("utf-8"))
 
 
 def load_word2vec_format(path) -> tuple[list[str], np.ndarray]:

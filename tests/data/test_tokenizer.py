@@ -17,8 +17,9 @@ def _spaces(s):
 def test_real_round_trip_and_special_ids(multi30k_config, multi30k_tokenizer):
   tok = multi30k_tokenizer
   assert 7000 <= tok.vocab_size <= 8000
-  sp = tok._sp  # pylint: disable=protected-access
-  assert [sp.id_to_piece(i) for i in range(4)] == ["<pad>", "</s>", "<s>", "<unk>"]
+  assert [tok.id_to_piece(i) for i in range(4)] == ["<pad>", "</s>", "<s>", "<unk>"]
+  ids = tok.encode("A dog runs.")
+  assert "".join(tok.id_to_piece(i) for i in ids).replace("\u2581", " ").strip() == "A dog runs."
   for ex in data.load_examples(multi30k_config, "test_2016_flickr"):
     for side in ("source", "target"):
       ids = tok.encode(ex[side])
@@ -77,6 +78,10 @@ def test_char_tokenizer_for_lengthgen(tmp_path):
   assert len(ids) == 6 and min(ids) >= 4
   assert tok.decode(ids + [data.EOS, 9, 9]) == "907+15"
   assert tok.decode(tok.encode("12?")) == "12\u2047"  # unknown characters map to unk
+  assert [tok.id_to_piece(i) for i in range(4)] == ["<pad>", "</s>", "<s>", "<unk>"]
+  assert "".join(tok.id_to_piece(i) for i in ids) == "907+15"
+  with pytest.raises(IndexError, match="outside the vocabulary"):
+    tok.id_to_piece(tok.vocab_size)
   tok.save(tmp_path / "char")
   assert data.load_tokenizer(tmp_path / "char").encode("a+b") == tok.encode("a+b")
 

@@ -25,6 +25,7 @@ from train.data import text
 
 PAD, EOS, BOS, UNK = 0, 1, 2, 3
 NUM_SPECIAL = 4
+SPECIAL_PIECES = ("<pad>", "</s>", "<s>", "<unk>")  # names of ids 0..3 (SentencePiece's too)
 KINDS = ("unigram", "bpe", "char")
 META = "tokenizer.json"
 UNK_TEXT = " \u2047 "  # what SentencePiece prints for <unk>
@@ -72,6 +73,10 @@ class SentencePieceTokenizer:
     del side
     return self._sp.decode(_content_ids(ids))
 
+  def id_to_piece(self, i: int) -> str:
+    """The piece string of id `i` (e.g. '▁house'); word2vec exports rows under these names."""
+    return self._sp.id_to_piece(int(i))
+
   def save(self, directory) -> None:
     directory = pathlib.Path(directory)
     paths.write_atomic(directory / "spm.model", self._proto)
@@ -105,6 +110,13 @@ class CharTokenizer:
     return "".join(UNK_TEXT.strip() if i == UNK else self._chars[i - NUM_SPECIAL]
                    for i in _content_ids(ids) if i < self.vocab_size)
 
+  def id_to_piece(self, i: int) -> str:
+    """The symbol of id `i`; the four specials as <pad>, </s>, <s>, <unk>."""
+    i = int(i)
+    if not 0 <= i < self.vocab_size:
+      raise IndexError(f"id {i} is outside the vocabulary [0, {self.vocab_size}).")
+    return SPECIAL_PIECES[i] if i < NUM_SPECIAL else self._chars[i - NUM_SPECIAL]
+
   def save(self, directory) -> None:
     _write_meta(pathlib.Path(directory), {"type": "char", "chars": self._chars})
 
@@ -135,6 +147,9 @@ class PairTokenizer:
 
   def decode(self, ids, side: str | None = None) -> str:
     return self._side(side).decode(ids)
+
+  def id_to_piece(self, i: int, side: str | None = None) -> str:
+    return self._side(side).id_to_piece(i)
 
   def save(self, directory) -> None:
     directory = pathlib.Path(directory)
