@@ -36,7 +36,10 @@ import numpy as np
 from launch import sweep as sweep_lib
 from train.data import paths
 
-METRICS = ('bleu', 'chrf', 'exact_match', 'accuracy', 'loss')
+METRICS = ('bleu', 'chrf', 'exact_match', 'exact_match_seen', 'exact_match_longer', 'accuracy',
+           'loss')
+# exact_match_seen / _longer: lengthgen exact match over examples of task length <= / > the
+# training config's data.train_max_len (count-weighted), i.e. in-distribution vs extrapolation.
 # Results keys per x axis: the task's length (train.data.lengthgen; what train_max_len bounds) and
 # the target's length in tokens (differs for addition and duplicate).
 _BY_LENGTH = {'length': ('exact_match_by_length', 'accuracy_by_length'),
@@ -202,6 +205,22 @@ def by_length(result: dict, kind: str = 'length') -> dict[int, float]:
     if key in result:
       return {int(k): float(v['accuracy'] if isinstance(v, dict) else v) for k, v in result[key].items()}
   return {}
+
+
+def add_length_split(result: dict, train_max_len: int | None) -> dict:
+  """`result` plus exact_match_seen / exact_match_longer (count-weighted over task lengths
+  <= / > train_max_len) when it has per-length counts; unchanged otherwise."""
+  per_length = result.get('exact_match_by_length')
+  if not train_max_len or not isinstance(per_length, dict):
+    return result
+  out = dict(result)
+  for name, keep in (('exact_match_seen', lambda n: n <= train_max_len),
+                     ('exact_match_longer', lambda n: n > train_max_len)):
+    cells = [v for k, v in per_length.items() if keep(int(k)) and isinstance(v, dict) and v.get('count')]
+    total = sum(int(v['count']) for v in cells)
+    if total:
+      out[name] = sum(float(v['accuracy']) * int(v['count']) for v in cells) / total
+  return out
 
 
 def table_rows(groups: Sequence[dict]) -> tuple[list[dict], list[str]]:
@@ -421,6 +440,9 @@ def make_report(root: str, *, metric: str | None = None, seed_keys: Sequence[str
   if not with_results:
     raise ValueError(f'{root}: no run has results yet (eval/SPLIT-STEP.json); run launch.sweep first')
   metric = metric or primary_metric(with_results)
+  max_len = _train_max_len(with_results)
+  for run in with_results:
+    run['results'] = {s: add_length_split(res, max_len) for s, res in run['results'].items()}
   groups = group_settings(with_results, seed_keys)
   rows, metrics = table_rows(groups)
   if metric not in metrics:
@@ -436,7 +458,7 @@ def make_report(root: str, *, metric: str | None = None, seed_keys: Sequence[str
     for kind in _BY_LENGTH:
       if any(by_length(r['results'].get(split, {}), kind) for r in with_results):
         name = f'{kind}-{_safe(split)}.png'
-        length_plot(os.path.join(plot_dir, name), panels, split, kind, _train_max_len(with_results))
+        length_plot(os.path.join(plot_dir, name), panels, split, kind, max_len)
         plots['length'].append(f'plots/{name}')
   scalars = {r['name']: read_scalars(os.path.join(r['workdir'], 'tb')) for r in with_results}
   for tag in curve_tags(scalars, metric):

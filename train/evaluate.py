@@ -392,6 +392,8 @@ def _define_flags():
 def main(argv):
   del argv
   from absl import flags  # pylint: disable=import-outside-toplevel
+  from train import main as train_main  # pylint: disable=import-outside-toplevel
+  train_main.setup_runtime()  # same persistent compile cache: sweeps' evaluations reuse decoders
   f = flags.FLAGS
   try:
     run(f.workdir, f.checkpoint, split=f.split, source_file=f.source_file,

@@ -141,6 +141,10 @@ def test_report_lengthgen_plot_and_primary_metric(tmp_path):
   assert md.index('## validation') < md.index('## test')  # the sweep's --eval_splits order
   # A key every run shares is stated once, not repeated in each setting's label.
   assert 'Every run: `total_steps=7`' in md and '| model.position=t5 | 2 |' in md
+  # Lengths <= train_max_len (10, 20: accuracy 1) vs longer (30, 40: acc), count-weighted.
+  rows = list(csv.DictReader(open(out['csv'])))
+  t5 = next(r for r in rows if r['split'] == 'test' and 't5' in r['setting'])
+  assert float(t5['exact_match_seen_mean']) == 1.0 and float(t5['exact_match_longer_mean']) == 0.6
   with pytest.raises(ValueError, match='--metric=.chrf.'):
     report.make_report(str(tmp_path), metric='chrf')
 

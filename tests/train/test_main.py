@@ -192,3 +192,42 @@ def test_nan_stops_with_clear_error_and_keeps_last_good_checkpoint(env, tmp_path
   assert checkpointing.list_steps(str(tmp_path)) == [4]
   params = checkpointing.restore_params(str(tmp_path), 4)
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
+def test_embed_init_loads_word2vec_rows_before_resume(env, tmp_path, monkeypatch):
+  """--config.model.embed_init: the state handed to resume holds the word2vec matrix (row i =
+  token id i) rescaled to the init std d_model**-0.5; other parameters keep their init."""
+  import importlib.util
+  from train import main
+  root, _ = env
+  monkeypatch.setenv('ATTNLAB_BUILD_DIR', str(root / 'build'))
+  spec = importlib.util.spec_from_file_location('tiny_cfg', root / 'tiny.py')
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  config = mod.get_config()
+  vocab, d = 4 + 26 + 10 + 1, config.model.d_model     # the lengthgen char vocabulary
+  w2v = tmp_path / 'w2v'
+  w2v.mkdir()
+  emb = np.random.default_rng(0).normal(size=(vocab, d)).astype(np.float32) * 3.0
+  np.save(w2v / 'embeddings.npy', emb)
+  (w2v / 'vocab_kind.txt').write_text('sentencepiece\n')
+  config.model.embed_init = str(w2v)
+  seen = {}
+
+  class Stop(Exception):
+    pass
+
+  def capture(self, state):
+    seen['params'] = jax.device_get(state.params)
+    raise Stop
+
+  monkeypatch.setattr(checkpointing.Checkpointer, 'restore_latest', capture)
+  with pytest.raises(Stop):
+    main.train_and_evaluate(config, str(tmp_path / 'run'), devices=jax.devices()[:1])
+  got = np.asarray(seen['params']['embed']['embedding'])
+  np.testing.assert_allclose(got, emb / emb.std() * d ** -0.5, rtol=1e-6)
+  assert not np.allclose(got, 0) and 'decoder' in seen['params']
+
+  (w2v / 'vocab_kind.txt').write_text('word\n')                  # a word-level run cannot be used
+  with pytest.raises(ValueError, match="'word' word2vec run"):
+    main.train_and_evaluate(config, str(tmp_path / 'run2'), devices=jax.devices()[:1])
