@@ -163,9 +163,14 @@ def epoch_chunks(corpus: Corpus, config, epoch: int, table: np.ndarray, keep_pro
   """Yields (chunk, lr [S] float32, raw words done) for one epoch.
 
   chunk is a list over window sizes b = 1..window of {w [S, B], ctx [S, B, 2b], neg [S, B, K]}.
-  Dynamic window without padding: each scan step takes `window` consecutive blocks of B centres
-  and gives them the sizes 1..window in a random order, so every centre's b is uniform in
-  1..window (word2vec.c's distribution) while each block's context array is dense.
+  Lanes: like word2vec.c's threads, each of the B batch slots walks its own contiguous slice of
+  the call's S * window * B centres, so one SGD step's B centres lie far apart in the corpus. With
+  consecutive centres instead, a degenerate line (en_15m has 1,418-token lines that are 40% one
+  word) puts ~100 copies of a word into one step; their summed updates overshoot and skip-gram
+  diverges (loss/pair > 100 within the first epoch at lr 0.025).
+  Dynamic window without padding: each scan step takes `window` blocks of B centres and gives
+  them the sizes 1..window in a random order, so every centre's b is uniform in 1..window
+  (word2vec.c's distribution) while each block's context array is dense.
   """
   m, o = config.model, config.optim
   rng = np.random.default_rng([config.seed, epoch])
@@ -178,7 +183,7 @@ def epoch_chunks(corpus: Corpus, config, epoch: int, table: np.ndarray, keep_pro
   for start in range(0, len(ids), per_call):
     centres = np.arange(start, start + per_call)
     centres[centres >= len(ids)] = -1  # padding centres: no pairs, no update
-    blocks = centres.reshape(steps, window, batch)
+    blocks = centres.reshape(batch, steps, window).transpose(1, 2, 0)  # [S, window, B] lanes
     order = np.argsort(rng.random((steps, window)), axis=1)  # block order[s, b-1] gets size b
     chunk = []
     for b in range(1, window + 1):

@@ -77,6 +77,28 @@ def test_epoch_chunks_cover_the_kept_words_once_with_uniform_windows(tmp_path):
   assert (np.diff(lrs) <= 0).all() and lrs[0] <= c.optim.learning_rate
 
 
+def test_one_step_takes_its_centres_from_far_apart_lanes(tmp_path):
+  """A degenerate line (one word repeated 100 times) must not fill an SGD step with copies of
+  that word: each of the B slots walks its own slice of the corpus (word2vec.c's threads)."""
+  rng = np.random.default_rng(0)
+  _topic_file(tmp_path / "c.txt", rng, lines=600)
+  with open(tmp_path / "c.txt", "a") as f:
+    f.write(" ".join(["spam"] * 100) + "\n")
+  c = _config(tmp_path / "c.txt", sample=0)
+  c.steps_per_call = 16          # a call = 16 steps x 3 windows x 32 lanes; lanes 48 apart
+  corpus = tw.load_corpus(c)
+  keep = np.ones(len(corpus.words))
+  table = w2v.noise_table(w2v.noise_distribution(corpus.counts))
+  spam = corpus.words.index("spam")
+  most, total = 0, 0
+  for chunk, _, _ in tw.epoch_chunks(corpus, c, 0, table, keep):
+    for batch in chunk:
+      per_step = (batch["w"] == spam).sum(axis=1)      # [S]: copies of 'spam' per SGD step
+      most, total = max(most, int(per_step.max())), total + int(per_step.sum())
+  assert total == 100                                  # every occurrence is still a centre once
+  assert most <= 3, f"{most} of {c.batch_size} centres in one step are the same word"
+
+
 def test_train_end_to_end_planted_topics_export_and_resume(tmp_path):
   rng = np.random.default_rng(1)
   _topic_file(tmp_path / "c.txt", rng, lines=1500)
