@@ -122,6 +122,8 @@ def main():
   if args.worker:
     return gensim_worker(args)
   os.makedirs(args.out, exist_ok=True)
+  sys.path.insert(0, ROOT)
+  from train.data.paths import write_atomic  # pylint: disable=import-outside-toplevel
   rows = []
   for objective in args.objectives.split(","):
     for system in args.systems.split(","):
@@ -134,10 +136,8 @@ def main():
         result["words_per_cpu_s"] = (result["raw_words_per_epoch"] * args.epochs
                                      / result["train_cpu_seconds"])
       rows.append({"objective": objective, "system": system, "load": load, **result})
-      with open(os.path.join(args.out, "report.json"), "w") as f:
-        json.dump(rows, f, indent=2)
-      with open(os.path.join(args.out, "report.md"), "w") as f:
-        f.write(report(rows, args))
+      write_atomic(os.path.join(args.out, "report.json"), json.dumps(rows, indent=2).encode())
+      write_atomic(os.path.join(args.out, "report.md"), report(rows, args).encode())
       print(report(rows, args), flush=True)
 
 
