@@ -42,8 +42,13 @@ def sinusoidal_embed(module: nn.Module, positions: jax.Array, cfg) -> jax.Array:
 
 
 def learned_embed(module: nn.Module, positions: jax.Array, cfg) -> jax.Array:
-  # Positions >= max_len are clipped to the last row (jit cannot raise on data); keep
-  # max_len >= the longest sequence + decode margin.
+  # The table has max_len rows. Sequences longer than that fail here (a static shape); the
+  # decoder checks its cache length the same way. Positions are data and cannot raise under
+  # jit: a packed row's positions stay below its width, so these checks cover every path.
+  if positions.shape[-1] > cfg.max_len:
+    raise ValueError(f'position=learned: a sequence of {positions.shape[-1]} tokens needs '
+                     f'model.max_len >= {positions.shape[-1]} (it is {cfg.max_len}); raise '
+                     '--config.model.max_len or use a relative scheme.')
   table = module.param('pos_table', nn.with_logical_partitioning(
       nn.initializers.normal(cfg.d_model ** -0.5), (None, 'embed')), (cfg.max_len, cfg.d_model))
   return jnp.take(table, positions, axis=0, mode='clip')

@@ -151,3 +151,21 @@ def test_packed_equals_separate_and_padding_invariant(arch, attention, position)
   np.testing.assert_allclose(r['packed'][0, 4:7], r['sep'][1, :3], atol=1e-5, rtol=1e-5)
   np.testing.assert_allclose(r['padded'][0, :4], r['sep'][0, :4], atol=1e-5, rtol=1e-5)
   np.testing.assert_allclose(r['padded'][1, :3], r['sep'][1, :3], atol=1e-5, rtol=1e-5)
+
+
+def test_learned_positions_refuse_sequences_longer_than_the_table():
+  """A learned table of max_len rows cannot embed position max_len: fail at trace time, naming
+  the flag, instead of silently reusing the last row (the old clip)."""
+  sep = batches()[1]
+  width = sep['decoder_inputs'].shape[1]
+  m = model.build_model(tiny_config('decoder_only', 'dot', 'learned', max_len=width - 1))
+  with pytest.raises(ValueError, match=f'needs model.max_len >= {width}.*--config.model.max_len'):
+    jax.eval_shape(m.init, jax.random.key(0), sep)
+  m = model.build_model(tiny_config('decoder_only', 'dot', 'learned', max_len=width))
+  params = jax.eval_shape(m.init, jax.random.key(0), sep)
+  step = lambda n: jax.eval_shape(lambda p: m.apply(
+      p, sep['decoder_inputs'][:, :1], sep['targets_position'][:, :1],
+      sep['targets_segment'][:, :1], None, None, n, method='decode', mutable=['cache']), params)
+  step(width)                                                   # fits the table
+  with pytest.raises(ValueError, match=f'decoding up to {width + 1} tokens'):
+    step(width + 1)
