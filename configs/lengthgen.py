@@ -62,7 +62,7 @@ def get_config(arg=None):
   c.model.num_heads = heads            # attention heads
   c.model.d_ff = d_ff                  # FFN width
   c.model.dropout = 0.0                # synthetic data: no overfitting to fight
-  c.model.max_len = 2 * longest        # learned table covers even decoder-only test lengths
+  c.model.max_len = 4 * longest        # learned table covers decoder-only decode caches (prompt + output)
   c.model.t5_max_distance = 128        # T5 buckets up to this distance
   c.model.share_embeddings = True      # one char vocabulary for both sides
 
