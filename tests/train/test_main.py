@@ -165,18 +165,23 @@ def test_two_processes_equal_one(tmp_path):
       np.testing.assert_allclose(got[k], ref[k], rtol=1e-6)
 
 
-def test_nan_stops_with_clear_error_and_keeps_last_good_checkpoint(env, tmp_path, monkeypatch):
-  """In-process, with the step poisoned from step 7 on: the run stops naming the step, and
-  the newest checkpoint is the good step 4 (nothing non-finite was saved)."""
+def _tiny_config_in_process(env, monkeypatch):
+  """The module's tiny config for an in-process run, building into the module's build dir."""
   import importlib.util
-  import jax.numpy as jnp
-  from train import main, trainer
   root, _ = env
   monkeypatch.setenv('ATTNLAB_BUILD_DIR', str(root / 'build'))
   spec = importlib.util.spec_from_file_location('tiny_cfg', root / 'tiny.py')
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
-  config = mod.get_config()
+  return mod.get_config()
+
+
+def test_nan_stops_with_clear_error_and_keeps_last_good_checkpoint(env, tmp_path, monkeypatch):
+  """In-process, with the step poisoned from step 7 on: the run stops naming the step, and
+  the newest checkpoint is the good step 4 (nothing non-finite was saved)."""
+  import jax.numpy as jnp
+  from train import main, trainer
+  config = _tiny_config_in_process(env, monkeypatch)
   config.checkpoint_every, config.log_every = 4, 100
   real_step = trainer.train_step
 
@@ -197,14 +202,8 @@ def test_nan_stops_with_clear_error_and_keeps_last_good_checkpoint(env, tmp_path
 def test_embed_init_loads_word2vec_rows_before_resume(env, tmp_path, monkeypatch):
   """--config.model.embed_init: the state handed to resume holds the word2vec matrix (row i =
   token id i) rescaled to the init std d_model**-0.5; other parameters keep their init."""
-  import importlib.util
   from train import main
-  root, _ = env
-  monkeypatch.setenv('ATTNLAB_BUILD_DIR', str(root / 'build'))
-  spec = importlib.util.spec_from_file_location('tiny_cfg', root / 'tiny.py')
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  config = mod.get_config()
+  config = _tiny_config_in_process(env, monkeypatch)
   vocab, d = 4 + 26 + 10 + 1, config.model.d_model     # the lengthgen char vocabulary
   w2v = tmp_path / 'w2v'
   w2v.mkdir()
