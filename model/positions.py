@@ -41,14 +41,18 @@ def sinusoidal_embed(module: nn.Module, positions: jax.Array, cfg) -> jax.Array:
   return sinusoid_table(positions, cfg.d_model)
 
 
+def check_learned_length(length: int, cfg, what: str, alternative: str) -> None:
+  """The learned table has max_len rows: a static `length` beyond it fails, naming the flag.
+
+  Positions are data and cannot raise under jit; a row's positions stay below its width (and a
+  decode cache's length), so checking those static sizes covers every path."""
+  if length > cfg.max_len:
+    raise ValueError(f'position=learned: {what} {length} tokens needs model.max_len >= {length} '
+                     f'(it is {cfg.max_len}); raise --config.model.max_len or {alternative}.')
+
+
 def learned_embed(module: nn.Module, positions: jax.Array, cfg) -> jax.Array:
-  # The table has max_len rows. Sequences longer than that fail here (a static shape); the
-  # decoder checks its cache length the same way. Positions are data and cannot raise under
-  # jit: a packed row's positions stay below its width, so these checks cover every path.
-  if positions.shape[-1] > cfg.max_len:
-    raise ValueError(f'position=learned: a sequence of {positions.shape[-1]} tokens needs '
-                     f'model.max_len >= {positions.shape[-1]} (it is {cfg.max_len}); raise '
-                     '--config.model.max_len or use a relative scheme.')
+  check_learned_length(positions.shape[-1], cfg, 'a sequence of', 'use a relative scheme')
   table = module.param('pos_table', nn.with_logical_partitioning(
       nn.initializers.normal(cfg.d_model ** -0.5), (None, 'embed')), (cfg.max_len, cfg.d_model))
   return jnp.take(table, positions, axis=0, mode='clip')

@@ -126,10 +126,8 @@ class Decoder(nn.Module):
     k_pos, k_seg, cache_index = pos, seg, None
     if decode:  # keys = every cached slot; empty slots have segment 0 and are masked out
       b, t = ids.shape
-      if cfg.dec_pos == 'learned' and max_cache_len > cfg.max_len:
-        raise ValueError(f'position=learned: decoding up to {max_cache_len} tokens needs '
-                         f'model.max_len >= {max_cache_len} (it is {cfg.max_len}); raise '
-                         '--config.model.max_len or decode shorter outputs.')
+      if cfg.dec_pos == 'learned':
+        pos_lib.check_learned_length(max_cache_len, cfg, 'decoding up to', 'decode shorter outputs')
       index = self.variable('cache', 'index', lambda: jnp.zeros((), jnp.int32))
       cpos = self.variable('cache', 'positions', jnp.zeros, (b, max_cache_len), jnp.int32)
       cseg = self.variable('cache', 'segments', jnp.zeros, (b, max_cache_len), jnp.int32)
