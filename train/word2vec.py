@@ -208,8 +208,6 @@ def _as_state(params, epoch):
   return trainer.TrainState(step=jnp.asarray(epoch, jnp.int32), params=params, opt_state={})
 
 
-write_atomic = paths.write_atomic
-
 
 def save_outputs(workdir, corpus: Corpus, params, results, export: bool):
   """embeddings.npy (input vectors), vocab.json, vocab_kind.txt, results.json, vectors.txt."""
@@ -220,9 +218,9 @@ def save_outputs(workdir, corpus: Corpus, params, results, export: bool):
   paths.write_atomic(os.path.join(workdir, "embeddings.npy"), buf.getvalue())
   # JSON, not TSV: sentencepiece pieces may be a tab or a newline.
   vocab = {"words": list(corpus.words), "counts": corpus.counts.tolist()}
-  write_atomic(os.path.join(workdir, "vocab.json"), json.dumps(vocab, ensure_ascii=False).encode())
-  write_atomic(os.path.join(workdir, "vocab_kind.txt"), corpus.kind.encode())
-  write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2).encode())
+  paths.write_atomic(os.path.join(workdir, "vocab.json"), json.dumps(vocab, ensure_ascii=False).encode())
+  paths.write_atomic(os.path.join(workdir, "vocab_kind.txt"), corpus.kind.encode())
+  paths.write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2).encode())
   if export:
     words = [word_eval.export_safe(w) for w in corpus.words]
     word_eval.save_word2vec_format(os.path.join(workdir, "vectors.txt"), words, emb)
@@ -244,7 +242,7 @@ def train(config, workdir: str) -> dict:
   """Trains (resuming from the last finished epoch in workdir) and returns the results dict."""
   m, o = config.model, config.optim
   os.makedirs(workdir, exist_ok=True)
-  write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2).encode())
+  paths.write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2).encode())
   if config.data.tokens == "sentencepiece":  # saved so embed_init can check it is the same one
     _data_fn("get_tokenizer")(load_config_file(config.data.tokenizer_config)).save(
         os.path.join(workdir, "tokenizer"))
