@@ -38,22 +38,33 @@ def generate(module, params, batch, *, method='greedy', beam_size=4, alpha=0.6, 
   if method == 'sample' and rng is None:
     raise ValueError('method=sample needs rng=jax.random.key(...).')
   variables = params if isinstance(params, dict) and 'params' in params else {'params': params}
-  inputs = np.asarray(batch['inputs'])
-  seg = batch.get('inputs_segment')
-  src_len = (np.asarray(seg) > 0).sum(1) if seg is not None else (inputs != PAD).sum(1)
+  keys = ('inputs', 'inputs_segment', 'inputs_position')
+  arrays = {k: np.asarray(batch[k]) for k in keys if batch.get(k) is not None}
+  inputs = arrays['inputs']
+  seg = arrays.get('inputs_segment')
+  src_len = (seg > 0).sum(1) if seg is not None else (inputs != PAD).sum(1)
+  width = inputs.shape[1]
+  if module.cfg.arch == 'decoder_only':
+    # The cache holds [bos] + prompt + output: columns that are padding in every row (eval
+    # batches pad prompts to source + target length) would only lengthen it (and, with learned
+    # positions, could exceed the table). Keep a multiple of 16 so few widths compile.
+    keep = min(width, max(16, -(-int(src_len.max()) // 16) * 16))
+    arrays = {k: v[:, :keep] for k, v in arrays.items()}
+    inputs = arrays['inputs']
   if max_len is None:
     total = inputs.shape[1] + max_len_margin
     limits = np.minimum(src_len + max_len_margin, total)
+    out_len = width + max_len_margin
   else:
-    total = int(max_len)
+    total = out_len = int(max_len)
     limits = np.full(inputs.shape[0], total)
-  keys = ('inputs', 'inputs_segment', 'inputs_position')
-  arrays = {k: jnp.asarray(batch[k]) for k in keys if batch.get(k) is not None}
   fn = _compiled(module, method, int(beam_size) if method == 'beam' else 1, int(total), int(top_k))
   rng = jax.random.key(0) if rng is None else rng
-  out = fn(variables, arrays, jnp.asarray(limits, jnp.int32), rng, jnp.float32(alpha),
-           jnp.float32(temperature), jnp.float32(top_p))
-  return np.asarray(out)
+  out = fn(variables, {k: jnp.asarray(v) for k, v in arrays.items()},
+           jnp.asarray(limits, jnp.int32), rng, jnp.float32(alpha), jnp.float32(temperature),
+           jnp.float32(top_p))
+  out = np.asarray(out)
+  return np.pad(out, ((0, 0), (0, out_len - out.shape[1])))  # PAD after EOS, width as promised
 
 
 @functools.lru_cache(maxsize=32)

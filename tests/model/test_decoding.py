@@ -115,3 +115,20 @@ def test_bad_method_is_rejected():
   m, params = tiny('encoder_decoder')
   with pytest.raises(ValueError, match='greedy'):
     decoding.generate(m, params, source_batch(12), method='nucleus')
+
+
+def test_decoder_only_prompt_padding_does_not_change_output_or_need_a_longer_table():
+  """Eval batches pad prompts to source + target length; generate drops the all-padding columns,
+  so the output is the same as from the tight batch and the learned table need only cover the
+  prompts actually given (a 40-slot table; the wide batch alone would need 64 + 1 + 64 + 3)."""
+  cfg = dict(arch='decoder_only', vocab_size=12, d_model=16, num_heads=2, num_layers=1, d_ff=16,
+             dropout=0.0, position='learned', max_len=40)
+  m = model.build_model(cfg)
+  tight = source_batch(12)
+  params = jax.jit(m.init)(jax.random.key(3), {'decoder_inputs': tight['inputs']})
+  wide = {'inputs': np.pad(tight['inputs'], ((0, 0), (0, 59)))}
+  a = decoding.generate(m, params, tight, method='greedy', max_len_margin=3)
+  b = decoding.generate(m, params, wide, method='beam', beam_size=1, max_len_margin=3)
+  assert a.shape == (3, 5 + 3) and b.shape == (3, 64 + 3)
+  np.testing.assert_array_equal(b[:, :a.shape[1]], a)
+  assert not b[:, a.shape[1]:].any()
