@@ -13,6 +13,7 @@ from train.data import paths
 # Choice-valued keys and their valid values (docs/contracts.md). None is allowed where the
 # contract says "None -> fall back to ...".
 CHOICES = {
+    'dropout_rng_impl': ('threefry2x32', 'rbg', 'unsafe_rbg'),
     'data.name': ('multi30k', 'lengthgen', 'text'),
     'data.tokenizer': ('unigram', 'bpe', 'char'),
     'data.length_policy': ('filter', 'truncate'),
@@ -34,6 +35,9 @@ CHOICES = {
     'eval.train_decode': (None, 'beam', 'greedy'),
 }
 
+# Keys added after runs were already written: a resolved config without them is still valid.
+OPTIONAL = ('dropout_rng_impl',)
+
 POSITIVE_INTS = ('total_steps', 'batch_size', 'log_every', 'checkpoint_every',
                  'model.d_model', 'model.num_heads', 'model.num_layers', 'model.d_ff',
                  'optim.grad_accum_steps')
@@ -52,6 +56,8 @@ def validate(config):
   """Raises ValueError naming the bad key, its value and what would be valid."""
   errors = []
   for key, valid in CHOICES.items():
+    if key in OPTIONAL and key not in config:
+      continue
     value = _get(config, key)
     if value not in valid:
       shown = ', '.join('None' if v is None else v for v in valid)

@@ -46,6 +46,17 @@ def test_cross_entropy_matches_numpy_one_hot(eps):
   np.testing.assert_allclose(got['loss'], want_loss, rtol=1e-5)
   np.testing.assert_allclose(got['nll'], want_nll, rtol=1e-5)
   assert got['tokens'] == weights.sum()
+  assert got['correct'] == (weights * (logits.argmax(-1) == targets)).sum()
+  # d loss / d logits = w * (softmax - q), q the smoothed label distribution.
+  grad = jax.grad(lambda z: trainer.cross_entropy_sums(z, jnp.asarray(targets),
+                                                       jnp.asarray(weights), eps)['loss'])
+  z = logits.astype(np.float64)
+  p = np.exp(z - z.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  q = np.full(z.shape, eps / (z.shape[-1] - 1))
+  np.put_along_axis(q, targets[..., None], 1 - eps, -1)
+  np.testing.assert_allclose(grad(jnp.asarray(logits)), weights[..., None] * (p - q),
+                             rtol=1e-4, atol=1e-6)
 
 
 def test_smoothed_loss_is_zero_at_the_smoothed_target():
@@ -138,6 +149,32 @@ def test_train_steps_reduce_loss_and_eval_loss_matches_reference():
   after = trainer.eval_loss(module, state.params, [batch], cfg)
   assert after['loss'] < 0.7 * before['loss']
 
+
+
+def test_dropout_rng_threefry_is_the_old_raw_key_and_rbg_is_a_real_alternative():
+  # threefry2x32 (the default) gives the bits runs written before the option existed used, so
+  # they resume exactly.
+  old = jax.random.fold_in(jax.random.PRNGKey(1), 7)
+  np.testing.assert_array_equal(jax.random.key_data(trainer.dropout_rng(0, 7)), old)
+  with pytest.raises(ValueError, match='threefry2x32, rbg, unsafe_rbg'):
+    trainer.dropout_rng(0, 7, 'philox')
+
+  def step_params(impl):
+    cfg = toy_config()
+    cfg.dropout_rng_impl = impl
+    mesh = mesh_lib.make_mesh(cfg.mesh, jax.devices()[:1])
+    module = toy.ToySeq2Seq(dropout=0.5)
+    tx, _ = trainer.make_optimizer(cfg)
+    batch = toy.make_batch(rows=8)
+    state, shardings = trainer.create_train_state(module, tx, cfg, mesh, batch)
+    step = trainer.jit_train_step(module, tx, cfg, mesh, shardings)
+    state, metrics = step(state, mesh_lib.global_batch(batch, mesh))
+    assert np.isfinite(float(metrics['loss']))
+    return np.asarray(state.params['w1'])
+
+  a, b, c = step_params('threefry2x32'), step_params('unsafe_rbg'), step_params('unsafe_rbg')
+  np.testing.assert_array_equal(b, c)   # still a pure function of (seed, step)
+  assert not np.array_equal(a, b)       # other dropout masks, so other gradients
 
 # Compiling the tiny model costs ~10 s per scheme on 2 cores: two run by default, all with -m slow.
 @pytest.mark.parametrize('position', [
