@@ -130,3 +130,22 @@ def test_mask_combines_padding_causal_and_segments():
                    [0, 0, 1, 1, 0],
                    [0, 0, 0, 0, 0]], bool)
   np.testing.assert_array_equal(m, want)
+
+
+def test_cross_attention_projects_the_other_sequence():
+  """Cross-attention (queries from x, keys and values from kv_input) against NumPy."""
+  cfg = _cfg()
+  x, _, pos = _inputs()
+  mem = jnp.asarray(np.random.default_rng(5).normal(size=(B, T + 2, D_MODEL)), jnp.float32)
+  mask = attn.make_mask(jnp.ones((B, T), jnp.int32), jnp.ones((B, T + 2), jnp.int32))
+  module = attn.Attention(cfg, is_self=False)
+  params = module.init(jax.random.key(2), x, mem, mask)['params']
+  got = np.asarray(module.apply({'params': params}, x, mem, mask))
+  w = _weights(params)
+  x, mem = np.asarray(x), np.asarray(mem)
+  q = np.einsum('btd,dhk->bthk', x, w['query'])
+  k = np.einsum('btd,dhk->bthk', mem, w['key'])
+  v = np.einsum('btd,dhk->bthk', mem, w['value'])
+  a = _np_softmax(np.einsum('bthk,bshk->bhts', q, k) / np.sqrt(HD))
+  want = np.einsum('bthk,hkd->btd', np.einsum('bhts,bshk->bthk', a, v), w['out'])
+  np.testing.assert_allclose(got, want, atol=1e-5)
