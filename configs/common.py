@@ -49,7 +49,7 @@ def base_config():
   """Every key the code reads, with its default. Task configs override what differs."""
   c = mlc.ConfigDict()
   c.seed = 0                     # params init, dropout and data order all derive from it
-  c.dropout_rng_impl = 'threefry2x32'  # threefry2x32 (sharding-invariant bits) | rbg | unsafe_rbg (fast)
+  c.dropout_rng_impl = 'threefry2x32'  # threefry2x32 (sharding-invariant; fastest on CPU) | rbg | unsafe_rbg
   c.total_steps = 1000           # optimizer steps (each may accumulate several micro-batches)
   c.batch_size = 64              # global batch, in sequences (or packed rows)
   c.checkpoint_every = 500       # async Orbax save interval, steps

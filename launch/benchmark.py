@@ -16,6 +16,8 @@ mesh shardings) and `model.decoding.generate`. Per setting:
 - MFU: useful FLOPs (analytic, each sentence at its own lengths: padding is waste) per second over
   the peak: the device's dense peak on accelerators, on CPU a float32 matmul measured in this run.
   `exec MFU` counts FLOPs of the padded shapes as executed;
+- `--profile`: share of op time per model part (attention, feed-forward, output + loss, dropout
+  bits, scan stacking, ...; matmuls apart), from a jax.profiler trace of 3 more steps;
 - decode: sentences/s and tokens/s for greedy and beam search, with the KV cache and without it.
   EOS is held back until `--decode_len`, so every sentence is exactly that long (an untrained model
   would stop at random places). Uncached recomputes the decoder over the whole prefix at every step
@@ -31,6 +33,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 
 from absl import app, flags
@@ -55,6 +58,9 @@ def define_flags():
   flags.DEFINE_integer('decode_len', 64, 'Target tokens generated per sentence.')
   flags.DEFINE_integer('decode_repeats', 3, 'Timed decode calls (median) after the compiling one.')
   flags.DEFINE_integer('beam_size', 4, 'Beam width for method beam.')
+  flags.DEFINE_bool('profile', False, 'Also trace 3 train steps with jax.profiler and report the '
+                    'share of op time per model part (launch/op_profile.py).')
+  flags.DEFINE_string('profile_dir', None, 'Where the traces go (default: a temporary directory).')
 
 EOS = 1
 UNCACHED_CHUNK = 16
@@ -233,11 +239,12 @@ def shape_key(batch):
 
 # ============================================================================= training
 
-def measure_train(config, batches, host_s, steps, ref=None):
+def measure_train(config, batches, host_s, steps, ref=None, profile_dir=None):
   """Compile + step time of the trainer's jitted train_step on `batches` (cycled).
 
   With `ref` (CPU), the matmul reference is sampled after every step (for a quarter of the
-  step's time) and `mfu` is the median of the per-step ratios.
+  step's time) and `mfu` is the median of the per-step ratios. With `profile_dir`, 3 more steps
+  run under the profiler and `op_time_s` holds their op time per model part.
   """
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -294,6 +301,18 @@ def measure_train(config, batches, host_s, steps, ref=None):
       'executed_flops_per_s': sum(executed[i] for i in idx) / total_t,
       'peak_memory_bytes': stats.get('peak_bytes_in_use'), 'final_loss': loss,
   }
+  if profile_dir:
+    from launch import op_profile  # pylint: disable=import-outside-toplevel
+    b = device_batches[0]
+    fn, holder = compiled[shape_key(b)], [state]
+
+    def run_step():
+      holder[0], step_metrics = fn(holder[0], b)
+      return step_metrics
+
+    trace = op_profile.trace_steps(run_step, 3, profile_dir)
+    out['op_time_s'] = op_profile.breakdown(trace, fn.as_text())
+    state = holder[0]
   if ref_rates:
     # Per-step pairs cancel most of the load other processes put on a shared machine.
     wall, cpu = zip(*ref_rates)
@@ -448,7 +467,11 @@ def benchmark_setting(config, overrides, peak, ref, args):
         config.model.vocab_size = config.model.vocab_size or config.data.vocab_size
       batches, host = synthetic_batches(config, min(args['steps'], 4), args['synthetic_len'])
     if args.get('train', True):
-      train, module, params = measure_train(config, batches, host, args['steps'], ref)
+      profile_dir = None
+      if args.get('profile'):
+        profile_dir = os.path.join(args.get('profile_dir') or tempfile.mkdtemp(prefix='attnlab_prof'),
+                                   row['setting'].replace('/', '_'))
+      train, module, params = measure_train(config, batches, host, args['steps'], ref, profile_dir)
       if ref is None:
         train['mfu'] = train['flops_per_s'] / peak
         train['executed_mfu'] = train['executed_flops_per_s'] / peak
@@ -509,6 +532,17 @@ def format_tables(result):
       speed = ', '.join(f"{k[:-8]} {v:.1f}x (CPU time {d.get(k + '_cpu_time', 0):.1f}x)"
                         for k, v in d.items() if k.endswith('speedup'))
       lines.append(f"| {r['setting']} | " + ' | '.join(cells) + f' | {speed or "-"} |')
+  prof = [r for r in result['runs'] if r.get('train', {}).get('op_time_s')]
+  if prof:
+    from launch import op_profile  # pylint: disable=import-outside-toplevel
+    cats = sorted({c for r in prof for c in r['train']['op_time_s']},
+                  key=lambda c: -sum(r['train']['op_time_s'].get(c, 0) for r in prof))
+    lines += ['', 'Share of op time (3 profiled steps, all compute threads):', '',
+              '| part | ' + ' | '.join(r['setting'] for r in prof) + ' |',
+              '|---' * (len(prof) + 1) + '|']
+    share = [op_profile.shares(r['train']['op_time_s']) for r in prof]
+    for c in cats:
+      lines.append(f'| {c} | ' + ' | '.join(f'{100 * s.get(c, 0):.1f}%' for s in share) + ' |')
   for r in result['runs']:
     if r.get('error') and r.get('train'):
       lines.append(f"{r['setting']}: error: {r['error']}")
@@ -561,7 +595,8 @@ def main(argv):
           'train': FLAGS.train,
           'decode': [m for m in FLAGS.decode if m], 'cache': [c for c in FLAGS.cache if c],
           'decode_batch': FLAGS.decode_batch, 'decode_len': FLAGS.decode_len,
-          'decode_repeats': FLAGS.decode_repeats, 'beam_size': FLAGS.beam_size}
+          'decode_repeats': FLAGS.decode_repeats, 'beam_size': FLAGS.beam_size,
+          'profile': FLAGS.profile, 'profile_dir': FLAGS.profile_dir}
   for m in args['decode']:
     if m not in ('greedy', 'beam'):
       raise app.UsageError(f'--decode={m!r}; valid: greedy, beam')

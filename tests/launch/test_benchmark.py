@@ -108,3 +108,22 @@ def test_named_sweep_runs_once_per_setting(tmp_path):
       {'model.position': 'none'}, {'model.position': 't5'}]
   assert benchmark.sweep_runs(str(path), None) == [{}]
   assert benchmark.sweep_runs(str(path), 'seed=3;seed=4') == [{'seed': 3}, {'seed': 4}]
+
+
+def test_op_profile_finds_the_matmul_of_a_named_scope(tmp_path):
+  import jax
+  import jax.numpy as jnp
+  from launch import op_profile
+
+  def f(x, w):
+    with jax.named_scope('ffn'):
+      return jnp.tanh(x @ w).sum()
+
+  x, w = jnp.ones((256, 256)), jnp.ones((256, 256)) * 1e-3
+  fn = jax.jit(f).lower(x, w).compile()
+  trace = op_profile.trace_steps(lambda: fn(x, w), 3, str(tmp_path))
+  seconds = op_profile.breakdown(trace, fn.as_text())
+  assert seconds.get('feed-forward (dot)', 0) > 0, seconds
+  assert abs(sum(op_profile.shares(seconds).values()) - 1) < 1e-9
+  assert op_profile.category('copy.3', '') == 'layout copies'
+  assert op_profile.category('fusion.2', 'jit(step)/dropout/jit(_bernoulli)/x') == 'dropout bits (other)'
