@@ -98,13 +98,14 @@ def sweep(name):
   """Named sweeps for launch.sweep: smoke, positions (study 1), attention (study 3), heads."""
   if name == 'smoke':
     return [{**SMOKE, 'model.position': p} for p in ('sinusoidal', 'rotary')]
+  # Seed-major order: a study stopped part-way has every setting with the same number of seeds.
   if name == 'positions':  # study 1: 7 schemes x 3 seeds
-    return [{'model.position': p, 'seed': s} for p in SCHEMES for s in SEEDS]
+    return [{'model.position': p, 'seed': s} for s in SEEDS for p in SCHEMES]
   if name == 'attention':  # study 3: scoring / shared QK at 4 heads, then 1 and 8 dot-product heads
-    runs = [{'model.attention': a, 'model.num_heads': 4, 'seed': s}
-            for a in ('dot', 'additive', 'shared_qk', 'linear') for s in SEEDS]
-    return runs + [{'model.attention': 'dot', 'model.num_heads': h, 'seed': s}
-                   for h in (1, 8) for s in SEEDS]
+    settings = [{'model.attention': a, 'model.num_heads': 4}
+                for a in ('dot', 'additive', 'shared_qk', 'linear')]
+    settings += [{'model.attention': 'dot', 'model.num_heads': h} for h in (1, 8)]
+    return [{**o, 'seed': s} for s in SEEDS for o in settings]
   if name == 'heads':  # multi-query / grouped-query attention
     return [{'model.num_kv_heads': k} for k in (1, 2, 4)]
   raise ValueError(f'unknown sweep {name!r}; valid: smoke, positions, attention, heads')
