@@ -77,13 +77,18 @@ def read_gz_lines(path) -> tuple[list[str | None], int]:
 
 
 def write_atomic(path, data: bytes) -> None:
-  """Write to a temp file in the same directory, then rename over `path`."""
+  """Write to a temp file in the same directory, then rename over `path`.
+
+  The file ends up readable by everyone (0644, as open() gives under the usual umask), not
+  mkstemp's private 0600: results and reports are meant to be shared.
+  """
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(data)
+      os.fchmod(f.fileno(), 0o644)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
