@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests.xla_flags import xla_flags
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TINY = '''
@@ -40,7 +42,7 @@ def get_config(arg=None):
 def workdir(tmp_path_factory):
   root = tmp_path_factory.mktemp("eval_e2e")
   (root / "tiny.py").write_text(TINY)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1),
              JAX_PLATFORMS="cpu", ATTNLAB_BUILD_DIR=str(root / "build"), PYTHONPATH=REPO)
   env.pop("ATTNLAB_DATA_DIR", None)
   wd = root / "w"
@@ -148,7 +150,7 @@ def test_plots_for_trained_checkpoint(workdir, tmp_path):
 @pytest.mark.slow
 def test_command_lines(workdir):
   """The exact commands `make train` and the README use: flags parse, output is printed."""
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1),
              JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
   p = subprocess.run([sys.executable, "-m", "train.evaluate", f"--workdir={workdir}",
                       "--checkpoint=latest", "--split=test", "--show=3", "--decode=greedy"],

@@ -14,6 +14,7 @@ from ml_collections import ConfigDict
 import model
 from launch import benchmark
 from model import decoding
+from tests.xla_flags import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHRINK = ['--config.model.d_model=32', '--config.model.d_ff=64', '--config.model.num_layers=1',
@@ -24,9 +25,7 @@ SHRINK = ['--config.model.d_model=32', '--config.model.d_ff=64', '--config.model
 def test_cli_tiny_config_json(tmp_path):
   out = tmp_path / 'bench.json'
   # Cheaper XLA codegen: this test checks the JSON, not speed, and compiling dominates it.
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1 '
-             '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true',
-             JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
   cmd = [sys.executable, '-m', 'launch.benchmark', '--config=configs/multi30k.py:size=tiny',
          '--data=synthetic', '--synthetic_len=8', '--steps=2', '--decode_len=8', '--decode_batch=2',
          '--decode_repeats=1', '--sweep=model.position=rotary',

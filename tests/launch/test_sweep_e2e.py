@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from tests.xla_flags import xla_flags
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TINY_CONFIG = '''
@@ -43,9 +45,7 @@ def sweep(name):
 
 def _env(tmp_path):
   env = dict(os.environ)
-  # Cheaper XLA codegen: compiling, not running, dominates these tiny runs (~30% less CPU).
-  env.update(XLA_FLAGS='--xla_force_host_platform_device_count=1 --xla_backend_optimization_level=0 '
-             '--xla_llvm_disable_expensive_passes=true', JAX_PLATFORMS='cpu',
+  env.update(XLA_FLAGS=xla_flags(1), JAX_PLATFORMS='cpu',
              ATTNLAB_BUILD_DIR=str(tmp_path / 'build'), PYTHONPATH=REPO)
   return env
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from train import checkpointing
+from tests.xla_flags import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -42,9 +43,7 @@ def env(tmp_path_factory):
   root = tmp_path_factory.mktemp('main')
   (root / 'tiny.py').write_text(TINY)
   e = dict(os.environ)
-  # Cheaper XLA codegen (compiling dominates these tiny runs); every run in a test uses the same.
-  e.update(XLA_FLAGS='--xla_force_host_platform_device_count=1 --xla_backend_optimization_level=0 '
-           '--xla_llvm_disable_expensive_passes=true', JAX_PLATFORMS='cpu',
+  e.update(XLA_FLAGS=xla_flags(1), JAX_PLATFORMS='cpu',
            ATTNLAB_BUILD_DIR=str(root / 'build'), PYTHONPATH=REPO)
   e.pop('ATTNLAB_DATA_DIR', None)
   return root, e
@@ -142,14 +141,14 @@ def _free_port():
 @pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
   """2 processes x 2 CPU devices (gloo collectives) == 1 process with the same global batch."""
-  e = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+  e = dict(os.environ, XLA_FLAGS=xla_flags(2),
            JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
   port = _free_port()
   procs = [subprocess.Popen([sys.executable, '-m', 'tests.train.multiprocess_worker', str(port),
                              str(i), '2', str(tmp_path / f'p{i}.json')], cwd=REPO, env=e,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
            for i in range(2)]
-  e1 = dict(e, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  e1 = dict(e, XLA_FLAGS=xla_flags(4))
   single = subprocess.run([sys.executable, '-m', 'tests.train.multiprocess_worker', '0', '-1', '1',
                            str(tmp_path / 'single.json')], cwd=REPO, env=e1, capture_output=True,
                           text=True, timeout=300)
