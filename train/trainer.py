@@ -14,6 +14,7 @@ from flax import linen as nn
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from train import config_io
 from train import mesh as mesh_lib
 
 
@@ -94,7 +95,7 @@ def cross_entropy_sums(logits, targets, weights, label_smoothing=0.0):
   label_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
   correct = (label_logit >= jnp.max(logits, axis=-1)).astype(jnp.float32)
   return {'loss': jnp.sum(loss * weights), 'nll': jnp.sum(nll * weights),
-          'tokens': jnp.sum(weights), 'correct': jnp.sum(jax.lax.stop_gradient(correct) * weights)}
+          'tokens': jnp.sum(weights), 'correct': jnp.sum(correct * weights)}
 
 
 def _apply(module, params, batch, rng, deterministic):
@@ -148,10 +149,10 @@ def loss_and_grads(params, batch, rng, *, module, label_smoothing, accum_steps=1
 
 # ----------------------------------------------------------------------------- steps
 
-DROPOUT_RNG_IMPLS = ('threefry2x32', 'rbg', 'unsafe_rbg')
+DROPOUT_RNG_IMPLS = config_io.CHOICES['dropout_rng_impl']   # the first is the default
 
 
-def dropout_rng(seed, step, impl='threefry2x32'):
+def dropout_rng(seed, step, impl=DROPOUT_RNG_IMPLS[0]):
   """Dropout key for a step: a pure function of (seed, step), so resumes replay exactly.
 
   `impl` picks the bit generator. threefry2x32 (JAX's default) gives the same bits whatever the
@@ -170,7 +171,7 @@ def dropout_rng(seed, step, impl='threefry2x32'):
 def train_step(state, batch, *, module, tx, config):
   """One optimizer step. Returns (new_state, metrics) with metrics as scalars."""
   # .get: configs written before the key existed resume with JAX's default generator.
-  rng = dropout_rng(config.seed, state.step, config.get('dropout_rng_impl', 'threefry2x32'))
+  rng = dropout_rng(config.seed, state.step, config.get('dropout_rng_impl', DROPOUT_RNG_IMPLS[0]))
   metrics, grads = loss_and_grads(
       state.params, batch, rng, module=module,
       label_smoothing=float(config.optim.label_smoothing),

@@ -208,7 +208,6 @@ def _as_state(params, epoch):
   return trainer.TrainState(step=jnp.asarray(epoch, jnp.int32), params=params, opt_state={})
 
 
-
 def save_outputs(workdir, corpus: Corpus, params, results, export: bool):
   """embeddings.npy (input vectors), vocab.json, vocab_kind.txt, results.json, vectors.txt."""
   from train import word_eval  # pylint: disable=import-outside-toplevel

@@ -150,7 +150,6 @@ def test_train_steps_reduce_loss_and_eval_loss_matches_reference():
   assert after['loss'] < 0.7 * before['loss']
 
 
-
 def test_dropout_rng_threefry_is_the_old_raw_key_and_rbg_is_a_real_alternative():
   # threefry2x32 (the default) gives the bits runs written before the option existed used, so
   # they resume exactly.
@@ -175,6 +174,7 @@ def test_dropout_rng_threefry_is_the_old_raw_key_and_rbg_is_a_real_alternative()
   a, b, c = step_params('threefry2x32'), step_params('unsafe_rbg'), step_params('unsafe_rbg')
   np.testing.assert_array_equal(b, c)   # still a pure function of (seed, step)
   assert not np.array_equal(a, b)       # other dropout masks, so other gradients
+
 
 # Compiling the tiny model costs ~10 s per scheme on 2 cores: two run by default, all with -m slow.
 @pytest.mark.parametrize('position', [
