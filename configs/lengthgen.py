@@ -6,8 +6,8 @@ Run:
   python -m train.evaluate --workdir=workdirs/lengthgen_reverse_rotary --checkpoint=latest \
       --split=test
 
-Tasks (train/data/lengthgen.py): copy, reverse, sort, duplicate, addition; one character per
-token. `arch=decoder_only` trains a causal LM on `source <eos> target` (loss on the target only).
+Tasks (train/data/lengthgen.py): copy, reverse, sort, duplicate, addition, addition_reversed
+(numbers least significant digit first); one character per token. `arch=decoder_only` trains a causal LM on `source <eos> target` (loss on the target only).
 
 Expected: every scheme reaches ~100% exact match on lengths <= train_len within the default
 steps (size=small, minutes on a GPU, ~20 min on 2 CPU cores for copy). Beyond train_len, the
@@ -43,7 +43,7 @@ def get_config(arg=None):
   c.log_every = 100                    # console / TensorBoard interval
 
   c.data.name = 'lengthgen'            # synthetic, generated deterministically
-  c.data.task = a.task                 # copy | reverse | sort | duplicate | addition
+  c.data.task = a.task                 # copy | reverse | sort | duplicate | addition[_reversed]
   c.data.train_max_len = a.train_len   # training and validation lengths are 1..train_len
   c.data.test_max_len = a.test_len     # test lengths are 1..test_len (evenly)
   c.data.num_train = 20000             # training examples (cycled for `steps`)
@@ -87,7 +87,8 @@ SMOKE = {'total_steps': 60, 'batch_size': 32, 'checkpoint_every': 30, 'eval_ever
 
 
 def sweep(name):
-  """`smoke`; `positions`: schemes on this task; `archs`: schemes x archs; `study`: x tasks too."""
+  """`smoke`; `positions`: schemes on this task; `archs`: schemes x archs; `study`: x tasks too;
+  `addition_reversed`: schemes x archs on digit-reversed addition (study 2's follow-up)."""
   if name == 'smoke':
     return [{**SMOKE, 'model.position': p} for p in ('sinusoidal', 'rotary')]
   if name == 'positions':
@@ -97,4 +98,8 @@ def sweep(name):
   if name == 'study':  # study 2: 4 tasks x 2 archs x 7 schemes = 56 runs
     return [{'data.task': t, 'model.arch': a, 'model.position': p}
             for t in TASKS for a in ARCHS for p in SCHEMES]
-  raise ValueError(f'unknown sweep {name!r}; valid: smoke, positions, archs, study')
+  if name == 'addition_reversed':  # 2 archs x 7 schemes = 14 runs
+    return [{'data.task': 'addition_reversed', 'model.arch': a, 'model.position': p}
+            for a in ARCHS for p in SCHEMES]
+  raise ValueError(
+      f'unknown sweep {name!r}; valid: smoke, positions, archs, study, addition_reversed')

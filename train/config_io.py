@@ -83,6 +83,11 @@ def validate(config):
   for rule in config.mesh_rules:
     if len(rule) != 2:
       errors.append(f'mesh_rules entry {rule!r} is not a (logical_axis, mesh_axes) pair')
+  if config.data.name == 'lengthgen':
+    from train.data import lengthgen  # pylint: disable=import-outside-toplevel
+    if config.data.task not in lengthgen.TASKS:
+      errors.append(f'--config.data.task={config.data.task!r} is not a lengthgen task; choose '
+                    f'one of: {", ".join(lengthgen.TASKS)}')
   if errors:
     raise ValueError('invalid config:\n  ' + '\n  '.join(errors))
   _validate_model(config.model)

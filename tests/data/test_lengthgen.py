@@ -13,9 +13,11 @@ def test_targets_follow_the_task(task):
   examples = lengthgen.generate(task, "test", 80, train_max_len=5, test_max_len=20, seed=3)
   for ex in examples:
     s, t, n = ex["source"], ex["target"], ex["length"]
-    if task == "addition":
+    if task.startswith("addition"):
       a, b = s.split("+")
-      assert len(a) == len(b) == n and int(t) == int(a) + int(b)
+      if task == "addition_reversed":  # least significant digit first, everywhere
+        a, b, t = a[::-1], b[::-1], t[::-1]
+      assert len(a) == len(b) == n and int(t) == int(a) + int(b) and str(int(t)) == t
       assert n == 1 or (a[0] != "0" and b[0] != "0")
     else:
       assert len(s) == n and set(s) <= set(lengthgen.SYMBOLS)
@@ -29,6 +31,20 @@ def test_deterministic_from_seed():
   assert a == lengthgen.generate("reverse", "train", 50, seed=7)
   assert a != lengthgen.generate("reverse", "train", 50, seed=8)
   assert a != lengthgen.generate("copy", "train", 50, seed=7)  # tasks draw different streams
+
+
+def test_adding_a_task_leaves_the_other_tasks_examples_unchanged():
+  # Pinned from the generator as it was before addition_reversed existed (studies depend on it).
+  got = [e["source"] for e in lengthgen.generate("copy", "train", 3, seed=0)]
+  assert got == ["ktpphyedeecjchqnjt", "xwyaifesj", "h"]
+
+
+def test_reversed_addition_is_addition_with_the_same_operands_reversed():
+  plain = lengthgen.generate("addition", "test", 60, seed=5)
+  rev = lengthgen.generate("addition_reversed", "test", 60, seed=5)
+  for p, r in zip(plain, rev):
+    assert r["length"] == p["length"] and r["target"] == p["target"][::-1]
+    assert r["source"] == "+".join(x[::-1] for x in p["source"].split("+"))
 
 
 def test_long_addition_is_exact():

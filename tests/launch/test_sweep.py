@@ -326,7 +326,8 @@ def test_cli_errors_are_one_line_and_root_reuse_is_refused(tmp_path, stubs):
 
 
 # ---------------------------------------------------------------------------- shipped sweeps
-_SWEEP_NAMES = ('smoke', 'positions', 'attention', 'heads', 'archs', 'study', 'lengthgen')
+_SWEEP_NAMES = ('smoke', 'positions', 'attention', 'heads', 'archs', 'study', 'lengthgen',
+                'addition_reversed')
 
 
 def _shipped_sweeps():

@@ -48,6 +48,14 @@ def test_arg_typos_and_bad_values_are_named():
     common.parse_arg('tiny', size='small')
 
 
+def test_unknown_lengthgen_task_lists_the_tasks():
+  config = importlib.import_module('configs.lengthgen').get_config('task=multiply')
+  with pytest.raises(ValueError, match=r"data\.task='multiply'.*addition_reversed"):
+    config_io.validate(config)
+  config.data.task = 'addition_reversed'
+  config_io.validate(config)
+
+
 @pytest.mark.parametrize('key,value,valid', [
     ('position', 'bogus', 'rotary'), ('attention', 'flash', 'shared_qk'),
     ('arch', 'gpt', 'decoder_only'), ('remat', 'some', 'dots')])

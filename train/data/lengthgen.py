@@ -2,6 +2,10 @@
 
 Sequences are strings of single-character symbols (the `char` tokenizer maps one character to
 one id). `length` is the number of input symbols (for addition: digits per operand).
+`addition_reversed` is addition with every number written least significant digit first (operands
+and sum), so the digit at output position i depends only on operand digits <= i and the carry
+flows in decoding order (Lee et al. 2023, "Teaching arithmetic to small transformers"). It draws
+the same operands as `addition` from the same seed: the two tasks differ only in the format.
 Train and validation draw lengths from 1..train_max_len; test covers 1..test_max_len evenly,
 so accuracy can be reported per length, in and beyond the training range.
 """
@@ -55,8 +59,18 @@ def _addition(rng, n):
   return f"{a}+{b}", str(a + b)
 
 
+def _addition_reversed(rng, n):
+  source, target = _addition(rng, n)
+  a, b = source.split("+")
+  return f"{a[::-1]}+{b[::-1]}", target[::-1]
+
+
 TASKS = {"copy": _copy, "reverse": _reverse, "sort": _sort, "duplicate": _duplicate,
-         "addition": _addition}
+         "addition": _addition, "addition_reversed": _addition_reversed}
+# Each task's RNG stream id. Fixed, so adding a task never changes another task's examples;
+# addition_reversed shares addition's stream (same operands, different format).
+_STREAMS = {"addition": 0, "copy": 1, "duplicate": 2, "reverse": 3, "sort": 4,
+            "addition_reversed": 0}
 
 
 def check_task(task: str) -> None:
@@ -80,8 +94,7 @@ def generate(task: str, split: str, num: int, *, train_max_len: int = 20,
   check_task(task)
   if split not in SPLIT_CODES:
     raise ValueError(f"Unknown lengthgen split {split!r}; valid choices: {sorted(SPLIT_CODES)}.")
-  task_code = sorted(TASKS).index(task)
-  rng = np.random.default_rng([seed, SPLIT_CODES[split], task_code])
+  rng = np.random.default_rng([seed, SPLIT_CODES[split], _STREAMS[task]])
   lengths = split_lengths(split, num, train_max_len, test_max_len, rng)
   examples = []
   for index, n in enumerate(lengths):
@@ -114,7 +127,7 @@ def make_config(task="copy", train_max_len=20, test_max_len=40, num_train=10000,
 
 
 class Lengthgen(base.Builder, skip_registration=True):
-  """Copy / reverse / sort / duplicate / addition with each example's length stored."""
+  """Copy / reverse / sort / duplicate / addition (plain or digit-reversed), lengths stored."""
 
   VERSION = tfds.core.Version("1.0.0")
   BUILDER_CONFIGS = [make_config(task) for task in TASKS]
