@@ -60,7 +60,8 @@ def define_flags():
   flags.DEFINE_integer('beam_size', 4, 'Beam width for method beam.')
   flags.DEFINE_bool('profile', False, 'Also trace 3 train steps with jax.profiler and report the '
                     'share of op time per model part (launch/op_profile.py).')
-  flags.DEFINE_string('profile_dir', None, 'Where the traces go (default: a temporary directory).')
+  flags.DEFINE_string('profile_dir', None, 'Where the traces go, one subdirectory per setting '
+                      '(default: a new temporary directory).')
 
 EOS = 1
 UNCACHED_CHUNK = 16
@@ -469,8 +470,7 @@ def benchmark_setting(config, overrides, peak, ref, args):
     if args.get('train', True):
       profile_dir = None
       if args.get('profile'):
-        profile_dir = os.path.join(args.get('profile_dir') or tempfile.mkdtemp(prefix='attnlab_prof'),
-                                   row['setting'].replace('/', '_'))
+        profile_dir = os.path.join(args['profile_dir'], row['setting'].replace('/', '_'))
       train, module, params = measure_train(config, batches, host, args['steps'], ref, profile_dir)
       if ref is None:
         train['mfu'] = train['flops_per_s'] / peak
@@ -596,7 +596,10 @@ def main(argv):
           'decode': [m for m in FLAGS.decode if m], 'cache': [c for c in FLAGS.cache if c],
           'decode_batch': FLAGS.decode_batch, 'decode_len': FLAGS.decode_len,
           'decode_repeats': FLAGS.decode_repeats, 'beam_size': FLAGS.beam_size,
-          'profile': FLAGS.profile, 'profile_dir': FLAGS.profile_dir}
+          'profile': FLAGS.profile,
+          # one trace directory per benchmark run (a subdirectory per setting)
+          'profile_dir': FLAGS.profile_dir or (
+              tempfile.mkdtemp(prefix='attnlab_prof') if FLAGS.profile else None)}
   for m in args['decode']:
     if m not in ('greedy', 'beam'):
       raise app.UsageError(f'--decode={m!r}; valid: greedy, beam')
