@@ -12,9 +12,10 @@ causal LM on `source <eos> target` (loss on the target only).
 
 Measured (docs/studies.md, study 2; size=tiny, 1000 steps): on lengths <= train_len, copy, reverse
 and sort reach 8-99% exact match depending on the scheme and architecture (position `none` and
-decoder-only reverse are the lowest); addition (either format) is not learned at that size. Beyond train_len, the results JSON's `exact_match_by_length` shows where each
-scheme breaks: for the decoder-only model, ALiBi extrapolates copy best and no positions at all
-extrapolates sort best; the encoder-decoder model extrapolates neither copy nor reverse.
+decoder-only reverse are the lowest); addition (either format) is not learned at that size.
+Beyond train_len, the results JSON's `exact_match_by_length` shows where each scheme breaks. In
+the decoder-only model, ALiBi extrapolates copy best, and no positions at all extrapolates sort
+best; the encoder-decoder model extrapolates neither copy nor reverse.
 """
 from configs import common
 
