@@ -468,9 +468,9 @@ def benchmark_setting(config, overrides, peak, ref, args):
         config.model.vocab_size = config.model.vocab_size or config.data.vocab_size
       batches, host = synthetic_batches(config, min(args['steps'], 4), args['synthetic_len'])
     if args.get('train', True):
-      profile_dir = None
-      if args.get('profile'):
-        profile_dir = os.path.join(args['profile_dir'], row['setting'].replace('/', '_'))
+      profile_dir = args.get('profile_dir')   # set only with --profile
+      if profile_dir:
+        profile_dir = os.path.join(profile_dir, row['setting'].replace('/', '_'))
       train, module, params = measure_train(config, batches, host, args['steps'], ref, profile_dir)
       if ref is None:
         train['mfu'] = train['flops_per_s'] / peak
@@ -596,10 +596,9 @@ def main(argv):
           'decode': [m for m in FLAGS.decode if m], 'cache': [c for c in FLAGS.cache if c],
           'decode_batch': FLAGS.decode_batch, 'decode_len': FLAGS.decode_len,
           'decode_repeats': FLAGS.decode_repeats, 'beam_size': FLAGS.beam_size,
-          'profile': FLAGS.profile,
-          # one trace directory per benchmark run (a subdirectory per setting)
-          'profile_dir': FLAGS.profile_dir or (
-              tempfile.mkdtemp(prefix='attnlab_prof') if FLAGS.profile else None)}
+          # --profile: one trace directory per benchmark run (a subdirectory per setting)
+          'profile_dir': (FLAGS.profile_dir or tempfile.mkdtemp(prefix='attnlab_prof'))
+                         if FLAGS.profile else None}
   for m in args['decode']:
     if m not in ('greedy', 'beam'):
       raise app.UsageError(f'--decode={m!r}; valid: greedy, beam')
