@@ -55,9 +55,13 @@ def base_config():
   c.checkpoint_every = 500       # async Orbax save interval, steps
   c.eval_every = 500             # validation loss (+ BLEU) interval, steps; 0 = only at the end
   c.log_every = 50               # console line + TensorBoard scalars interval, steps
-  c.keep_checkpoints = 2         # newest checkpoints kept (the best-by-metric one is kept too)
+  c.keep_checkpoints = 2         # newest checkpoints kept (the best-by-metric one is kept too);
+  #   checkpoint averaging (train.evaluate --checkpoint=avg_last:10) needs >= 10 of them, saved
+  #   every checkpoint_every steps (and at every eval_every): e.g. keep_checkpoints = 10
+  c.patience = 0                 # stop after N validations in a row without a better BLEU (else loss); 0 = off
   c.distributed = False          # call jax.distributed.initialize() (auto-detects SLURM / TPU)
   c.log_batch_hashes = False     # append each step's batch hash to WORKDIR/batches.txt (tests)
+  c.loss_chunk_tokens = 0        # > 0: tied output projection + loss fused in chunks of ~this many tokens (no [B,T,V] logits)
 
   c.data = mlc.ConfigDict()
   c.data.name = 'multi30k'       # multi30k | lengthgen | text
@@ -69,6 +73,7 @@ def base_config():
   c.data.num_train = 20000       # lengthgen: training examples
   c.data.num_eval = 1000         # lengthgen: examples per evaluation split
   c.data.lengthgen_seed = 0      # lengthgen: generator seed (independent of c.seed)
+  c.data.preprocess = 'raw'      # raw | lc_norm_tok (multi30k: lowercased, normalised, Moses-tokenized)
   c.data.tokenizer = 'unigram'   # unigram | bpe | char (sentencepiece model type)
   c.data.vocab_size = 8000       # tokenizer vocabulary size
   c.data.joint_vocab = True      # one vocabulary for source and target (allows tied embeddings)
@@ -104,6 +109,7 @@ def base_config():
   c.model.t5_num_buckets = 32    # T5 relative buckets
   c.model.t5_max_distance = 128  # T5 largest bucketed distance
   c.model.attention = 'dot'      # dot | additive | shared_qk | linear
+  c.model.attention_impl = 'auto'  # auto (= xla) | xla | cudnn (bf16, dot/shared_qk, no shaw) | einsum
   c.model.ffn = 'relu'           # relu | gelu | swiglu
   c.model.norm = 'post'          # post (paper) | pre
   c.model.share_embeddings = True  # one embedding for source and target

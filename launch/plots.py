@@ -1,6 +1,7 @@
 """Pictures of a trained model: cross-attention heatmaps and the position schemes.
 
-  python -m launch.plots --workdir=DIR [--checkpoint=latest] [--split=val] [--num_sentences=3]
+  python -m launch.plots --workdir=DIR [--checkpoint=latest|best|STEP|avg_last:N] [--split=val]
+      [--num_sentences=3]
 
 writes PNGs to `DIR/plots/` (or `--out`): `cross_attention-{i}.png` per sentence (one panel
 per layer, heads averaged, plus one per head of the last layer), `sinusoid_table.png`,
@@ -25,8 +26,8 @@ import numpy as np
 import model
 from model import attention as attn
 from model import positions
-from train import checkpointing, data, evaluate
-from train.data.paths import write_atomic
+from train import data, evaluate
+from train.layout import write_atomic
 
 FIGSIZE = (12.0, 8.0)  # inches
 DPI = 100              # so every PNG is 1200 x 800 pixels
@@ -390,8 +391,8 @@ def make_plots(workdir: str, checkpoint: str = "latest", *, split: str | None = 
                num_sentences: int = 3, out_dir: str | None = None) -> list[str]:
   """Every figure for one checkpoint of `workdir`; returns the PNG paths."""
   loaded = evaluate.load_workdir(workdir)
-  (step,) = evaluate.resolve_steps(workdir, checkpoint if checkpoint != "all" else "latest")
-  params = checkpointing.restore_params(workdir, step, loaded.config)
+  (ckpt,) = evaluate.resolve_checkpoints(workdir, checkpoint if checkpoint != "all" else "latest")
+  params = evaluate.load_params(workdir, ckpt, loaded.config)
   out_dir = out_dir or os.path.join(workdir, "plots")
   paths = position_figures(out_dir, loaded.config.model, params)
   if loaded.config.model.get("arch", "encoder_decoder") == "encoder_decoder" and num_sentences:
@@ -404,7 +405,7 @@ def make_plots(workdir: str, checkpoint: str = "latest", *, split: str | None = 
 def _define_flags():
   from absl import flags  # pylint: disable=import-outside-toplevel
   flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
-  flags.DEFINE_string("checkpoint", "latest", "latest | best | STEP.")
+  flags.DEFINE_string("checkpoint", "latest", "latest | best | STEP | avg_last:N.")
   flags.DEFINE_string("split", None, "Split whose first sentences get attention heatmaps.")
   flags.DEFINE_integer("num_sentences", 3, "Sentences to draw cross-attention for.")
   flags.DEFINE_string("out", None, "Output folder (default WORKDIR/plots).")

@@ -7,8 +7,8 @@ overrides, `DONE.json` which `eval/{split}-{step}.json` to use; a workdir withou
 with its newest results file per split). Runs that differ only in a seed key are one *setting*.
 Writes, each file atomically:
 - ROOT/report.md and ROOT/report.csv: per setting and split, the number of runs, mean ± sample
-  standard deviation of every metric (bleu, chrf, exact match / accuracy, loss) and the evaluated
-  (best) checkpoint step;
+  standard deviation of every metric (bleu, bleu_lit, chrf, exact match / accuracy, loss) and the
+  evaluated (best) checkpoint step;
 - ROOT/plots/{metric}-{split}.png: the metric per setting, error bars = std over seeds;
 - ROOT/plots/curves-{tag}.png: learning curves from each run's TensorBoard events (mean over seeds);
 - ROOT/plots/length-{split}.png and target_length-{split}.png (lengthgen): exact-match accuracy
@@ -16,6 +16,8 @@ Writes, each file atomically:
 plots/ belongs to the report: PNGs there that this report did not draw are removed.
 With many settings and several swept keys, plots get one panel per value of the other keys and
 one bar/line per value of the key with the most values (e.g. panels task × arch, lines = position).
+This module decides what each figure shows; launch/report_plots.py draws it. Results files are
+found through train/layout.py, event files are read with TensorBoard's loader (no TensorFlow).
 """
 from __future__ import annotations
 
@@ -27,17 +29,19 @@ import json
 import math
 import os
 import re
-import struct
 import sys
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from launch import report_plots
 from launch import sweep as sweep_lib
-from train.data import paths
+from train import layout
 
-METRICS = ('bleu', 'chrf', 'exact_match', 'exact_match_seen', 'exact_match_longer', 'accuracy',
-           'loss')
+METRICS = ('bleu', 'bleu_lit', 'chrf', 'exact_match', 'exact_match_seen', 'exact_match_longer',
+           'accuracy', 'loss')
+# bleu_lit: the literature's BLEU (lowercased, Moses-tokenized; train/scoring.py) beside bleu
+# (sacreBLEU: cased, 13a, detokenized).
 # exact_match_seen / _longer: lengthgen exact match over examples of task length <= / > the
 # training config's data.train_max_len (count-weighted), i.e. in-distribution vs extrapolation.
 # Results keys per x axis: the task's length (train.data.lengthgen; what train_max_len bounds) and
@@ -49,58 +53,34 @@ _MAX_CURVE_TAGS = 4
 
 
 # ---------------------------------------------------------------------------- TensorBoard events
-def read_records(path: str) -> Iterable[bytes]:
-  """Payloads of a TFRecord file (what TensorBoard event files are); stops at a torn last record."""
-  with open(path, 'rb') as f:
-    while True:
-      header = f.read(12)
-      if len(header) < 12:
-        return
-      (length,) = struct.unpack('<Q', header[:8])
-      data = f.read(length)
-      if len(data) < length or len(f.read(4)) < 4:
-        return  # the writer was cut off mid-record
-      yield data
-
-
-def _scalar(value) -> float | None:
-  """A Summary.Value as a float: tensorboardX writes simple_value, newer writers a tensor."""
-  if value.HasField('simple_value'):
-    return float(value.simple_value)
-  if value.HasField('tensor'):
-    t = value.tensor
-    for field in ('float_val', 'double_val', 'int_val', 'int64_val'):
-      if len(getattr(t, field)):
-        return float(getattr(t, field)[0])
-    if t.tensor_content and t.dtype in (1, 2):  # DT_FLOAT, DT_DOUBLE
-      arr = np.frombuffer(t.tensor_content, np.float32 if t.dtype == 1 else np.float64)
-      return float(arr[0]) if arr.size else None
-  return None
-
-
 def read_scalars(tb_dir: str) -> dict[str, list[tuple[int, float]]]:
   """{tag: [(step, value)] sorted by step} from every event file under tb_dir.
 
-  Events in a subdirectory get it as tag prefix (tb/eval/loss -> 'eval/loss'). A step written
-  twice (a resumed run repeats steps after its last checkpoint) keeps the later file's value.
+  Read with TensorBoard's own loader (no TensorFlow needed): simple_value and tensor scalars
+  alike, a torn last record (a writer killed mid-write) ends that file's events. Events in a
+  subdirectory get it as tag prefix (tb/eval/loss -> 'eval/loss'). A step written twice (a
+  resumed run repeats steps after its last checkpoint) keeps the later file's value.
   """
-  from tensorboardX.proto import event_pb2  # compiled protos; no TensorFlow needed
+  from tensorboard.backend.event_processing import plugin_event_accumulator as tb_events
+  from tensorboard.util import tensor_util
   series: dict[str, dict[int, float]] = collections.defaultdict(dict)
   files = sorted(glob.glob(os.path.join(tb_dir, '**', '*tfevents*'), recursive=True),
                  key=lambda p: (os.path.dirname(p), os.path.basename(p)))
   for path in files:
     prefix = os.path.relpath(os.path.dirname(path), tb_dir)
     prefix = '' if prefix == '.' else prefix.replace(os.sep, '/') + '/'
-    for record in read_records(path):
-      event = event_pb2.Event()
-      try:
-        event.ParseFromString(record)
-      except Exception:  # pylint: disable=broad-except
-        continue  # a damaged record: skip it, keep the rest of the curve
-      for value in event.summary.value:
-        x = _scalar(value)
-        if x is not None and math.isfinite(x):
-          series[prefix + value.tag][int(event.step)] = x
+    # One accumulator per file keeps the file order; keep every event, drop none on restarts.
+    events = tb_events.EventAccumulator(path, size_guidance={tb_events.TENSORS: 0},
+                                        purge_orphaned_data=False)
+    events.Reload()
+    for tag in events.Tags()[tb_events.TENSORS]:
+      if events.SummaryMetadata(tag).plugin_data.plugin_name != 'scalars':
+        continue  # histograms, text, images
+      for event in events.Tensors(tag):
+        value = tensor_util.make_ndarray(event.tensor_proto)
+        x = float(value.flat[0]) if value.size else math.nan
+        if math.isfinite(x):
+          series[prefix + tag][int(event.step)] = x
   return {tag: sorted(points.items()) for tag, points in series.items()}
 
 
@@ -114,15 +94,8 @@ def _load_json(path: str) -> Any:
 
 
 def _newest_results(workdir: str) -> dict[str, str]:
-  eval_dir = os.path.join(workdir, 'eval')
-  found: dict[str, tuple[float, str]] = {}
-  for name in os.listdir(eval_dir) if os.path.isdir(eval_dir) else []:
-    m = re.fullmatch(r'(.+)-(\d+)\.json', name)
-    if m:
-      mtime = os.path.getmtime(os.path.join(eval_dir, name))
-      if m.group(1) not in found or mtime > found[m.group(1)][0]:
-        found[m.group(1)] = (mtime, os.path.join('eval', name))
-  return {split: rel for split, (_, rel) in found.items()}
+  """Without DONE.json: per split, the newest single-checkpoint results (averages are skipped)."""
+  return layout.latest_results(workdir, averaged=False)
 
 
 def collect_runs(root: str) -> list[dict]:
@@ -130,9 +103,9 @@ def collect_runs(root: str) -> list[dict]:
   runs = []
   for workdir in sorted(glob.glob(os.path.join(root, '*', ''))):
     workdir = workdir.rstrip(os.sep)
-    spec_path = os.path.join(workdir, sweep_lib.SPEC_FILE)
-    done_path = os.path.join(workdir, sweep_lib.DONE_FILE)
-    has_eval = os.path.isdir(os.path.join(workdir, 'eval'))
+    spec_path = os.path.join(workdir, layout.SPEC_FILE)
+    done_path = os.path.join(workdir, layout.DONE_FILE)
+    has_eval = os.path.isdir(layout.eval_dir(workdir))
     if not (os.path.exists(spec_path) or has_eval):
       continue  # not a run (plots/, logs, ...)
     spec = _load_json(spec_path) if os.path.exists(spec_path) else {}
@@ -248,15 +221,11 @@ def table_rows(groups: Sequence[dict]) -> tuple[list[dict], list[str]]:
 
 
 def _fmt(metric: str, mean: float, std: float, n: int) -> str:
-  digits = 2 if metric in ('bleu', 'chrf') else 3
+  digits = 2 if metric in ('bleu', 'bleu_lit', 'chrf') else 3
   return f'{mean:.{digits}f}' + (f' ± {std:.{digits}f}' if n > 1 else '')
 
 
-# ---------------------------------------------------------------------------- writing
-def write_text_atomic(path: str, text: str) -> None:
-  paths.write_atomic(path, text.encode('utf-8'))
-
-
+# ---------------------------------------------------------------------------- tables
 def csv_text(rows: Sequence[dict], metrics: Sequence[str]) -> str:
   keys = []
   for row in rows:
@@ -296,7 +265,7 @@ def markdown_text(root: str, runs: Sequence[dict], rows: Sequence[dict], metrics
   if missing:
     lines += ['', '## Runs without results', '']
     lines += [f'- {r["name"]}: {"finished" if r["done"] else "not finished"}; log: '
-              f'{os.path.join(r["name"], sweep_lib.LOG_FILE)}' for r in missing]
+              f'{os.path.join(r["name"], layout.LOG_FILE)}' for r in missing]
   return '\n'.join(lines) + '\n'
 
 
@@ -320,46 +289,22 @@ def facets(groups: Sequence[dict]) -> list[tuple[str, list[tuple[str, dict]]]]:
   return list(panels.items())
 
 
-def _figure(n_panels: int):
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  cols = min(4, n_panels)
-  rows = -(-n_panels // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
-  for ax in axes.flat[n_panels:]:
-    ax.set_visible(False)
-  return plt, fig, list(axes.flat[:n_panels])
-
-
-def _save(plt, fig, path: str) -> None:
-  fig.tight_layout()
-  buf = io.BytesIO()
-  fig.savefig(buf, format='png', dpi=100)
-  plt.close(fig)
-  paths.write_atomic(path, buf.getvalue())
-
-
 def _safe(name: str) -> str:
   return re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('_') or 'x'
 
 
 def bar_plot(path: str, panels, split: str, metric: str) -> None:
   """Bars: the metric per setting, error bars = std over runs."""
-  plt, fig, axes = _figure(len(panels))
-  for ax, (title, items) in zip(axes, panels):
-    labels, means, stds = [], [], []
+  bars = []
+  for title, items in panels:
+    cells = []
     for label, g in items:
       values = [float(r['results'][split][metric]) for r in g['runs']
                 if split in r['results'] and metric in r['results'][split]]
       if values:
-        mean, std = mean_std(values)
-        labels.append(label), means.append(mean), stds.append(std)
-    ax.bar(range(len(means)), means, yerr=stds, capsize=3, color='tab:blue', alpha=0.8)
-    ax.set_xticks(range(len(means)), labels, rotation=40, ha='right', fontsize=8)
-    ax.set_ylabel(metric)
-    ax.set_title(title or f'{metric} on {split}', fontsize=9)
-  _save(plt, fig, path)
+        cells.append((label, *mean_std(values)))
+    bars.append((title, cells))
+  report_plots.bar_chart(path, bars, ylabel=metric, title=f'{metric} on {split}')
 
 
 def _mean_curve(curves: list[list[tuple[int, float]]]) -> tuple[list[int], list[float]]:
@@ -374,47 +319,40 @@ def _mean_curve(curves: list[list[tuple[int, float]]]) -> tuple[list[int], list[
 
 
 def curve_plot(path: str, panels, tag: str, scalars: dict[str, dict]) -> bool:
-  plt, fig, axes = _figure(len(panels))
-  drawn = False
-  for ax, (title, items) in zip(axes, panels):
-    for label, g in items:
-      curves = [scalars[r['name']][tag] for r in g['runs'] if scalars[r['name']].get(tag)]
-      if curves:
-        steps, values = _mean_curve(curves)
-        ax.plot(steps, values, label=label, lw=1.2)
-        drawn = True
-    ax.set_xlabel('step'), ax.set_ylabel(tag), ax.set_title(title or tag, fontsize=9)
-    ax.legend(fontsize=7)
-  if drawn:
-    _save(plt, fig, path)
-  else:
-    plt.close(fig)
-  return drawn
+  """Learning curves of `tag`, one line per setting (mean over runs); False if none has it."""
+  lines = []
+  for title, items in panels:
+    curves = [(label, [scalars[r['name']][tag] for r in g['runs'] if scalars[r['name']].get(tag)])
+              for label, g in items]
+    lines.append((title, [(label, *_mean_curve(c)) for label, c in curves if c]))
+  if not any(items for _, items in lines):
+    return False
+  report_plots.line_chart(path, lines, xlabel='step', ylabel=tag, title=tag, lw=1.2)
+  return True
 
 
 def length_plot(path: str, panels, split: str, kind: str, train_max_len: int | None) -> None:
   """Exact-match accuracy against length, one line per setting (mean over runs)."""
-  plt, fig, axes = _figure(len(panels))
-  for ax, (title, items) in zip(axes, panels):
+  lines = []
+  for title, items in panels:
+    cells = []
     for label, g in items:
       tables = [by_length(r['results'][split], kind) for r in g['runs'] if split in r['results']]
       tables = [t for t in tables if t]
       if tables:
         lengths = sorted(set.intersection(*(set(t) for t in tables)))
-        ax.plot(lengths, [np.mean([t[n] for t in tables]) for n in lengths], marker='.', label=label)
-    if train_max_len and kind == 'length':
-      ax.axvline(train_max_len, color='gray', ls='--', lw=0.8)  # longest length seen in training
-    xlabel = ('task length' + (f' (training: 1..{train_max_len})' if train_max_len else '')
-              if kind == 'length' else 'target length (tokens)')
-    ax.set_xlabel(xlabel), ax.set_ylabel('exact match'), ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title or split, fontsize=9)
-    ax.legend(fontsize=7)
-  _save(plt, fig, path)
+        cells.append((label, lengths, [np.mean([t[n] for t in tables]) for n in lengths]))
+    lines.append((title, cells))
+  xlabel = ('task length' + (f' (training: 1..{train_max_len})' if train_max_len else '')
+            if kind == 'length' else 'target length (tokens)')
+  vline = train_max_len if train_max_len and kind == 'length' else None  # longest trained on
+  report_plots.line_chart(path, lines, xlabel=xlabel, ylabel='exact match', title=split,
+                          ylim=(-0.02, 1.02), vline=vline, marker='.')
 
 
 def _train_max_len(runs: Sequence[dict]) -> int | None:
   for run in runs:
-    path = os.path.join(run['workdir'], 'config.json')
+    path = os.path.join(run['workdir'], layout.CONFIG_FILE)
     if os.path.exists(path):
       value = (_load_json(path).get('data') or {}).get('train_max_len')
       if value:
@@ -460,7 +398,8 @@ def make_report(root: str, *, metric: str | None = None, seed_keys: Sequence[str
         name = f'{kind}-{_safe(split)}.png'
         length_plot(os.path.join(plot_dir, name), panels, split, kind, max_len)
         plots['length'].append(f'plots/{name}')
-  scalars = {r['name']: read_scalars(os.path.join(r['workdir'], 'tb')) for r in with_results}
+  scalars = {r['name']: read_scalars(os.path.join(r['workdir'], layout.TB_DIR))
+             for r in with_results}
   for tag in curve_tags(scalars, metric):
     name = f'curves-{_safe(tag)}.png'
     if curve_plot(os.path.join(plot_dir, name), panels, tag, scalars):
@@ -470,8 +409,8 @@ def make_report(root: str, *, metric: str | None = None, seed_keys: Sequence[str
     if os.path.basename(stale) not in written:
       os.remove(stale)
   md, csv_path = os.path.join(root, 'report.md'), os.path.join(root, 'report.csv')
-  write_text_atomic(csv_path, csv_text(rows, metrics))
-  write_text_atomic(md, markdown_text(root, runs, rows, metrics, plots, common_overrides(groups)))
+  layout.write_text(csv_path, csv_text(rows, metrics))
+  layout.write_text(md, markdown_text(root, runs, rows, metrics, plots, common_overrides(groups)))
   return {'markdown': md, 'csv': csv_path,
           'plots': [os.path.join(root, p) for ps in plots.values() for p in ps]}
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import inspect
@@ -42,11 +43,11 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-from train.data import paths
+from train import layout
 
-DONE_FILE = 'DONE.json'
-SPEC_FILE = 'sweep_run.json'
-LOG_FILE = 'sweep.log'
+DONE_FILE = layout.DONE_FILE
+SPEC_FILE = layout.SPEC_FILE
+LOG_FILE = layout.LOG_FILE
 _MAX_NAME = 120
 
 
@@ -186,31 +187,23 @@ def default_eval_splits(config_path: str, arg: str | None, module=None) -> list[
 
 
 # ---------------------------------------------------------------------------- files
-def write_json_atomic(path: str, payload: Any) -> None:
-  text = json.dumps(payload, indent=2, sort_keys=True, default=repr) + '\n'
-  paths.write_atomic(path, text.encode('utf-8'))
+# Indented, sorted JSON (anything else as its repr), atomically; launch.benchmark uses it too.
+write_json_atomic = functools.partial(layout.write_json, default=repr)
 
 
 def latest_eval_files(workdir: str, splits: Sequence[str]) -> dict[str, str]:
-  """Per split, the newest `eval/{split}-{step}.json` (what the last evaluate call wrote)."""
-  eval_dir = os.path.join(workdir, 'eval')
-  found = {}
-  names = os.listdir(eval_dir) if os.path.isdir(eval_dir) else []
-  for split in splits:
-    pattern = re.compile(re.escape(split) + r'-(\d+)\.json$')
-    matches = [n for n in names if pattern.fullmatch(n)]
-    if matches:
-      found[split] = max(matches, key=lambda n: os.path.getmtime(os.path.join(eval_dir, n)))
-  return found
+  """Per split, the file name of the newest `eval/{split}-{step}.json` or
+  `-avg{N}@{step}.json` (from --checkpoint=avg_last:N): what the last evaluate call wrote."""
+  return {s: os.path.basename(rel) for s, rel in layout.latest_results(workdir, splits).items()}
 
 
 def mark_done(workdir: str, splits: Sequence[str], seconds: float | None = None) -> dict:
   """Writes DONE.json naming each split's results file; fails if one is missing."""
-  results = latest_eval_files(workdir, splits)
+  results = layout.latest_results(workdir, splits)
   missing = [s for s in splits if s not in results]
   if missing:
     raise RuntimeError(f'{workdir}: evaluation wrote no eval/{{split}}-STEP.json for {missing}')
-  marker = {'results': {s: os.path.join('eval', f) for s, f in results.items()},
+  marker = {'results': results,
             'finished': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'seconds': seconds}
   write_json_atomic(os.path.join(workdir, DONE_FILE), marker)
   return marker
@@ -220,12 +213,15 @@ def training_gap(workdir: str) -> str | None:
   """Why training looks unfinished (newest checkpoint step < config total_steps), else None.
 
   A trainer that saves and exits cleanly on SIGTERM (preemption) returns 0 before the end; this
-  keeps such a run from being evaluated and marked done. Unknown layouts count as finished.
+  keeps such a run from being evaluated and marked done. Unknown layouts count as finished, and
+  so does a run that early stopping (config.patience) ended.
   """
+  if os.path.exists(os.path.join(workdir, layout.STOPPED_FILE)):
+    return None
   try:
-    with open(os.path.join(workdir, 'config.json')) as f:
+    with open(os.path.join(workdir, layout.CONFIG_FILE)) as f:
       total = int(json.load(f)['total_steps'])
-    names = os.listdir(os.path.join(workdir, 'checkpoints'))
+    names = os.listdir(os.path.join(workdir, layout.CKPT_DIR))
   except (OSError, ValueError, KeyError, TypeError):
     return None
   steps = [int(n) for n in names if n.isdigit()]
@@ -414,7 +410,8 @@ def _define_flags():
   flags.DEFINE_integer('parallel', 1, 'local: how many runs at a time.')
   flags.DEFINE_enum('backend', 'local', ['local', 'slurm', 'print'], 'Where the runs go.')
   flags.DEFINE_list('eval_splits', None, 'Splits to evaluate after training (default config.data.eval_splits).')
-  flags.DEFINE_string('checkpoint', 'best', 'Checkpoint train.evaluate scores: best | latest | STEP.')
+  flags.DEFINE_string('checkpoint', 'best',
+                      'Checkpoint train.evaluate scores: best | latest | STEP | avg_last:N.')
   flags.DEFINE_multi_string('set', [], 'KEY=VALUE config override for every run (e.g. --set=total_steps=100).')
   flags.DEFINE_string('python', sys.executable, 'Python interpreter in the commands.')
   flags.DEFINE_string('train_module', 'train.main', 'Module run for training (tests swap in a stub).')
@@ -477,7 +474,7 @@ def _main(argv) -> int:
         gpus_per_node=FLAGS.slurm_gpus_per_node, cpus_per_task=FLAGS.slurm_cpus_per_task,
         max_parallel=FLAGS.slurm_max_parallel, sbatch_lines=FLAGS.slurm_sbatch)
     target = os.path.join(FLAGS.root, 'sweep.sbatch')
-    paths.write_atomic(target, script.encode('utf-8'))
+    layout.write_text(target, script)
     print(f'wrote {target} ({len(runs)} array tasks). Submit with:\n  sbatch {shlex.quote(target)}\n'
           f'then: python -m launch.report {shlex.quote(FLAGS.root)}')
     return 0

@@ -123,7 +123,7 @@ def main():
     return gensim_worker(args)
   os.makedirs(args.out, exist_ok=True)
   sys.path.insert(0, ROOT)
-  from train.data.paths import write_atomic  # pylint: disable=import-outside-toplevel
+  from train.layout import write_atomic  # pylint: disable=import-outside-toplevel
   rows = []
   for objective in args.objectives.split(","):
     for system in args.systems.split(","):

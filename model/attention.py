@@ -162,8 +162,10 @@ class Attention(nn.Module):
     cfg = self.cfg
     dropout_on = not self.deterministic and cfg.attention_dropout > 0
     if cfg.attention != 'additive' and kind != 'relative' and not dropout_on:
-      b = None if bias is None else bias.astype(q.dtype)
-      return jax.nn.dot_product_attention(q, k, v, bias=b, mask=mask)
+      impl = 'xla' if cfg.attention_impl == 'auto' else cfg.attention_impl
+      if impl != 'einsum':
+        b = None if bias is None else bias.astype(q.dtype)
+        return jax.nn.dot_product_attention(q, k, v, bias=b, mask=mask, implementation=impl)
     if cfg.attention == 'additive':
       v_vec = self.param('score_v', nn.with_logical_partitioning(
           nn.initializers.normal(cfg.hd ** -0.5), ('heads', 'kv')), (cfg.num_heads, cfg.hd))

@@ -18,6 +18,9 @@ NORMS = ('post', 'pre')
 REMATS = ('none', 'full', 'dots')
 DTYPES = ('float32', 'bfloat16')
 RNN_CELLS = ('gru', 'lstm')
+# Softmax attention kernels: xla / cudnn = jax.nn.dot_product_attention(implementation=...); auto =
+# xla; einsum = the explicit path the other variants use (same speed as xla on the 2-core CPU).
+ATTENTION_IMPLS = ('auto', 'einsum', 'xla', 'cudnn')
 
 # Position schemes each attention kind cannot express (see the table in attention.py).
 UNSUPPORTED = {
@@ -51,6 +54,7 @@ class ModelConfig:
   t5_num_buckets: int = 32
   t5_max_distance: int = 128
   attention: str = 'dot'
+  attention_impl: str = 'auto'
   ffn: str = 'relu'
   norm: str = 'post'
   share_embeddings: bool = True
@@ -121,6 +125,7 @@ def validate(c: ModelConfig) -> None:
   _choice('remat', c.remat, REMATS)
   _choice('dtype', c.dtype, DTYPES)
   _choice('rnn_cell', c.rnn_cell, RNN_CELLS)
+  _choice('attention_impl', c.attention_impl, ATTENTION_IMPLS)
   for key in ('position', 'encoder_position', 'decoder_position'):
     if getattr(c, key) is not None:
       _choice(key, getattr(c, key), POSITIONS)
@@ -151,6 +156,19 @@ def validate(c: ModelConfig) -> None:
       ok = [p for p in POSITIONS if p not in UNSUPPORTED[c.attention]]
       raise ValueError(f'model.{key}={pos!r} is not supported with model.attention={c.attention!r}; '
                        f'choose one of {ok} (or another attention).')
+  if c.attention_impl == 'cudnn':
+    why = []
+    if c.attention not in ('dot', 'shared_qk'):
+      why.append(f'model.attention={c.attention!r} (cuDNN computes softmax(q.k) only)')
+    if 'shaw' in (c.enc_pos, c.dec_pos):
+      why.append("position 'shaw' (its relative terms enter the scores and the values)")
+    if c.attention_dropout > 0:
+      why.append(f'model.attention_dropout={c.attention_dropout} (not supported by the fused kernel)')
+    if c.dtype != 'bfloat16':
+      why.append(f"model.dtype={c.dtype!r} (cuDNN's fused attention needs 'bfloat16')")
+    if why:
+      raise ValueError('model.attention_impl=cudnn cannot run this model: ' + '; '.join(why) +
+                       ". Use model.attention_impl=auto (or xla / einsum).")
   if c.t5_num_buckets < 4 or c.t5_max_distance <= c.t5_num_buckets // 4:
     raise ValueError('model.t5_num_buckets must be >= 4 and model.t5_max_distance > num_buckets / 4.')
   if c.shaw_max_distance < 1:

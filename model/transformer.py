@@ -1,7 +1,9 @@
 """Wiring only: encoder and decoder stacks, the encoder-decoder and the decoder-only LM.
 
 Every model exposes the same three entry points, which the trainer and `model.decoding` use:
-- `__call__(batch, deterministic=True) -> logits [B,T,V]` (float32),
+- `__call__(batch, deterministic=True) -> logits [B,T,V]` (float32); with `return_hidden=True`
+  and a tied output, `(final states [B,T,D], embedding table [V,D])` instead, for the trainer's
+  fused output projection + loss (`train/loss.py`),
 - `encode(batch, deterministic=True) -> encoder states` (None for decoder-only),
 - `decode(tokens, positions, segments, encoded, src_segments, max_cache_len) -> logits [B,t,V]`:
   one cached step over t >= 1 new tokens; call with `mutable=['cache']`. The first call (no
@@ -120,7 +122,7 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, ids, seg, pos, encoded=None, src_seg=None, deterministic=True, decode=False,
-               max_cache_len=0):
+               max_cache_len=0, return_hidden=False):
     cfg = self.cfg
     x = EmbedInput(cfg, cfg.dec_pos, deterministic, name='embed_input')(self.embed, ids, pos)
     k_pos, k_seg, cache_index = pos, seg, None
@@ -144,6 +146,8 @@ class Decoder(nn.Module):
                    cross=self.cross, decode=decode, deterministic=deterministic)
     if cfg.norm == 'pre':
       x = LayerNorm(cfg.jdtype, name='final_norm')(x)
+    if return_hidden and cfg.tie_output:  # the trainer's fused output projection + loss
+      return constrain(x, ('batch', 'length', 'embed')), self.embed.table
     if cfg.tie_output:
       logits = self.embed.attend(x)
     else:
@@ -168,11 +172,12 @@ class EncoderDecoder(nn.Module):
     ids, seg, pos = segments_positions(batch, 'inputs', 'inputs')
     return self.encoder(ids, seg, pos, deterministic)
 
-  def __call__(self, batch, deterministic=True):
+  def __call__(self, batch, deterministic=True, return_hidden=False):
     encoded = self.encode(batch, deterministic)
     _, src_seg, _ = segments_positions(batch, 'inputs', 'inputs')
     ids, seg, pos = segments_positions(batch, 'decoder_inputs', 'targets')
-    return self.decoder(ids, seg, pos, encoded, src_seg, deterministic)
+    return self.decoder(ids, seg, pos, encoded, src_seg, deterministic,
+                        return_hidden=return_hidden)
 
   def decode(self, tokens, positions, segments, encoded, src_segments, max_cache_len):
     return self.decoder(tokens, segments, positions, encoded, src_segments, True, True, max_cache_len)
@@ -189,9 +194,9 @@ class DecoderOnly(nn.Module):
     del batch, deterministic
     return None
 
-  def __call__(self, batch, deterministic=True):
+  def __call__(self, batch, deterministic=True, return_hidden=False):
     ids, seg, pos = segments_positions(batch, 'decoder_inputs', 'targets')
-    return self.decoder(ids, seg, pos, None, None, deterministic)
+    return self.decoder(ids, seg, pos, None, None, deterministic, return_hidden=return_hidden)
 
   def decode(self, tokens, positions, segments, encoded, src_segments, max_cache_len):
     del encoded, src_segments

@@ -5,7 +5,8 @@ every item is written (Orbax writes to a temporary name and renames), and old st
 deleted only after the newer save has finalised, so a good checkpoint always exists.
 Kept: the newest `keep_checkpoints` plus the best by validation metric (BLEU when computed,
 else loss). A step that fails to restore is moved to WORKDIR/checkpoints_bad/ with a warning
-and the previous one is used.
+and the previous one is used. Averages of several steps (train/averaging.py, `avg_last:N`)
+live in WORKDIR/averaged/, outside this manager's view: never resumed from, never `latest`.
 """
 import base64
 import dataclasses
@@ -20,8 +21,10 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
-CKPT_DIR = 'checkpoints'
-BAD_DIR = 'checkpoints_bad'
+from train import layout
+
+CKPT_DIR = layout.CKPT_DIR
+BAD_DIR = layout.BAD_CKPT_DIR
 
 
 # ----------------------------------------------------------------------------- data iterator state

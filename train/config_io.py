@@ -8,7 +8,7 @@ import os
 
 import ml_collections as mlc
 
-from train.data import paths
+from train import layout
 
 # Choice-valued keys and their valid values (docs/contracts.md). None is allowed where the
 # contract says "None -> fall back to ...".
@@ -18,6 +18,7 @@ CHOICES = {
     'data.tokenizer': ('unigram', 'bpe', 'char'),
     'data.length_policy': ('filter', 'truncate'),
     'data.batching': ('bucket', 'pack'),
+    'data.preprocess': ('raw', 'lc_norm_tok'),
     'model.arch': ('encoder_decoder', 'decoder_only', 'rnn'),
     'model.position': ('none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary', 'alibi'),
     'model.encoder_position': (None, 'none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary',
@@ -25,6 +26,7 @@ CHOICES = {
     'model.decoder_position': (None, 'none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary',
                                'alibi'),
     'model.attention': ('dot', 'additive', 'shared_qk', 'linear'),
+    'model.attention_impl': ('auto', 'einsum', 'xla', 'cudnn'),
     'model.ffn': ('relu', 'gelu', 'swiglu'),
     'model.norm': ('post', 'pre'),
     'model.remat': ('none', 'full', 'dots'),
@@ -36,11 +38,12 @@ CHOICES = {
 }
 
 # Keys added after runs were already written: a resolved config without them is still valid.
-OPTIONAL = ('dropout_rng_impl',)
+OPTIONAL = ('dropout_rng_impl', 'loss_chunk_tokens', 'model.attention_impl', 'patience', 'data.preprocess')
 
 POSITIVE_INTS = ('total_steps', 'batch_size', 'log_every', 'checkpoint_every',
                  'model.d_model', 'model.num_heads', 'model.num_layers', 'model.d_ff',
                  'optim.grad_accum_steps')
+NON_NEGATIVE_INTS = ('patience', 'loss_chunk_tokens',)
 
 
 def _get(config, dotted):
@@ -52,11 +55,19 @@ def _get(config, dotted):
   return node
 
 
+def _has(config, dotted):
+  try:
+    _get(config, dotted)
+  except ValueError:
+    return False
+  return True
+
+
 def validate(config):
   """Raises ValueError naming the bad key, its value and what would be valid."""
   errors = []
   for key, valid in CHOICES.items():
-    if key in OPTIONAL and key not in config:
+    if key in OPTIONAL and not _has(config, key):
       continue
     value = _get(config, key)
     if value not in valid:
@@ -66,6 +77,12 @@ def validate(config):
     value = _get(config, key)
     if not isinstance(value, int) or value < 1:
       errors.append(f'--config.{key}={value!r} must be a positive integer')
+  for key in NON_NEGATIVE_INTS:
+    if key in OPTIONAL and not _has(config, key):
+      continue
+    value = _get(config, key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+      errors.append(f'--config.{key}={value!r} must be a non-negative integer (0 = off)')
   m = config.model
   if m.d_model % m.num_heads and m.head_dim is None:
     errors.append(f'model.d_model={m.d_model} is not divisible by model.num_heads='
@@ -88,6 +105,10 @@ def validate(config):
     if config.data.task not in lengthgen.TASKS:
       errors.append(f'--config.data.task={config.data.task!r} is not a lengthgen task; choose '
                     f'one of: {", ".join(lengthgen.TASKS)}')
+  preprocess = config.data.get('preprocess', 'raw')
+  if preprocess in CHOICES['data.preprocess'][1:] and config.data.name != 'multi30k':
+    errors.append(f'--config.data.preprocess={preprocess!r} applies to multi30k '
+                  f'only (data.name={config.data.name!r}); use raw')
   if errors:
     raise ValueError('invalid config:\n  ' + '\n  '.join(errors))
   _validate_model(config.model)
@@ -115,17 +136,11 @@ def _jsonable(x):
   return x
 
 
-def atomic_write(path, text):
-  """Write then rename, so a reader never sees half a file."""
-  paths.write_atomic(path, text.encode('utf-8'))
-
-
 def save_config(config, workdir):
   """Writes WORKDIR/config.json (machine-readable) and config.txt (ml_collections repr)."""
   os.makedirs(workdir, exist_ok=True)
-  atomic_write(os.path.join(workdir, 'config.json'),
-               json.dumps(_jsonable(config), indent=2, sort_keys=True) + '\n')
-  atomic_write(os.path.join(workdir, 'config.txt'), str(config))
+  layout.write_json(os.path.join(workdir, layout.CONFIG_FILE), _jsonable(config))
+  layout.write_text(os.path.join(workdir, layout.CONFIG_TEXT_FILE), str(config))
 
 
 def _tuplify(x):
@@ -139,7 +154,7 @@ def _tuplify(x):
 
 def load_config(workdir):
   """The resolved config a run in `workdir` was trained with."""
-  path = os.path.join(workdir, 'config.json')
+  path = os.path.join(workdir, layout.CONFIG_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path} not found: is {workdir!r} a train.main workdir?')
   with open(path) as f:

@@ -1,6 +1,6 @@
 """Evaluate checkpoints: decode a split or any text file, score with sacreBLEU, write results JSON.
 
-    python -m train.evaluate --workdir=DIR --checkpoint=latest|best|all|STEP \
+    python -m train.evaluate --workdir=DIR --checkpoint=latest|best|all|STEP|avg_last:N \
         [--split=NAME | --source_file=F [--reference_file=F]] [--decode=beam|greedy] \
         [--beam_size=4] [--alpha=0.6] [--output=FILE] [--show=N]
 
@@ -9,6 +9,13 @@ token-level loss from `train.trainer.eval_loss`, decode settings, timings; for l
 exact-match accuracy overall, per task length and per target length in tokens) and the hypotheses, one per line in the original order, to
 `DIR/eval/{split}-{step}.hyp.txt`. `--checkpoint=all` evaluates every checkpoint that
 `DIR/eval/ledger.json` does not list yet for this split and decode setting.
+`--checkpoint=avg_last:N` evaluates the element-wise mean of the N newest checkpoints' params
+(train/averaging.py; cached in `DIR/averaged/`) and writes `DIR/eval/{split}-avg{N}@{last}.json`
+(+ `.hyp.txt`), which records the averaged steps; the ledger is not touched.
+Multi30K results also carry the literature's BLEU (`bleu_lit`: lowercased, Moses-tokenized text,
+as multi-bleu.perl scores it; train/scoring.py). A `data.preprocess='lc_norm_tok'` model reads and
+writes processed text: `--source_file`/`--reference_file` are raw text and get processed like its
+training data, `.hyp.txt` holds its processed output, sacreBLEU scores that output detokenized.
 """
 from __future__ import annotations
 
@@ -22,11 +29,14 @@ import numpy as np
 
 import model
 from model import decoding
+from train import averaging
 from train import checkpointing
 from train import config_io
 from train import data
+from train import layout
 from train import scoring
 from train import trainer
+from train.data import moses
 
 PAD, EOS, BOS = 0, 1, 2
 # Inputs the decoder needs (targets, index, ... are not passed).
@@ -168,14 +178,50 @@ def _split_data(config, tokenizer, split, max_sentences, batch_size):
   return _SPLIT_CACHE[key]
 
 
+def target_text(config) -> dict[str, Any]:
+  """How a config's hypotheses are scored: `lang`, the target language of the literature BLEU
+  (None unless multi30k), and `processed`, whether the model reads and writes literature-processed
+  text (`data.preprocess='lc_norm_tok'`; absent in older configs = raw)."""
+  d = config.data
+  if (d.get("name", None) or "multi30k") != "multi30k":
+    return {"lang": None, "processed": False}
+  return {"lang": d.get("tgt", None) or "de",
+          "processed": (d.get("preprocess", None) or "raw") != "raw"}
+
+
+def model_text(config, lines: Sequence[str], side: str) -> list[str]:
+  """Raw lines (a --source_file, train.translate's input) as the model reads them: processed
+  like its training data for a `data.preprocess='lc_norm_tok'` model, else unchanged."""
+  if not target_text(config)["processed"]:
+    return list(lines)
+  return moses.process_lines(lines, config.data.src if side == "source" else config.data.tgt)
+
+
+def readable(config, hypotheses: Sequence[str]) -> list[str]:
+  """Hypotheses as text for people: a processed-text model's output Moses-detokenized
+  (lowercase stays), others unchanged."""
+  t = target_text(config)
+  if not t["processed"]:
+    return list(hypotheses)
+  return [moses.detokenize(h, t["lang"]) for h in hypotheses]
+
+
 def score(hypotheses: dict[int, str], examples_by_index: dict[int, dict],
-          tokenizer=None) -> dict[str, Any]:
-  """BLEU/chrF in index order; for lengthgen (examples carry `length`) also exact match per
-  task length and, given the tokenizer, per target length in tokens."""
+          tokenizer=None, *, lang: str | None = None, processed: bool = False) -> dict[str, Any]:
+  """BLEU/chrF in index order (+ the literature BLEU given the target `lang`; `processed`: the
+  hypotheses and `target`s are literature-processed text and examples carry `target_raw`, see
+  scoring.score_corpus); for lengthgen (examples carry `length`) also exact match per task
+  length and, given the tokenizer, per target length in tokens."""
   indices = sorted(hypotheses)
   hyps = [hypotheses[i] for i in indices]
   refs = [examples_by_index[i]["target"] for i in indices]
-  result = scoring.score_corpus(hyps, refs)
+  raw_refs = None
+  if processed:
+    raw_refs = [examples_by_index[i].get("target_raw") for i in indices]
+    if None in raw_refs:
+      raise ValueError("a processed-text model's examples need their raw reference "
+                       "(target_raw) for sacreBLEU; rebuild the dataset (train.data.prepare)")
+  result = scoring.score_corpus(hyps, refs, lang, processed=processed, raw_references=raw_refs)
   if indices and "length" in examples_by_index[indices[0]]:
     lengths = [examples_by_index[i]["length"] for i in indices]
     result.update(scoring.exact_match(hyps, refs, lengths))
@@ -192,14 +238,16 @@ def decode_and_score(config, module, params, tokenizer, split, *, max_sentences=
   """Decode `split` (its first `max_sentences` examples) and score against the references.
 
   Returns bleu, chrf, sacrebleu_signature, hypotheses (in original order), indices,
-  num_sentences, decode settings, seconds; exact_match[_by_length] for lengthgen.
+  num_sentences, decode settings, seconds; bleu_lit[_details, _signature] for multi30k;
+  exact_match[_by_length] for lengthgen.
   """
   start = time.time()
   settings = settings_from_config(config, decode, beam_size, alpha)
   batch_size = int(config.get("eval", {}).get("batch_size", 0) or 0) or None
   examples, batches = _split_data(config, tokenizer, split, max_sentences, batch_size)
   hypotheses = translate_batches(module, params, batches, tokenizer, settings)
-  result = score(hypotheses, {int(e["index"]): e for e in examples}, tokenizer)
+  result = score(hypotheses, {int(e["index"]): e for e in examples}, tokenizer,
+                 **target_text(config))
   result.update(split=split, decode=settings.as_dict(), seconds=time.time() - start)
   return result
 
@@ -245,22 +293,51 @@ def resolve_steps(workdir: str, which: str) -> list[int]:
   try:
     step = int(which)
   except ValueError:
-    raise ValueError(f"--checkpoint={which!r}: use latest, best, all or a step number") from None
+    raise ValueError(f"--checkpoint={which!r}: use latest, best, all or a step number, "
+                     "or avg_last:N") from None
   if step not in steps:
     raise ValueError(f"--checkpoint={step}: no such checkpoint in {workdir}; "
                      f"available steps: {steps}")
   return [step]
 
 
-def _results_paths(workdir, name, step, settings, default_settings, output):
-  """(results JSON, hypotheses file). Non-default decode settings get their own file name."""
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+  """What one evaluation loads: a checkpoint step, or the mean of several (avg_last:N)."""
+  step: int                       # the checkpoint's step; for an average, its newest step
+  averaged: tuple[int, ...] = ()  # the steps averaged; empty for a plain checkpoint
+
+  @property
+  def label(self) -> str:
+    """The step in result file names: '700', or 'avg10@700' for an average ending at 700."""
+    return layout.step_label(self.step, len(self.averaged))
+
+
+def resolve_checkpoints(workdir: str, which: str) -> list[Checkpoint]:
+  """`resolve_steps`, plus `avg_last:N`: one Checkpoint averaging the N newest steps."""
+  n = averaging.parse(which)
+  if n is None:
+    return [Checkpoint(step) for step in resolve_steps(workdir, which)]
+  steps = averaging.last_steps(workdir, n)
+  return [Checkpoint(steps[-1], tuple(steps))]
+
+
+def load_params(workdir: str, checkpoint: Checkpoint, config=None):
+  """Host-local params of `checkpoint` (an average is computed once, then read from disk)."""
+  if checkpoint.averaged:
+    return averaging.averaged_params(workdir, checkpoint.averaged, config)
+  return checkpointing.restore_params(workdir, checkpoint.step, config)
+
+
+def _results_paths(workdir, name, step, settings, default_settings, output, averaged=0):
+  """(results JSON, hypotheses file) of `step` (or the mean of `averaged` checkpoints ending
+  there). Non-default decode settings get their own file name."""
   if output:
-    json_path = output.format(step=step, split=name)
+    json_path = output.format(step=layout.step_label(step, averaged), split=name)
   else:
-    suffix = "" if settings == default_settings else f"-{settings.tag}"
-    json_path = os.path.join(workdir, "eval", f"{name}-{step}{suffix}.json")
-  stem = json_path[:-len(".json")] if json_path.endswith(".json") else json_path
-  return json_path, stem + ".hyp.txt"
+    tag = "" if settings == default_settings else settings.tag
+    json_path = layout.results_path(workdir, name, step, averaged=averaged, tag=tag)
+  return json_path, layout.hypotheses_path(json_path)
 
 
 def _loss(loaded: Loaded, params, batches) -> dict[str, float]:
@@ -271,19 +348,22 @@ def _loss(loaded: Loaded, params, batches) -> dict[str, float]:
 
 def evaluate_step(loaded: Loaded, workdir: str, step: int, params, *, split=None,
                   source_file=None, reference_file=None, settings: DecodeSettings,
-                  output=None, show: int = 0) -> dict[str, Any]:
-  """Evaluate one checkpoint; write hypotheses (and results JSON when references exist)."""
+                  output=None, show: int = 0, averaged: Sequence[int] = ()) -> dict[str, Any]:
+  """Evaluate one checkpoint (`params` of `step`, or the mean of the `averaged` steps);
+  write hypotheses (and results JSON when references exist)."""
   config, start = loaded.config, time.time()
   batch_size = int(config.get("eval", {}).get("batch_size", 0) or 0) or None
   if source_file:
     name = os.path.basename(source_file).removesuffix(".gz")
     sources, references = scoring.read_parallel(source_file, reference_file)
+    model_refs = model_text(config, references, "target") if references else None
     batches = text_batches(
-        loaded.tokenizer, sources, references,
+        loaded.tokenizer, model_text(config, sources, "source"), model_refs,
         arch=config.model.get("arch", "encoder_decoder"),
         batch_size=batch_size or 32, max_src_len=config.data.max_src_len,
         max_tgt_len=config.data.max_tgt_len)
-    examples = {i: {"source": s, "target": references[i] if references else None}
+    examples = {i: {"source": s, "target": model_refs[i] if references else None,
+                    "target_raw": references[i] if references else None}
                 for i, s in enumerate(sources)}
   else:
     name = split
@@ -292,7 +372,8 @@ def evaluate_step(loaded: Loaded, workdir: str, step: int, params, *, split=None
   hypotheses = translate_batches(loaded.module, params, batches, loaded.tokenizer, settings)
   decode_seconds = time.time() - start
   default = settings_from_config(config)
-  json_path, hyp_path = _results_paths(workdir, name, step, settings, default, output)
+  json_path, hyp_path = _results_paths(workdir, name, int(step), settings, default, output,
+                                       averaged=len(averaged))
   scoring.write_lines(hyp_path, [hypotheses[i] for i in sorted(hypotheses)])
   if source_file and reference_file is None:
     result = {"hypotheses_file": hyp_path, "num_sentences": len(hypotheses), "step": step,
@@ -300,12 +381,15 @@ def evaluate_step(loaded: Loaded, workdir: str, step: int, params, *, split=None
               "hypotheses": [hypotheses[i] for i in sorted(hypotheses)]}
     _print_examples(result, examples, show)
     return result
-  result = score(hypotheses, examples, loaded.tokenizer)
+  result = score(hypotheses, examples, loaded.tokenizer, **target_text(config))
   result.update(_loss(loaded, params, batches))
   result.update(
       step=int(step), split=name, workdir=os.path.abspath(workdir), decode=settings.as_dict(),
       decode_seconds=decode_seconds, seconds=time.time() - start, hypotheses_file=hyp_path,
       source_file=source_file, reference_file=reference_file)
+  if averaged:
+    result.update(checkpoint=f"{averaging.PREFIX}{len(averaged)}",
+                  averaged_steps=[int(s) for s in averaged])
   record = {k: v for k, v in result.items() if k not in ("hypotheses", "indices")}
   scoring.write_json(json_path, record)
   result["results_file"] = json_path
@@ -321,11 +405,17 @@ def _print_examples(result: dict[str, Any], examples: dict[int, dict], n: int) -
       print(f"REF: {examples[i]['target']}")
     print(f"HYP: {hyp}\n")
   if "bleu" in result:
-    print(f"{result['split']} step {result['step']}: BLEU = {result['bleu']:.2f}  "
+    which = (f"mean of steps {result['averaged_steps']}" if result.get("averaged_steps")
+             else f"step {result['step']}")
+    print(f"{result['split']} {which}: BLEU = {result['bleu']:.2f}  "
           f"chrF = {result['chrf']:.2f}  loss = {result['loss']:.4f}  "
           f"({result['num_sentences']} sentences, {result['decode']['method']})")
     print(f"  {result['bleu_details']}")
     print(f"  sacreBLEU signature: {result['sacrebleu_signature']}")
+  if "bleu_lit" in result:
+    print(f"  literature BLEU (lowercased, Moses-tokenized) = {result['bleu_lit']:.2f}  "
+          f"{result['bleu_lit_details']}")
+    print(f"  its signature: {result['bleu_lit_signature']}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,31 +429,36 @@ def run(workdir: str, checkpoint: str = "latest", *, split=None, source_file=Non
     raise ValueError("give either --split or --source_file (with --reference_file), not both")
   if reference_file and not source_file:
     raise ValueError("--reference_file needs --source_file")
-  if checkpoint not in ("latest", "best", "all") and not checkpoint.isdigit():
-    raise ValueError(f"--checkpoint={checkpoint!r}: use latest, best, all or a step number")
+  if (checkpoint not in ("latest", "best", "all") and not checkpoint.isdigit()
+      and averaging.parse(checkpoint) is None):
+    raise ValueError(f"--checkpoint={checkpoint!r}: use latest, best, all or a step number, "
+                     "or avg_last:N")
   loaded = load_workdir(workdir)
   config = loaded.config
   if not source_file and not split:
     split = list(config.data.get("eval_splits") or ["val"])[0]
   settings = settings_from_config(config, decode, beam_size, alpha)
-  steps = resolve_steps(workdir, checkpoint)
-  if output and len(steps) > 1 and "{step}" not in output:
+  checkpoints = resolve_checkpoints(workdir, checkpoint)
+  if output and len(checkpoints) > 1 and "{step}" not in output:
     raise ValueError(f"--output={output}: several checkpoints would overwrite one file; "
                      "put {step} in the name, e.g. --output=out/val-{step}.json")
-  eval_dir = os.path.join(workdir, "eval")
+  eval_dir = layout.eval_dir(workdir)
   name = split or os.path.basename(source_file).removesuffix(".gz")
   ledger_key = f"{name}:{settings.tag}"
   if checkpoint == "all":
-    steps = scoring.pending_steps(steps, scoring.load_ledger(eval_dir), ledger_key)
+    steps = scoring.pending_steps([c.step for c in checkpoints], scoring.load_ledger(eval_dir),
+                                  ledger_key)
     print(f"{len(steps)} checkpoint(s) to evaluate on {name}: {steps}")
+    checkpoints = [Checkpoint(step) for step in steps]
   results = []
-  for step in steps:
-    params = checkpointing.restore_params(workdir, step, config)
-    result = evaluate_step(loaded, workdir, step, params, split=split, source_file=source_file,
-                           reference_file=reference_file, settings=settings, output=output,
-                           show=show)
+  for ckpt in checkpoints:
+    params = load_params(workdir, ckpt, config)
+    result = evaluate_step(loaded, workdir, ckpt.step, params, split=split,
+                           source_file=source_file, reference_file=reference_file,
+                           settings=settings, output=output, show=show, averaged=ckpt.averaged)
     if "results_file" in result:
-      scoring.record_in_ledger(eval_dir, ledger_key, step, result["results_file"])
+      if not ckpt.averaged:  # the ledger tracks single checkpoints, for --checkpoint=all
+        scoring.record_in_ledger(eval_dir, ledger_key, ckpt.step, result["results_file"])
       print(f"wrote {result['results_file']} and {result['hypotheses_file']}")
     else:
       print(f"wrote {result['hypotheses_file']} (no reference, so no scores)")
@@ -377,7 +472,8 @@ def _define_flags():
   from absl import flags  # pylint: disable=import-outside-toplevel
   flags.DEFINE_string("workdir", None, "Training workdir (config.json, checkpoints/).",
                       required=True)
-  flags.DEFINE_string("checkpoint", "latest", "latest | best | all | STEP.")
+  flags.DEFINE_string("checkpoint", "latest",
+                      "latest | best | all | STEP | avg_last:N (mean of the N newest).")
   flags.DEFINE_string("split", None, "Split name (default: first of config.data.eval_splits).")
   flags.DEFINE_string("source_file", None, "Plain or .gz text to translate, one per line.")
   flags.DEFINE_string("reference_file", None, "References aligned with --source_file.")

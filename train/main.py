@@ -2,6 +2,9 @@ r"""Train a model from a config; resumes from WORKDIR automatically.
 
   python -m train.main --config=configs/NAME.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...]
 
+With `--config.patience=P` training stops once P validations in a row did not improve
+(train/early_stopping.py: WORKDIR/stopped.json says why; a relaunch trains no further).
+
 Multi-host: run the same command on every host with `--coordinator_address=H:P
 --num_processes=N --process_id=I` (launch/multihost.py adds them), or `--multihost_auto` where
 JAX finds the cluster itself (SLURM, Cloud TPU).
@@ -119,6 +122,16 @@ def check_finite(pending, last_saved):
           f'or --config.optim.clip_norm=1.0.')
 
 
+def agreed(flag):
+  """Process 0's value of a host-side decision, so every process stops at the same step."""
+  import jax  # pylint: disable=import-outside-toplevel
+  if jax.process_count() == 1:
+    return bool(flag)
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return bool(multihost_utils.broadcast_one_to_all(np.array(bool(flag))))
+
+
 def resolve_config(config, tokenizer):
   """The config as trained: vocabulary size filled in from the tokenizer."""
   config = config.copy_and_resolve_references()
@@ -131,7 +144,8 @@ def resolve_config(config, tokenizer):
 # ============================================================================= eval
 
 def run_validation(config, module, params, tokenizer, val_batches, step):
-  """{'val_loss', 'val_accuracy', 'val_bleu'/'val_exact_match' if decoding is on}."""
+  """{'val_loss', 'val_accuracy', 'val_bleu'/'val_exact_match' if decoding is on; for multi30k
+  also 'val_bleu_lit' (the literature's lowercased tokenized BLEU; val_bleu still picks `best`)}."""
   import jax  # pylint: disable=import-outside-toplevel
   from train import trainer  # pylint: disable=import-outside-toplevel
   if jax.process_count() > 1:
@@ -150,7 +164,7 @@ def run_validation(config, module, params, tokenizer, val_batches, step):
       scores = evaluate.decode_and_score(
           config, module, params, tokenizer, config.data.eval_splits[0], max_sentences=n,
           decode=config.eval.get('train_decode') or config.eval.decode)
-      for key in ('bleu', 'chrf', 'exact_match'):
+      for key in ('bleu', 'bleu_lit', 'chrf', 'exact_match'):
         if scores.get(key) is not None:
           result[f'val_{key}'] = float(scores[key])
       logging.info('step %d: decoded %d %s sentences in %.1fs', step, n,
@@ -170,6 +184,7 @@ def train_and_evaluate(config, workdir, devices=None):
 
   import model  # pylint: disable=import-outside-toplevel
   from train import checkpointing, config_io, data, trainer  # pylint: disable=import-outside-toplevel
+  from train import early_stopping  # pylint: disable=import-outside-toplevel
   from train import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
   from train import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
 
@@ -216,6 +231,8 @@ def train_and_evaluate(config, workdir, devices=None):
     state = restored
     train_iter.set_state(data_state)
     logging.info('resumed from step %d', int(state.step))
+  stopper = early_stopping.EarlyStopping(         # patience; history truncated to this step
+      workdir, config.get('patience', 0), int(jax.device_get(state.step)), write=pid == 0)
   step_fn = trainer.jit_train_step(module, tx, config, mesh, shardings)
 
   val_split = config.data.eval_splits[0] if config.data.eval_splits else None
@@ -241,6 +258,11 @@ def train_and_evaluate(config, workdir, devices=None):
       last_saved = int(jax.device_get(state.step))
 
   try:
+    if agreed(stopper.stopped and step < config.total_steps):
+      stopper.write_stopped(step)          # again, in case a kill came before it was written
+      logging.warning('%s', stopper.resume_message(step))
+      return 'stopped_early'
+    stopper.clear_stale()
     while step < config.total_steps:
       if preemption.any_process():
         save(force=True)
@@ -281,7 +303,7 @@ def train_and_evaluate(config, workdir, devices=None):
                                                      'grad_norm', 'param_norm')}, 'train')
         writer.scalars(step, rates, 'perf')
         meter.reset(time.time())
-      eval_metrics = None
+      eval_metrics, stop = None, False
       if is_eval and val_split:
         check_finite(pending, last_saved)
         pending.clear()
@@ -294,8 +316,15 @@ def train_and_evaluate(config, workdir, devices=None):
         writer.scalars(step, {k[4:]: v for k, v in eval_metrics.items()}, 'eval')
         writer.flush()
         meter.reset(time.time())           # validation time is not training throughput
+        stop = agreed(stopper.update(step, eval_metrics, checkpointing._score(eval_metrics))
+                      and not is_last)
       if is_ckpt:
         save(metrics=eval_metrics, force=is_last or is_eval)
+      if stop:                             # patience ran out: this step's checkpoint is final
+        ckpt.wait()
+        stopper.write_stopped(step)
+        logging.warning('%s', stopper.summary(step))
+        return 'stopped_early'
     check_finite(pending, last_saved)
     ckpt.wait()
     return 'done'

@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from absl import logging
 
+from train import layout
+
 # Dense peak TFLOP/s per chip by (device_kind substring, compute dtype). float32 on NVIDIA means
 # TF32 tensor cores (XLA's default matmul precision there). First match wins: order matters.
 PEAK_TFLOPS = (
@@ -97,7 +99,7 @@ class Writer:
     self._w = None
     if jax.process_index() == 0:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._w = SummaryWriter(os.path.join(workdir, 'tb'), flush_secs=30)
+      self._w = SummaryWriter(os.path.join(workdir, layout.TB_DIR), flush_secs=30)
 
   def scalars(self, step, values, prefix):
     if self._w is None:

@@ -1,4 +1,5 @@
-"""Scoring and result files for evaluation: sacreBLEU/chrF, exact match, text I/O, the eval ledger.
+"""Scoring and result files for evaluation: sacreBLEU/chrF, the literature's tokenized BLEU, exact
+match, text I/O, the eval ledger.
 
 Everything here is plain Python over strings and files (no JAX), so it is cheap to test and
 reuse from `train.evaluate`, `train.translate` and `launch/`.
@@ -13,9 +14,10 @@ from typing import Any, Iterable, Sequence
 
 from sacrebleu.metrics import BLEU, CHRF
 
-from train.data import paths
+from train import layout
+from train.data import moses
 
-LEDGER_NAME = "ledger.json"
+LEDGER_NAME = layout.LEDGER_FILE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -28,25 +30,71 @@ def _check_same_length(hypotheses: Sequence[str], references: Sequence[str]) -> 
         "needs exactly one reference (do the source and reference files have equal lines?)")
 
 
-def score_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
-  """Corpus BLEU (sacreBLEU defaults: 13a tokenizer, cased) and chrF, with their signatures.
+def literature_process(line: str, lang: str) -> str:
+  """A raw line as Multi30K papers score it: lowercased, punctuation-normalised, Moses-tokenized
+  (`&apos;`, `&amp;` escapes), exactly like the official `tok/*.lc.norm.tok.{lang}` files."""
+  return moses.process(line, lang)
 
-  Both sides must be detokenized text; sacreBLEU does its own tokenization, which is what
-  makes the number comparable across papers.
+
+def literature_bleu(hypotheses: Sequence[str], references: Sequence[str], lang: str, *,
+                    processed: bool = False) -> dict[str, Any]:
+  """Corpus BLEU as multi-bleu.perl computes it on literature-processed text (Multi30K papers).
+
+  `processed=False`: both sides are raw text and get `literature_process` here. `processed=True`:
+  both already are processed text (a model trained with `data.preprocess='lc_norm_tok'` and its
+  processed references); they are compared as they are (processing them again would turn
+  `&apos;` into `&amp;apos;`). sacreBLEU then only splits on whitespace: no tokenizer, no
+  lowercasing, no smoothing (multi-bleu.perl has none).
+  """
+  _check_same_length(hypotheses, references)
+  hyps, refs = list(hypotheses), list(references)
+  if not processed:
+    hyps, refs = moses.process_lines(hyps, lang), moses.process_lines(refs, lang)
+  bleu = BLEU(tokenize="none", lowercase=False, smooth_method="none", force=True)
+  score = bleu.corpus_score(hyps, [refs])
+  return {
+      "bleu_lit": float(score.score),
+      "bleu_lit_details": str(score),
+      "bleu_lit_signature": f"{moses.signature(lang)}|{bleu.get_signature()}",
+  }
+
+
+def score_corpus(hypotheses: Sequence[str], references: Sequence[str], lang: str | None = None,
+                 *, processed: bool = False,
+                 raw_references: Sequence[str] | None = None) -> dict[str, Any]:
+  """Corpus BLEU (sacreBLEU defaults: 13a tokenizer, cased) and chrF, with their signatures; given
+  the target language `lang`, also the literature's BLEU (`literature_bleu`: bleu_lit, ...).
+
+  sacreBLEU needs detokenized text on both sides; it does its own tokenization, which is what
+  makes the number comparable across papers. `processed=True` says hypotheses and references
+  are literature-processed text: sacreBLEU then scores the Moses-detokenized hypotheses against
+  `raw_references` (required; still cased, so lowercased hypotheses lose the case matches) and
+  bleu_lit compares the processed texts directly. `lang=None` (lengthgen, no natural language)
+  leaves the literature BLEU out.
   """
   _check_same_length(hypotheses, references)
   if not hypotheses:
     raise ValueError("cannot score an empty set of hypotheses")
+  hyps, refs = list(hypotheses), list(references)
+  if processed:
+    if lang is None or raw_references is None:
+      raise ValueError("processed hypotheses need the target language and the raw references "
+                       "(sacreBLEU scores detokenized text against the raw text)")
+    _check_same_length(hypotheses, raw_references)
+    hyps, refs = [moses.detokenize(h, lang) for h in hyps], list(raw_references)
   bleu, chrf = BLEU(), CHRF()
-  bleu_score = bleu.corpus_score(list(hypotheses), [list(references)])
-  chrf_score = chrf.corpus_score(list(hypotheses), [list(references)])
-  return {
+  bleu_score = bleu.corpus_score(hyps, [refs])
+  chrf_score = chrf.corpus_score(hyps, [refs])
+  result = {
       "bleu": float(bleu_score.score),
       "bleu_details": str(bleu_score),  # n-gram precisions, brevity penalty, lengths
       "chrf": float(chrf_score.score),
       "sacrebleu_signature": str(bleu.get_signature()),
       "chrf_signature": str(chrf.get_signature()),
   }
+  if lang is not None:
+    result.update(literature_bleu(hypotheses, references, lang, processed=processed))
+  return result
 
 
 def exact_match(hypotheses: Sequence[str], references: Sequence[str],
@@ -112,18 +160,13 @@ def read_parallel(source_path: str,
   return sources, references
 
 
-def _atomic_write(path: str, text: str) -> None:
-  paths.write_atomic(path, text.encode("utf-8"))
-
-
-def write_json(path: str, obj: Any) -> None:
-  """Write `obj` as indented JSON, atomically (a reader never sees a half-written file)."""
-  _atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+# Indented, sorted JSON, atomically (a reader never sees a half-written file).
+write_json = layout.write_json
 
 
 def write_lines(path: str, lines: Iterable[str]) -> None:
   """One string per line, atomically; newlines inside a string become spaces to keep alignment."""
-  _atomic_write(path, "".join(" ".join(line.splitlines()) + "\n" for line in lines))
+  layout.write_text(path, "".join(" ".join(line.splitlines()) + "\n" for line in lines))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,13 +8,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import linen as nn
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from train import config_io
+from train import loss as loss_lib
 from train import mesh as mesh_lib
 
 
@@ -69,33 +69,16 @@ def make_optimizer(config):
 
 # ----------------------------------------------------------------------------- loss
 
-def cross_entropy_sums(logits, targets, weights, label_smoothing=0.0):
-  """Token sums of the (label-smoothed) loss, plain NLL, weight and correct predictions.
+cross_entropy_sums = loss_lib.cross_entropy_sums   # re-exported: the contract's name
 
-  Smoothing puts 1 - eps on the label and eps / (V - 1) on every other token; the loss is
-  the cross-entropy against that distribution minus its entropy (so a perfect model scores
-  0). Computed from logsumexp and the mean logit: no [B, T, V] one-hot is materialised.
-  A prediction is correct when the label's logit is the row's maximum: exact ties count as
-  correct, and the [B, T, V] argmax (a variadic reduce, ~2.5% of a CPU train step) is skipped.
-  """
-  logits = logits.astype(jnp.float32)
-  vocab = logits.shape[-1]
-  weights = weights.astype(jnp.float32)
-  nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-  if label_smoothing > 0:
-    conf = 1.0 - label_smoothing
-    low = label_smoothing / (vocab - 1)
-    lse = jax.nn.logsumexp(logits, axis=-1)
-    # CE(q, p) = lse - sum_k q_k z_k = (conf - low) * nll + low * V * (lse - mean_k z_k)
-    smooth = (conf - low) * nll + low * vocab * (lse - jnp.mean(logits, axis=-1))
-    entropy = -(conf * np.log(conf) + (vocab - 1) * low * np.log(low))
-    loss = smooth - entropy
-  else:
-    loss = nll
-  label_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  correct = (label_logit >= jnp.max(logits, axis=-1)).astype(jnp.float32)
-  return {'loss': jnp.sum(loss * weights), 'nll': jnp.sum(nll * weights),
-          'tokens': jnp.sum(weights), 'correct': jnp.sum(correct * weights)}
+
+def fused_loss_chunk(config) -> int:
+  """Tokens per chunk of the fused output projection + loss; 0 when the model cannot use it
+  (untied output, the RNN baseline) or the config turns it off."""
+  m = config.model
+  if not m.get('tie_output', True) or m.get('arch') == 'rnn':
+    return 0
+  return int(config.get('loss_chunk_tokens', 0) or 0)
 
 
 def _apply(module, params, batch, rng, deterministic):
@@ -103,26 +86,38 @@ def _apply(module, params, batch, rng, deterministic):
                       rngs={'dropout': rng})
 
 
-def loss_sums_and_grads(params, batch, rng, *, module, label_smoothing):
-  """Gradient of the *summed* token loss (normalised later, once over all micro-batches)."""
+def loss_sums_and_grads(params, batch, rng, *, module, label_smoothing, chunk_tokens=0):
+  """Gradient of the *summed* token loss (normalised later, once over all micro-batches).
+
+  chunk_tokens > 0: the tied output projection and the loss run fused, in chunks of about that
+  many tokens (train/loss.py); same value and gradient, without the [B, T, V] logits.
+  """
 
   def f(p):
-    logits = _apply(module, p, batch, rng, deterministic=False)
-    sums = cross_entropy_sums(logits, batch['targets'], batch['weights'], label_smoothing)
+    if chunk_tokens:
+      hidden, table = module.apply({'params': p}, batch, deterministic=False,
+                                   rngs={'dropout': rng}, return_hidden=True)
+      sums = loss_lib.fused_cross_entropy_sums(hidden, table, batch['targets'], batch['weights'],
+                                               label_smoothing, chunk_tokens)
+    else:
+      logits = _apply(module, p, batch, rng, deterministic=False)
+      sums = cross_entropy_sums(logits, batch['targets'], batch['weights'], label_smoothing)
     return sums['loss'], sums
 
   (_, sums), grads = jax.value_and_grad(f, has_aux=True)(params)
   return sums, grads
 
 
-def loss_and_grads(params, batch, rng, *, module, label_smoothing, accum_steps=1):
+def loss_and_grads(params, batch, rng, *, module, label_smoothing, accum_steps=1,
+                   chunk_tokens=0):
   """Mean loss per non-padding target token and its gradient, over `accum_steps` slices.
 
   Micro-batch a takes rows a, a + A, a + 2A, ... so each slice stays spread over every
   device of the data axes. Sums are accumulated and divided once by the total token count:
   the result equals the full-batch gradient exactly, whatever the padding per slice.
   """
-  fn = functools.partial(loss_sums_and_grads, module=module, label_smoothing=label_smoothing)
+  fn = functools.partial(loss_sums_and_grads, module=module, label_smoothing=label_smoothing,
+                         chunk_tokens=chunk_tokens)
   if accum_steps == 1:
     sums, grads = fn(params, batch, rng)
   else:
@@ -175,7 +170,7 @@ def train_step(state, batch, *, module, tx, config):
   metrics, grads = loss_and_grads(
       state.params, batch, rng, module=module,
       label_smoothing=float(config.optim.label_smoothing),
-      accum_steps=int(config.optim.grad_accum_steps))
+      accum_steps=int(config.optim.grad_accum_steps), chunk_tokens=fused_loss_chunk(config))
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics['grad_norm'] = optax.global_norm(grads)

@@ -3,43 +3,49 @@
   echo "A dog runs through the snow." | python -m train.translate --workdir=DIR
   python -m train.translate --workdir=DIR "A dog runs." "Two men talk."
   python -m train.translate --workdir=DIR --checkpoint=best --input=sentences.en.gz > out.de
+  python -m train.translate --workdir=DIR --checkpoint=avg_last:10 "A dog runs."
+
+Input is raw text. A model trained on processed text (`data.preprocess='lc_norm_tok'`) gets it
+lowercased, normalised and Moses-tokenized like its training data, and its output is printed
+Moses-detokenized: readable, lowercased text (`&apos;` back to `'`).
 """
 from __future__ import annotations
 
 import sys
 from typing import Sequence
 
-from train import checkpointing
 from train import evaluate
 from train import scoring
 
 
 def translate(workdir: str, sentences: Sequence[str], *, checkpoint: str = "latest",
               decode=None, beam_size=None, alpha=None, batch_size=None) -> list[str]:
-  """Translations of `sentences`, in their order, by one checkpoint of `workdir`."""
+  """Translations of `sentences`, in their order, by one checkpoint of `workdir` (readable
+  text: detokenized for a processed-text model, see the module docstring)."""
   if checkpoint == "all":
     raise ValueError("--checkpoint=all: translate uses one checkpoint; "
-                     "give latest, best or a step number")
+                     "give latest, best, a step number or avg_last:N")
   if not sentences:
     return []
   loaded = evaluate.load_workdir(workdir)
   config = loaded.config
-  (step,) = evaluate.resolve_steps(workdir, checkpoint)
-  params = checkpointing.restore_params(workdir, step, config)
+  (ckpt,) = evaluate.resolve_checkpoints(workdir, checkpoint)
+  params = evaluate.load_params(workdir, ckpt, config)
   settings = evaluate.settings_from_config(config, decode, beam_size, alpha)
   batch_size = batch_size or int(config.get("eval", {}).get("batch_size", 0) or 0) or 32
   batches = evaluate.text_batches(
-      loaded.tokenizer, sentences, None, arch=config.model.get("arch", "encoder_decoder"),
+      loaded.tokenizer, evaluate.model_text(config, sentences, "source"), None,
+      arch=config.model.get("arch", "encoder_decoder"),
       batch_size=batch_size, max_src_len=config.data.max_src_len,
       max_tgt_len=config.data.max_tgt_len)
   out = evaluate.translate_batches(loaded.module, params, batches, loaded.tokenizer, settings)
-  return [out[i] for i in range(len(sentences))]
+  return evaluate.readable(config, [out[i] for i in range(len(sentences))])
 
 
 def _define_flags():
   from absl import flags  # pylint: disable=import-outside-toplevel
   flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
-  flags.DEFINE_string("checkpoint", "latest", "latest | best | STEP.")
+  flags.DEFINE_string("checkpoint", "latest", "latest | best | STEP | avg_last:N.")
   flags.DEFINE_string("input", "-", "Plain or .gz text, one sentence a line; '-' = stdin.")
   flags.DEFINE_enum("decode", None, ["beam", "greedy"], "Default: config.eval.decode.")
   flags.DEFINE_integer("beam_size", None, "Default: config.eval.beam_size.")

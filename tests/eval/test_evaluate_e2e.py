@@ -165,3 +165,37 @@ def test_command_lines(workdir):
                      capture_output=True, text=True, timeout=300)
   assert p.returncode == 0, p.stderr[-3000:]
   assert len(p.stdout.splitlines()) == 2
+
+
+@pytest.mark.slow
+def test_averaged_checkpoint(workdir, capsys):
+  """--checkpoint=avg_last:2: the mean of steps 20 and 40, evaluated, translated and plotted
+  like any checkpoint; its own result name; never listed as a checkpoint or in the ledger."""
+  from launch import plots
+  from train import checkpointing, evaluate, scoring, translate
+  (r,) = evaluate.run(workdir, "avg_last:2", split="validation", decode="greedy")
+  assert os.path.basename(r["results_file"]) == "validation-avg2@40.json"
+  assert r["hypotheses_file"].endswith("validation-avg2@40.hyp.txt")
+  with open(r["results_file"]) as f:
+    saved = json.load(f)
+  assert saved["averaged_steps"] == [20, 40] and saved["checkpoint"] == "avg_last:2"
+  assert saved["step"] == 40 and saved["num_sentences"] == 24 and "bleu" in saved
+  assert "validation mean of steps [20, 40]: BLEU = " in capsys.readouterr().out
+  info = os.path.join(workdir, "averaged", "last2-20-40", "averaged.json")
+  mtime = os.path.getmtime(info)
+  # The average decodes differently from either checkpoint it came from (it is not a copy).
+  single = evaluate.run(workdir, "40", split="validation", decode="greedy",
+                        output=os.path.join(workdir, "single-check-{step}.json"))[0]
+  assert r["loss"] != pytest.approx(single["loss"], rel=1e-6)
+  out = translate.translate(workdir, ["abc", "xyz"], checkpoint="avg_last:2", decode="greedy")
+  assert len(out) == 2
+  paths = plots.make_plots(workdir, "avg_last:2", split="validation", num_sentences=1,
+                           out_dir=os.path.join(workdir, "avg-plots"))
+  assert any(p.endswith("cross_attention-0.png") for p in paths)
+  assert os.path.getmtime(info) == mtime    # computed once, then reused
+  assert checkpointing.list_steps(workdir) == [20, 40]
+  assert evaluate.resolve_steps(workdir, "latest") == [40]
+  for steps in scoring.load_ledger(os.path.join(workdir, "eval")).values():
+    assert not any("avg2@" in rel for rel in steps.values())
+  with pytest.raises(ValueError, match=r"only 2 checkpoint\(s\).*keep_checkpoints=3"):
+    evaluate.run(workdir, "avg_last:3", split="validation")

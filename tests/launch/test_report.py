@@ -117,6 +117,20 @@ def test_report_table_groups_seeds_and_uses_done_marker(tmp_path):
   assert not [p for p in os.listdir(tmp_path) if '.tmp' in p]
 
 
+def test_report_has_a_literature_bleu_column_beside_bleu(tmp_path):
+  for seed, (bleu, lit) in enumerate([(30.0, 36.5), (32.0, 38.5)]):
+    _write_run(tmp_path, f'run-{seed}', {'seed': seed},
+               {'test': {'step': 10, 'bleu': bleu, 'bleu_lit': lit, 'chrf': 60.0, 'loss': 2.0}},
+               index=seed)
+  out = report.make_report(str(tmp_path))
+  with open(out['csv']) as f:
+    row = next(csv.DictReader(f))
+  assert float(row['bleu_lit_mean']) == pytest.approx(37.5)
+  md = open(out['markdown']).read()
+  assert '| setting | runs | bleu | bleu_lit | chrf | loss | step |' in md
+  assert '| 31.00 ± 1.41 | 37.50 ± 1.41 |' in md
+
+
 def test_report_lengthgen_plot_and_primary_metric(tmp_path):
   for pos, acc in (('rotary', 0.2), ('t5', 0.6)):
     for seed in (0, 1):

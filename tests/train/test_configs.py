@@ -86,3 +86,21 @@ def test_save_and_load_round_trip(tmp_path):
   loaded.model.position = 'rotary'
   assert config_io.diff(config, loaded) == ["model.position: 'sinusoidal' -> 'rotary'"]
   assert 'model' in (tmp_path / 'config.txt').read_text()
+
+
+def test_data_preprocess_is_a_validated_optional_choice(tmp_path):
+  config = common.base_config()
+  assert config.data.preprocess == 'raw'
+  config.data.preprocess = 'moses'
+  with pytest.raises(ValueError, match=r"data\.preprocess='moses'.*raw, lc_norm_tok"):
+    config_io.validate(config)
+  config.data.preprocess = 'lc_norm_tok'
+  config_io.validate(config)
+  config.data.name = 'lengthgen'
+  with pytest.raises(ValueError, match='multi30k only'):
+    config_io.validate(config)
+  # A run written before the key existed still loads and validates (it trained on raw text).
+  old = common.base_config()
+  del old.data['preprocess']
+  config_io.save_config(old, str(tmp_path))
+  config_io.validate(config_io.load_config(str(tmp_path)))

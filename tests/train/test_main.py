@@ -229,3 +229,79 @@ def test_embed_init_loads_word2vec_rows_before_resume(env, tmp_path, monkeypatch
   (w2v / 'vocab_kind.txt').write_text('word\n')                  # a word-level run cannot be used
   with pytest.raises(ValueError, match="'word' word2vec run"):
     main.train_and_evaluate(config, str(tmp_path / 'run2'), devices=jax.devices()[:1])
+
+
+def test_patience_stops_survives_a_crash_and_does_not_retrain(env, tmp_path, monkeypatch,
+                                                              caplog):
+  """In-process, validation scripted (best at 10, then 15 and 20 no better, patience 2). The
+  first run crashes after validating 20 but before checkpoint 20 exists: resuming from 15 must
+  rebuild the count (1 bad) from the history, not stop at once, and stop at 20. Relaunched, it
+  trains no further; with patience 0 it goes on to the end."""
+  from train import early_stopping, main
+  config = _tiny_config_in_process(env, monkeypatch)
+  config.checkpoint_every = config.eval_every = 5
+  config.log_every, config.keep_checkpoints, config.patience = 100, 10, 2
+  losses = {5: 1.0, 10: 0.9, 15: 0.95, 20: 0.95}
+  monkeypatch.setattr(main, 'run_validation', lambda *a: {'val_loss': losses.get(a[-1], 1.0),
+                                                          'val_accuracy': 0.0})
+  real_save = checkpointing.Checkpointer.save
+
+  class Crash(Exception):
+    pass
+
+  def crash_at_20(self, state, *args, **kwargs):
+    if int(jax.device_get(state.step)) == 20:
+      raise Crash
+    return real_save(self, state, *args, **kwargs)
+
+  w, one_device = str(tmp_path), jax.devices()[:1]
+  monkeypatch.setattr(checkpointing.Checkpointer, 'save', crash_at_20)
+  with pytest.raises(Crash):
+    main.train_and_evaluate(config, w, devices=one_device)
+  assert checkpointing.list_steps(w) == [5, 10, 15]
+  with open(os.path.join(w, early_stopping.HISTORY_FILE)) as f:
+    assert [h['step'] for h in json.load(f)['history']] == [5, 10, 15, 20]
+
+  monkeypatch.setattr(checkpointing.Checkpointer, 'save', real_save)
+  with caplog.at_level('WARNING'):
+    assert main.train_and_evaluate(config, w, devices=one_device) == 'stopped_early'
+  assert 'early stopping at step 20' in caplog.text
+  assert checkpointing.list_steps(w)[-1] == 20
+  with open(os.path.join(w, early_stopping.STOPPED_FILE)) as f:
+    stopped = json.load(f)
+  assert (stopped['step'], stopped['best_step']) == (20, 10)
+  assert stopped['best_score'] == pytest.approx(-0.9)
+  assert [h['step'] for h in stopped['history']] == [5, 10, 15, 20]
+
+  caplog.clear()
+  trained = len(_hashes(w))
+  os.remove(os.path.join(w, early_stopping.STOPPED_FILE))  # as if killed before writing it
+  with caplog.at_level('WARNING'):
+    assert main.train_and_evaluate(config, w, devices=one_device) == 'stopped_early'
+  assert 'stopped early at step 20' in caplog.text and 'not training further' in caplog.text
+  with open(os.path.join(w, early_stopping.STOPPED_FILE)) as f:
+    assert json.load(f)['step'] == 20
+  assert checkpointing.list_steps(w)[-1] == 20 and len(_hashes(w)) == trained == 20
+
+  config.patience = 0
+  assert main.train_and_evaluate(config, w, devices=one_device) == 'done'
+  assert checkpointing.list_steps(w)[-1] == 40
+  assert not os.path.exists(os.path.join(w, early_stopping.STOPPED_FILE))
+
+
+def test_patience_from_the_command_line(env, tmp_path):
+  """With learning rate 0 the validation loss never improves: patience 1 stops at the second
+  validation (step 20) with exit status 0, and a relaunch says so and trains no further."""
+  root, e = env
+  w = tmp_path / 'w'
+  flags = ('--config.patience=1', '--config.eval_every=10', '--config.checkpoint_every=10',
+           '--config.optim.learning_rate=0.0')
+  p = _run(root, e, w, *flags)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert 'early stopping at step 20' in p.stderr
+  assert checkpointing.list_steps(str(w))[-1] == 20
+  assert json.loads((w / 'stopped.json').read_text())['best_step'] == 10
+  p = _run(root, e, w, *flags)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert 'stopped early at step 20' in p.stderr
+  assert len(_hashes(w)) == 20 and checkpointing.list_steps(str(w))[-1] == 20

@@ -1,7 +1,7 @@
 """A throwaway model and batch for trainer tests that must not depend on model/ or data.
 
-The model follows the model/ contract (batch dict in, [B, T, vocab] float32 logits out,
-params boxed with logical axis names) with just enough structure to exercise every part of
+The model follows the model/ contract (batch dict in, [B, T, vocab] float32 logits out, or with
+`return_hidden=True` the final states and the tied output table; params boxed with logical axis names) with just enough structure to exercise every part of
 the trainer: embeddings, a sharded MLP, dropout, and a source-dependent term.
 """
 import numpy as np
@@ -18,7 +18,7 @@ class ToySeq2Seq(nn.Module):
   dropout: float = 0.1
 
   @nn.compact
-  def __call__(self, batch, deterministic=True):
+  def __call__(self, batch, deterministic=True, return_hidden=False):
     init = nn.initializers.normal(0.5)
     emb = self.param('embed', nn.with_logical_partitioning(init, ('vocab', 'embed')),
                      (self.vocab, self.d))
@@ -32,6 +32,8 @@ class ToySeq2Seq(nn.Module):
     h = nn.relu(x @ w1)
     h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
     x = x + h @ w2
+    if return_hidden:
+      return x, emb
     return (x @ emb.T).astype(jnp.float32)
 
 

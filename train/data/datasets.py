@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.proto import tf_example_pb2
 
 from train.data import lengthgen
+from train.data import moses
 from train.data import multi30k
 from train.data import paths
 from train.data import text
@@ -37,6 +38,15 @@ def lengthgen_params(d) -> dict:
               seed=int(opt(d, "lengthgen_seed", 0)))
 
 
+def preprocess_of(config) -> str:
+  """config.data.preprocess ('raw' when absent: configs written before the key existed)."""
+  value = opt(data_config(config), "preprocess", "raw")
+  if value not in multi30k.PREPROCESS:
+    raise ValueError(f"Unknown config.data.preprocess {value!r}; valid choices: "
+                     f"{list(multi30k.PREPROCESS)}.")
+  return value
+
+
 def builder_key(config) -> tuple:
   """A hashable description of which builder a config needs (and where it lives)."""
   d = data_config(config)
@@ -51,8 +61,13 @@ def builder_key(config) -> tuple:
                          f"choices: {list(multi30k.LANGS)}.")
     if src == tgt:
       raise ValueError(f"config.data.src and config.data.tgt are both {src!r}; pick two languages.")
+    preprocess = preprocess_of(d)
     raw = paths.corpus_dir("multi30k", data_dir, "train.en.gz")
-    return (name, build_root, str(raw) if raw else None, f"{src}-{tgt}")
+    return (name, build_root, str(raw) if raw else None,
+            multi30k.config_name(src, tgt, preprocess))
+  if preprocess_of(d) != "raw":
+    raise ValueError(f"config.data.preprocess={preprocess_of(d)!r} applies to multi30k only "
+                     f"(config.data.name is {name!r}); use 'raw'.")
   if name == "lengthgen":
     return (name, build_root, None, lengthgen.make_config(**lengthgen_params(d)).name)
   if name == "text":
@@ -78,6 +93,8 @@ def _make_builder(key: tuple):
   common = dict(file_format="array_record")
   if name == "multi30k":
     fp = paths.fingerprint(pathlib.Path(raw).glob("*.gz"))[:12] if raw else "download"
+    if multi30k.Multi30k.builder_configs[config_name].preprocess != "raw":
+      fp += f"-sacremoses{moses.VERSION}"  # processed text: its own tree, keyed by the processor
     return multi30k.Multi30k(raw_dir=raw, config=config_name, data_dir=root / f"multi30k-{fp}",
                              **common)
   if name == "lengthgen":
@@ -148,6 +165,9 @@ def _normalize(name: str, ex: dict) -> dict:
     return {"index": int(ex["index"]), "source": "", "target": ex["text"].decode("utf-8")}
   out = {"index": int(ex["index"]), "source": ex["source"].decode("utf-8"),
          "target": ex["target"].decode("utf-8")}
+  for key in ("source_raw", "target_raw"):  # multi30k with preprocess != 'raw'
+    if key in ex:
+      out[key] = ex[key].decode("utf-8")
   if "length" in ex:
     out["length"] = int(ex["length"])
   return out
@@ -236,7 +256,8 @@ def records(config, split: str):
 
 
 def load_examples(config, split: str) -> list[dict]:
-  """All examples of a split in original file order: `index, source, target` (+ `length`)."""
+  """All examples of a split in original file order: `index, source, target` (+ `length`;
+  + `source_raw, target_raw` for preprocessed multi30k)."""
   builder = build(config)
   split = _check_split(builder, config, split)
   return [dict(ex) for ex in _read_all(builder_key(config), split)]

@@ -1,7 +1,11 @@
-"""Multi30K (task 1, raw captions) as a tfds builder: one config per ordered language pair.
+"""Multi30K (task 1, raw captions) as a tfds builder: one config per ordered language pair and
+preprocessing.
 
 Local files `{split}.{lang}.gz` (validation is `val.{lang}.gz`) are read from `raw_dir`; without
-one, the files are downloaded from the upstream repository.
+one, the files are downloaded from the upstream repository. Config `{src}-{tgt}` keeps the raw
+text; `{src}-{tgt}-lc_norm_tok` (config.data.preprocess='lc_norm_tok') stores the literature's
+lowercased, normalised, Moses-tokenized text (train.data.moses, applied to the raw files here) as
+`source`/`target`, and the raw lines as `source_raw`/`target_raw` (sacreBLEU scores against them).
 """
 from __future__ import annotations
 
@@ -14,9 +18,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from train.data import base
+from train.data import moses
 from train.data import paths
 
 LANGS = ("en", "de", "fr", "cs")
+PREPROCESS = ("raw", "lc_norm_tok")  # config.data.preprocess
 URL = "https://github.com/multi30k/dataset/raw/master/data/task1/raw/{prefix}.{lang}.gz"
 REQUIRED_SPLITS = ("train", "validation")
 # Upstream splits and the languages each one has (used only when downloading).
@@ -29,6 +35,11 @@ UPSTREAM = {
 }
 GET_DATA = ("Get the raw files from https://github.com/multi30k/dataset (data/task1/raw/) or point "
             f"{paths.DATA_ENV} at a directory laid out as {paths.SHARED_LAYOUT}.")
+
+
+def config_name(src: str, tgt: str, preprocess: str = "raw") -> str:
+  """The builder config of a language pair and preprocessing ('en-de', 'en-de-lc_norm_tok')."""
+  return f"{src}-{tgt}" if preprocess == "raw" else f"{src}-{tgt}-{preprocess}"
 
 
 def file_prefix(split: str) -> str:
@@ -81,6 +92,7 @@ def read_pairs(src_path, tgt_path) -> tuple[list[tuple[int, str, str]], int]:
 class Multi30kConfig(tfds.core.BuilderConfig):
   src: str = "en"
   tgt: str = "de"
+  preprocess: str = "raw"  # one of PREPROCESS
 
 
 class Multi30k(base.Builder, skip_registration=True):
@@ -90,6 +102,11 @@ class Multi30k(base.Builder, skip_registration=True):
   BUILDER_CONFIGS = [
       Multi30kConfig(name=f"{s}-{t}", src=s, tgt=t, description=f"{s} -> {t}")
       for s, t in itertools.permutations(LANGS, 2)
+  ] + [
+      Multi30kConfig(name=config_name(s, t, "lc_norm_tok"), src=s, tgt=t, preprocess="lc_norm_tok",
+                     description=f"{s} -> {t}, lowercased, normalised, Moses-tokenized "
+                     f"(sacremoses {moses.VERSION})")
+      for s, t in itertools.permutations(LANGS, 2)
   ]
 
   def __init__(self, *, raw_dir=None, **kwargs):
@@ -97,14 +114,13 @@ class Multi30k(base.Builder, skip_registration=True):
     super().__init__(**kwargs)
 
   def _info(self):
+    text = {"source": tfds.features.Text(), "target": tfds.features.Text()}
+    if self.builder_config.preprocess != "raw":
+      text.update(source_raw=tfds.features.Text(), target_raw=tfds.features.Text())
     return tfds.core.DatasetInfo(
         builder=self,
         description="Multi30K task 1: Flickr30K image captions with professional translations.",
-        features=tfds.features.FeaturesDict({
-            "index": np.int64,
-            "source": tfds.features.Text(),
-            "target": tfds.features.Text(),
-        }),
+        features=tfds.features.FeaturesDict({"index": np.int64, **text}),
         supervised_keys=("source", "target"),
         homepage="https://github.com/multi30k/dataset",
         citation="Elliott et al. 2016, Multi30K: Multilingual English-German Image Descriptions.",
@@ -129,5 +145,12 @@ class Multi30k(base.Builder, skip_registration=True):
     if skipped:
       logging.warning("Multi30K %s %s: skipped %d pairs with an empty or non-UTF-8 line (%s, %s).",
                       self.builder_config.name, split, skipped, src_path, tgt_path)
+    c = self.builder_config
+    if c.preprocess == "raw":
+      for index, source, target in pairs:
+        yield index, {"index": index, "source": source, "target": target}
+      return
     for index, source, target in pairs:
-      yield index, {"index": index, "source": source, "target": target}
+      yield index, {"index": index, "source": moses.process(source, c.src),
+                    "target": moses.process(target, c.tgt), "source_raw": source,
+                    "target_raw": target}

@@ -7,7 +7,8 @@ import gzip
 import hashlib
 import os
 import pathlib
-import tempfile
+
+from train import layout
 
 DATA_ENV = "ATTNLAB_DATA_DIR"
 BUILD_ENV = "ATTNLAB_BUILD_DIR"
@@ -76,24 +77,8 @@ def read_gz_lines(path) -> tuple[list[str | None], int]:
   return lines, bad
 
 
-def write_atomic(path, data: bytes) -> None:
-  """Write to a temp file in the same directory, then rename over `path`.
-
-  The file ends up readable by everyone (0644, as open() gives under the usual umask), not
-  mkstemp's private 0600: results and reports are meant to be shared.
-  """
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-      os.fchmod(f.fileno(), 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+# The repo-wide atomic writer lives with the workdir layout; callers here keep this name.
+write_atomic = layout.write_atomic
 
 
 @contextlib.contextmanager

@@ -258,7 +258,8 @@ def get_tokenizer(config):
   key_material, src_lines, tgt_lines = _corpus(config)
   key = hashlib.sha256(json.dumps([key_material, settings, spm.__version__],
                                   sort_keys=True).encode()).hexdigest()[:16]
-  cache = paths.build_dir() / "tokenizers" / f"{name}-{settings['kind']}-{key}"
+  variant = "" if datasets.preprocess_of(d) == "raw" else f"-{datasets.preprocess_of(d)}"
+  cache = paths.build_dir() / "tokenizers" / f"{name}{variant}-{settings['kind']}-{key}"
   if (cache / META).is_file():
     logging.info("Reusing tokenizer %s", cache)
     return load_tokenizer(cache)

@@ -1,0 +1,155 @@
+"""Where every file of a run's workdir lives, and the one atomic writer that writes them.
+
+    WORKDIR/
+      config.json, config.txt           the resolved config (train.config_io)
+      checkpoints/<step>/               Orbax checkpoints (train.checkpointing)
+      checkpoints_bad/<step>/           steps that failed to restore, moved aside
+      averaged/last{N}-{first}-{last}/  averaged params + averaged.json (train.averaging)
+      eval/{split}-{step}[-{tag}].json  results (train.evaluate); `{tag}`: non-default decoding
+      eval/{split}-avg{N}@{step}[-{tag}].json   the mean of N checkpoints ending at step
+      eval/....hyp.txt                  the hypotheses beside each results file
+      eval/ledger.json                  what --checkpoint=all has evaluated (train.scoring)
+      validation_history.json, stopped.json     early stopping (train.early_stopping)
+      tb/                               TensorBoard events (train.metrics)
+      plots/                            launch.plots
+      sweep_run.json, DONE.json, sweep.log      launch.sweep
+
+Results file names are built by `results_name` and read back by `parse_results_name`; nothing
+else spells them. No JAX here (launch.sweep and launch.report import it). The module is called
+`layout`, not `workdir`, because every caller already has a variable named `workdir`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import tempfile
+from typing import Any, Sequence
+
+CONFIG_FILE = 'config.json'
+CONFIG_TEXT_FILE = 'config.txt'
+CKPT_DIR = 'checkpoints'
+BAD_CKPT_DIR = 'checkpoints_bad'
+AVG_DIR = 'averaged'
+AVG_INFO_FILE = 'averaged.json'
+EVAL_DIR = 'eval'
+LEDGER_FILE = 'ledger.json'
+HISTORY_FILE = 'validation_history.json'
+STOPPED_FILE = 'stopped.json'
+TB_DIR = 'tb'
+PLOTS_DIR = 'plots'
+SPEC_FILE = 'sweep_run.json'
+DONE_FILE = 'DONE.json'
+LOG_FILE = 'sweep.log'
+
+RESULTS_EXT = '.json'
+HYP_EXT = '.hyp.txt'
+# split (greedy, so a split may contain '-'), optional avg{N}@, step, optional -tag (decode
+# settings: 'greedy', 'beam4-a0.6'; it starts with a letter, so it never reads as a step).
+_RESULTS_RE = re.compile(r'(?P<split>.+)-(?:avg(?P<n>\d+)@)?(?P<step>\d+)'
+                         r'(?:-(?P<tag>[A-Za-z][^/]*?))?' + re.escape(RESULTS_EXT))
+
+
+# ---------------------------------------------------------------------------- eval results
+@dataclasses.dataclass(frozen=True)
+class ResultsName:
+  """What a results file name says: split, step, how many checkpoints were averaged, decoding."""
+  split: str
+  step: int
+  averaged: int = 0  # N of an avg_last:N result; 0 for a single checkpoint
+  tag: str = ''      # decode settings when they are not the config's default
+
+  @property
+  def label(self) -> str:
+    return step_label(self.step, self.averaged)
+
+  @property
+  def name(self) -> str:
+    return results_name(self.split, self.step, averaged=self.averaged, tag=self.tag)
+
+
+def step_label(step: int, averaged: int = 0) -> str:
+  """The step part of a results name: '700', or 'avg10@700' for the mean of 10 ending at 700."""
+  return f'avg{int(averaged)}@{int(step)}' if averaged else str(int(step))
+
+
+def results_name(split: str, step: int, *, averaged: int = 0, tag: str = '') -> str:
+  """'{split}-{step}.json', '{split}-avg{N}@{step}.json', each with '-{tag}' before '.json'."""
+  return f'{split}-{step_label(step, averaged)}' + (f'-{tag}' if tag else '') + RESULTS_EXT
+
+
+def parse_results_name(name: str) -> ResultsName | None:
+  """The inverse of `results_name` (a bare file name); None for any other file."""
+  m = _RESULTS_RE.fullmatch(name)
+  if not m:
+    return None
+  return ResultsName(m['split'], int(m['step']), int(m['n'] or 0), m['tag'] or '')
+
+
+def eval_dir(workdir: str) -> str:
+  return os.path.join(workdir, EVAL_DIR)
+
+
+def results_path(workdir: str, split: str, step: int, *, averaged: int = 0, tag: str = '') -> str:
+  return os.path.join(eval_dir(workdir), results_name(split, step, averaged=averaged, tag=tag))
+
+
+def hypotheses_path(results_file: str) -> str:
+  """The hypotheses file beside a results file (any path: --output names its own)."""
+  stem = results_file[:-len(RESULTS_EXT)] if results_file.endswith(RESULTS_EXT) else results_file
+  return stem + HYP_EXT
+
+
+def latest_results(workdir: str, splits: Sequence[str] | None = None, *,
+                   averaged: bool = True) -> dict[str, str]:
+  """{split: 'eval/NAME.json'}: per split, the newest results file (by mtime; the first listed
+  wins a tie) written with the default decode settings; what the last evaluate call wrote.
+
+  `splits`: only these (default: every split found); `averaged=False` skips avg_last:N results.
+  """
+  directory = eval_dir(workdir)
+  found: dict[str, tuple[float, str]] = {}
+  for name in os.listdir(directory) if os.path.isdir(directory) else []:
+    parsed = parse_results_name(name)
+    if (parsed is None or parsed.tag or (parsed.averaged and not averaged)
+        or (splits is not None and parsed.split not in splits)):
+      continue
+    mtime = os.path.getmtime(os.path.join(directory, name))
+    if parsed.split not in found or mtime > found[parsed.split][0]:
+      found[parsed.split] = (mtime, os.path.join(EVAL_DIR, name))
+  keys = found if splits is None else [s for s in splits if s in found]
+  return {s: found[s][1] for s in keys}
+
+
+# ---------------------------------------------------------------------------- writing
+def write_atomic(path, data: bytes) -> None:
+  """Write to a temp file in the same directory, then rename over `path`.
+
+  A reader sees the old file or the whole new one, never a part; a failed write leaves the old
+  file and no temp file. The file ends up readable by everyone (0644, as open() gives under the
+  usual umask), not mkstemp's private 0600: results and reports are meant to be shared.
+  """
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
+      os.fchmod(f.fileno(), 0o644)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def write_text(path, text: str) -> None:
+  """`text` as UTF-8, atomically."""
+  write_atomic(path, text.encode('utf-8'))
+
+
+def write_json(path, obj: Any, *, sort_keys: bool = True, default=None) -> None:
+  """`obj` as JSON indented by 2 with a final newline, atomically."""
+  write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, default=default) + '\n')
