@@ -109,7 +109,7 @@ def base_config():
   c.model.t5_num_buckets = 32    # T5 relative buckets
   c.model.t5_max_distance = 128  # T5 largest bucketed distance
   c.model.attention = 'dot'      # dot | additive | shared_qk | linear
-  c.model.attention_impl = 'auto'  # auto (= xla) | xla | cudnn (bf16, dot/shared_qk, no shaw) | einsum
+  c.model.attention_impl = 'auto'  # auto (= xla) | einsum | xla | cudnn (bf16, dot/shared_qk, no shaw)
   c.model.ffn = 'relu'           # relu | gelu | swiglu
   c.model.norm = 'post'          # post (paper) | pre
   c.model.share_embeddings = True  # one embedding for source and target

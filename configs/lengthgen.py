@@ -79,6 +79,8 @@ def get_config(arg=None):
   return c
 
 
+# Plain data (configs import no code): model/positions.py SCHEMES in its order; a test
+# (tests/train/test_configs.py) fails when they differ.
 SCHEMES = ('none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary', 'alibi')
 TASKS = ('copy', 'reverse', 'sort', 'addition')
 # Two runs small enough to finish in a few minutes on a 2-core CPU: checks an install end to end.

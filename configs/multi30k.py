@@ -32,7 +32,7 @@ from configs import common
 # Short CPU runs anneal with cosine: ending at lr 0 is worth a few BLEU over rsqrt's long tail.
 SIZES = {
     'tiny': (128, 2, 4, 512, 4000, 32, 300, 60, 2e-3, 'cosine'),
-    'default': (128, 2, 4, 512, 4000, 32, 700, 100, 2e-3, 'cosine'),
+    'default': (128, 2, 4, 512, 4000, 32, 800, 100, 2e-3, 'cosine'),
     'small': (256, 3, 4, 1024, 8000, 64, 6000, 600, 1e-3, 'rsqrt'),
     'base': (512, 6, 8, 2048, 16000, 128, 30000, 4000, 7e-4, 'rsqrt'),
     # Wu et al. 2021 (ACL), "Transformer-Tiny": the published text-only recipe on this data.
@@ -43,6 +43,9 @@ SIZES = {
 
 # Settings beyond the size tuple, per size (dotted config keys).
 RECIPES = {
+    'default': {
+        'model.dropout': 0.0,              # ~2 epochs: nothing to regularise yet, so no dropout
+    },
     'wu2021': {
         'data.preprocess': 'lc_norm_tok',  # the paper trains and scores on the official tok files
         'model.dropout': 0.3,              # paper
@@ -115,7 +118,11 @@ def get_config(arg=None):
   return c
 
 
+# Plain data (configs import no code): the position schemes and attention kinds of
+# model/positions.py SCHEMES and model/attention.py KINDS, in their order. A test
+# (tests/train/test_configs.py) fails when these differ from the registries.
 SCHEMES = ('none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary', 'alibi')
+ATTENTIONS = ('dot', 'additive', 'shared_qk', 'linear')
 SEEDS = (0, 1, 2)
 # Two runs small enough to finish in a few minutes on a 2-core CPU: checks an install end to end.
 SMOKE = {'total_steps': 40, 'batch_size': 32, 'checkpoint_every': 20, 'eval_every': 20,
@@ -132,8 +139,7 @@ def sweep(name):
   if name == 'positions':  # study 1: 7 schemes x 3 seeds
     return [{'model.position': p, 'seed': s} for s in SEEDS for p in SCHEMES]
   if name == 'attention':  # study 3: scoring / shared QK at 4 heads, then 1 and 8 dot-product heads
-    settings = [{'model.attention': a, 'model.num_heads': 4}
-                for a in ('dot', 'additive', 'shared_qk', 'linear')]
+    settings = [{'model.attention': a, 'model.num_heads': 4} for a in ATTENTIONS]
     settings += [{'model.attention': 'dot', 'model.num_heads': h} for h in (1, 8)]
     return [{**o, 'seed': s} for s in SEEDS for o in settings]
   if name == 'heads':  # multi-query / grouped-query attention

@@ -24,7 +24,6 @@ from matplotlib.figure import Figure
 import numpy as np
 
 import model
-from model import attention as attn
 from model import positions
 from train import data, evaluate
 from train.layout import write_atomic
@@ -304,10 +303,9 @@ def unscan_params(tree):
 def cross_attention_weights(model_cfg, params, batch) -> np.ndarray:
   """Cross-attention weights [B, layers, heads, target, source] of a teacher-forced batch.
 
-  The model computes attention with a fused kernel that never materialises the weights, so
-  they are rebuilt here from the query / key projections that Flax's `capture_intermediates`
-  records in every `cross_attn` block, with the same scoring functions the model uses
-  (model.attention). Target rows are 0 on padding.
+  Every attention layer reports its own weights when the 'intermediates' collection is mutable
+  (model/attention.py), whatever its scoring; this reads those of each `cross_attn` block. The
+  model runs unscanned (same math, per-layer paths). Target rows are 0 on padding.
   """
   mc = model.make_config(model_cfg)
   if mc.arch != "encoder_decoder":
@@ -315,39 +313,16 @@ def cross_attention_weights(model_cfg, params, batch) -> np.ndarray:
                      "cross-attention heatmaps need arch='encoder_decoder'")
   flat = dataclasses.replace(mc, scan_layers=False, remat="none")
   params = unscan_params(params) if mc.scan_layers else params
-
-  def is_cross_projection(mdl, method_name):
-    path = mdl.path
-    return (method_name == "__call__" and len(path) >= 2 and path[-2] == "cross_attn"
-            and path[-1] in ("query", "key"))
-
   module = model.build_model(flat)
 
   def weights_of(params, batch):
     _, state = module.apply({"params": params}, batch, deterministic=True,
-                            capture_intermediates=is_cross_projection, mutable=["intermediates"])
+                            mutable=["intermediates"])
     decoder = state["intermediates"]["decoder"]
-    mask = attn.make_mask(batch["targets_segment"], batch["inputs_segment"])   # [B,1,T,S]
-    layers = []
-    for i in range(flat.dec_layers):
-      captured = decoder[f"layer_{i}"]["cross_attn"]
-      if "key" in captured:
-        (q,), (k,) = captured["query"]["__call__"], captured["key"]["__call__"]
-      else:  # shared_qk: one projection, called for queries first, then for keys
-        q, k = captured["query"]["__call__"]
-      q, k = q.astype(jnp.float32), k.astype(jnp.float32)
-      if flat.attention == "linear":
-        a = attn.dot_scores(attn.elu_feature(q), attn.elu_feature(k)) * mask
-        w = a / jnp.maximum(a.sum(-1, keepdims=True), 1e-30)
-      else:
-        if flat.attention == "additive":
-          v_vec = params["decoder"][f"layer_{i}"]["cross_attn"]["score_v"]
-          logits = attn.additive_scores(q, k, v_vec.astype(jnp.float32))
-        else:
-          logits = attn.dot_scores(q, k) * (flat.hd ** -0.5)
-        w = jax.nn.softmax(jnp.where(mask, logits, attn.NEG_INF), axis=-1)
-      layers.append(w * mask.any(-1, keepdims=True))
-    return jnp.stack(layers, axis=1)
+    real = (batch["targets_segment"] > 0)[:, None, :, None]                    # [B,1,T,1]
+    layers = [decoder[f"layer_{i}"]["cross_attn"]["attention_weights"][0].astype(jnp.float32)
+              for i in range(flat.dec_layers)]
+    return jnp.stack([w * real for w in layers], axis=1)
 
   batch = {k: jnp.asarray(v) for k, v in batch.items() if k not in ("index", "length")}
   return np.asarray(jax.jit(weights_of)(params, batch))

@@ -14,7 +14,8 @@ Scoring (`model.attention`):
 `num_kv_heads` < `num_heads` gives grouped-query (1 = multi-query) attention for every scoring kind
 except shared_qk; query head h reads kv head h // (num_heads / num_kv_heads).
 
-Allowed (attention x position) pairs; build_model rejects the rest with a ValueError:
+Every kind is one `KINDS` entry; `Kind.takes` records which position-scheme hooks it can take
+(positions.py), and the (attention x position) refusal table of model/config.py derives from it:
 
 | attention  | none | sinusoidal | learned | rotary | shaw | t5 | alibi |
 |------------|------|------------|---------|--------|------|----|-------|
@@ -26,8 +27,16 @@ Allowed (attention x position) pairs; build_model rejects the rest with a ValueE
 additive: rotary and Shaw's key term are defined through a dot product q.k. linear: there is no
 score matrix in the recurrence to add a bias or relative term to; rotary follows RoFormer sec. 3.3
 (rotate phi(q), phi(k) in the numerator only). Cross-attention always uses position `none`.
+
+The layer reports its attention weights [B,H,Tq,Tk] as `('intermediates', 'attention_weights')`
+when that collection is mutable (`module.apply(..., mutable=['intermediates'])`); on the fused
+path they are computed beside the kernel for that purpose only, so training and decoding run the
+same computation whether or not anyone asks.
 """
 from __future__ import annotations
+
+import dataclasses
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -107,6 +116,62 @@ def linear_attention(fq, fk, v, mask, state=None, rq=None, rk=None):
   return num / jnp.where(den > 0, den, 1.0)[..., None]
 
 
+def linear_weights(fq, fk, mask, rq=None, rk=None):
+  """The weights linear attention applies to v in a full pass: [B,H,T,S] (reporting only)."""
+  m = mask[:, 0].astype(fq.dtype)[:, None]  # [B,1,T,S]
+  num = dot_scores(fq if rq is None else rq, fk if rk is None else rk) * m
+  den = (dot_scores(fq, fk) * m).sum(-1, keepdims=True)
+  return num / jnp.where(den > 0, den, 1.0)
+
+
+def softmax_weights(logits, mask, bias, dtype):
+  """softmax over keys of (logits + bias), masked keys at NEG_INF, in float32: [B,H,T,S]."""
+  if bias is not None:
+    logits = logits + bias
+  logits = jnp.where(mask, logits.astype(jnp.float32), NEG_INF)
+  return jax.nn.softmax(logits, axis=-1).astype(dtype)
+
+
+# ---------------------------------------------------------------- registry of attention kinds
+def scaled_dot_logits(module: nn.Module, q: jax.Array, k: jax.Array) -> jax.Array:
+  return dot_scores(q, k) * (module.cfg.hd ** -0.5)
+
+
+def additive_logits(module: nn.Module, q: jax.Array, k: jax.Array) -> jax.Array:
+  cfg = module.cfg
+  v_vec = module.param('score_v', nn.with_logical_partitioning(
+      nn.initializers.normal(cfg.hd ** -0.5), ('heads', 'kv')), (cfg.num_heads, cfg.hd))
+  return additive_scores(q, k, v_vec.astype(q.dtype))
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+  """One attention kind. A new softmax scoring is one `logits` function plus one entry."""
+  logits: Callable | None      # (module, q, k) -> softmax logits [B,H,T,S]; None: linear attention
+  takes: frozenset[str]        # the position-scheme hooks it can take (positions.HOOKS)
+  fused: bool = False          # logits are q.k / sqrt(D): may run as jax.nn.dot_product_attention
+  shared_qk: bool = False      # one projection for queries and keys (so no grouped K/V heads)
+
+
+_ALL = frozenset(pos_lib.HOOKS)
+# The order is the order of every choice list and error message.
+KINDS: dict[str, Kind] = {
+    'dot': Kind(scaled_dot_logits, _ALL, fused=True),
+    'additive': Kind(additive_logits, frozenset({'embed', 'bias'})),
+    'shared_qk': Kind(scaled_dot_logits, _ALL, fused=True, shared_qk=True),
+    'linear': Kind(None, frozenset({'embed', 'rotate'})),
+}
+# Softmax attention kernels (an implementation choice, not a kind): xla / cudnn =
+# jax.nn.dot_product_attention(implementation=...); auto = xla; einsum = the explicit path the other
+# variants use (same speed as xla on the 2-core CPU).
+IMPLS = ('auto', 'einsum', 'xla', 'cudnn')
+
+
+def unsupported(kind: str) -> tuple[str, ...]:
+  """Position schemes attention `kind` cannot take: those with a hook it does not take."""
+  return tuple(name for name, s in pos_lib.SCHEMES.items() if not s.hooks <= KINDS[kind].takes)
+
+
 class Attention(nn.Module):
   """Self- or cross-attention. Masks and position biases are built once per stack and passed in.
 
@@ -124,10 +189,10 @@ class Attention(nn.Module):
   def __call__(self, x, kv_input, mask, bias=None, q_pos=None, k_pos=None, cache_index=None):
     cfg, dt = self.cfg, self.cfg.jdtype
     nh, nk, d = cfg.num_heads, cfg.kv_heads, cfg.hd
-    kind = pos_lib.kind(self.position)
+    kind, scheme = KINDS[cfg.attention], pos_lib.SCHEMES[self.position]
     proj = lambda n, name: DenseGeneral((n, d), ('embed', 'heads', 'kv'), dtype=dt, name=name)
     q_proj = proj(nh, 'query')
-    k_proj = q_proj if cfg.attention == 'shared_qk' else proj(nk, 'key')
+    k_proj = q_proj if kind.shared_qk else proj(nk, 'key')
     v_proj = proj(nk, 'value')
     q = constrain(q_proj(x), ('batch', 'length', 'heads', 'kv'))
 
@@ -139,14 +204,14 @@ class Attention(nn.Module):
     else:
       k, v = k_proj(kv_input), v_proj(kv_input)
 
-    if cfg.attention == 'linear':
-      out = self._linear(q, k, v, mask, q_pos, cache_index, kind == 'rotary')
+    if kind.logits is None:
+      out = self._linear(q, k, v, mask, q_pos, cache_index, scheme.rotate)
     else:
-      if kind == 'rotary':  # rotate by each token's own position, before it enters the cache
-        q, k = pos_lib.apply_rotary(q, q_pos), pos_lib.apply_rotary(k, q_pos)
+      if scheme.rotate is not None:  # by each token's own position, before it enters the cache
+        q, k = scheme.rotate(q, q_pos), scheme.rotate(k, q_pos)
       if self.is_self and self.decode:
         k, v = self._append(k, v, mask.shape[-1], cache_index)
-      out = self._softmax(q, k, v, mask, bias, q_pos, k_pos, kind)
+      out = self._softmax(kind, scheme, q, k, v, mask, bias, q_pos, k_pos)
     out = constrain(out, ('batch', 'length', 'heads', 'kv'))
     return DenseGeneral((cfg.d_model,), ('heads', 'kv', 'embed'), in_dims=2, dtype=dt, name='out')(out)
 
@@ -158,41 +223,44 @@ class Attention(nn.Module):
     cv.value = jax.lax.dynamic_update_slice(cv.value, v, (0, index, 0, 0))
     return ck.value, cv.value
 
-  def _softmax(self, q, k, v, mask, bias, q_pos, k_pos, kind):
+  def _report(self, weights):
+    """Sow the attention weights when the caller asked for intermediates (plots, analysis)."""
+    self.sow('intermediates', 'attention_weights', weights)
+
+  def _softmax(self, kind, scheme, q, k, v, mask, bias, q_pos, k_pos):
     cfg = self.cfg
+    report = self.is_mutable_collection('intermediates')
     dropout_on = not self.deterministic and cfg.attention_dropout > 0
-    if cfg.attention != 'additive' and kind != 'relative' and not dropout_on:
+    if kind.fused and scheme.relative is None and not dropout_on:
       impl = 'xla' if cfg.attention_impl == 'auto' else cfg.attention_impl
       if impl != 'einsum':
+        if report:  # the kernel never materialises the weights: compute them aside
+          self._report(softmax_weights(kind.logits(self, q, k), mask, bias, q.dtype))
         b = None if bias is None else bias.astype(q.dtype)
         return jax.nn.dot_product_attention(q, k, v, bias=b, mask=mask, implementation=impl)
-    if cfg.attention == 'additive':
-      v_vec = self.param('score_v', nn.with_logical_partitioning(
-          nn.initializers.normal(cfg.hd ** -0.5), ('heads', 'kv')), (cfg.num_heads, cfg.hd))
-      logits = additive_scores(q, k, v_vec.astype(q.dtype))
-    else:
-      logits = dot_scores(q, k) * (cfg.hd ** -0.5)
-    if kind == 'relative':
-      table_k, table_v = pos_lib.shaw_tables(self, cfg)
-      index = pos_lib.shaw_index(q_pos, k_pos, cfg.shaw_max_distance)
-      logits = logits + pos_lib.shaw_logits(q, table_k, index) * (cfg.hd ** -0.5)
-    if bias is not None:
-      logits = logits + bias
-    logits = jnp.where(mask, logits.astype(jnp.float32), NEG_INF)
-    weights = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
+    logits = kind.logits(self, q, k)
+    value_term = None
+    if scheme.relative is not None:
+      logit_term, value_term = scheme.relative(self, q_pos, k_pos, cfg)
+      logits = logits + logit_term(q)
+    weights = softmax_weights(logits, mask, bias, q.dtype)
+    if report:
+      self._report(weights)
     weights = nn.Dropout(cfg.attention_dropout)(weights, deterministic=self.deterministic)
     out = combine(weights, v)
-    if kind == 'relative':
-      out = out + pos_lib.shaw_values(weights, table_v, index)
+    if value_term is not None:
+      out = out + value_term(weights)
     return out
 
-  def _linear(self, q, k, v, mask, q_pos, index, rotary):
+  def _linear(self, q, k, v, mask, q_pos, index, rotate):
     fq, fk = elu_feature(q.astype(jnp.float32)), elu_feature(k.astype(jnp.float32))
     v = v.astype(jnp.float32)
     rq = rk = None
-    if rotary:
-      rq, rk = pos_lib.apply_rotary(fq, q_pos), pos_lib.apply_rotary(fk, q_pos)
+    if rotate is not None:  # numerator only (RoFormer sec. 3.3)
+      rq, rk = rotate(fq, q_pos), rotate(fk, q_pos)
     if not self.decode:
+      if self.is_mutable_collection('intermediates'):
+        self._report(linear_weights(fq, fk, mask, rq, rk).astype(q.dtype))
       return linear_attention(fq, fk, v, mask, rq=rq, rk=rk).astype(q.dtype)
     b, _, nk, d = fk.shape
     if not self.is_self:  # encoder side summarised once into the state; no new keys

@@ -1,7 +1,8 @@
 """Model configuration: `config.model` (an ml_collections ConfigDict) resolved into a frozen dataclass.
 
 Validation lives here so a bad combination fails at build time, before any parameter exists.
-The allowed (attention x position) pairs are documented in `model/attention.py`.
+The choice lists of position schemes and attention kinds, and the (attention x position) refusal
+table, are derived from the two registries: `positions.SCHEMES` and `attention.KINDS`.
 """
 from __future__ import annotations
 
@@ -10,25 +11,21 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from model import attention as attn_lib
+from model import positions as pos_lib
+
 ARCHS = ('encoder_decoder', 'decoder_only', 'rnn')
-POSITIONS = ('none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary', 'alibi')
-ATTENTIONS = ('dot', 'additive', 'shared_qk', 'linear')
+POSITIONS = pos_lib.NAMES
+ATTENTIONS = tuple(attn_lib.KINDS)
 FFNS = ('relu', 'gelu', 'swiglu')
 NORMS = ('post', 'pre')
 REMATS = ('none', 'full', 'dots')
 DTYPES = ('float32', 'bfloat16')
 RNN_CELLS = ('gru', 'lstm')
-# Softmax attention kernels: xla / cudnn = jax.nn.dot_product_attention(implementation=...); auto =
-# xla; einsum = the explicit path the other variants use (same speed as xla on the 2-core CPU).
-ATTENTION_IMPLS = ('auto', 'einsum', 'xla', 'cudnn')
+ATTENTION_IMPLS = attn_lib.IMPLS
 
-# Position schemes each attention kind cannot express (see the table in attention.py).
-UNSUPPORTED = {
-    'dot': (),
-    'shared_qk': (),
-    'additive': ('rotary', 'shaw'),
-    'linear': ('shaw', 't5', 'alibi'),
-}
+# Position schemes each attention kind cannot take (see the table in attention.py).
+UNSUPPORTED = {kind: attn_lib.unsupported(kind) for kind in ATTENTIONS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,13 +138,16 @@ def validate(c: ModelConfig) -> None:
                      'change one or set model.head_dim.')
   if c.kv_heads <= 0 or c.num_heads % c.kv_heads:
     raise ValueError(f'model.num_kv_heads={c.num_kv_heads} must divide model.num_heads={c.num_heads}.')
-  if c.attention == 'shared_qk' and c.kv_heads != c.num_heads:
-    raise ValueError('model.attention=shared_qk uses one matrix for queries and keys, so '
+  kind = attn_lib.KINDS[c.attention]
+  if kind.shared_qk and c.kv_heads != c.num_heads:
+    raise ValueError(f'model.attention={c.attention} uses one matrix for queries and keys, so '
                      'model.num_kv_heads must be None or equal to model.num_heads.')
-  if c.hd % 2 and 'rotary' in (c.enc_pos, c.dec_pos):
-    raise ValueError(f'model.position=rotary needs an even head_dim, got {c.hd}.')
-  if c.d_model % 2 and 'sinusoidal' in (c.enc_pos, c.dec_pos):
-    raise ValueError(f'model.position=sinusoidal needs an even d_model, got {c.d_model}.')
+  used = [p for p in POSITIONS if p in (c.enc_pos, c.dec_pos)]
+  for name in used:
+    check = pos_lib.SCHEMES[name].check
+    message = check(c) if check else None
+    if message:
+      raise ValueError(message)
   stacks = [('decoder_position', c.dec_pos)]
   if c.arch == 'encoder_decoder':
     stacks.append(('encoder_position', c.enc_pos))
@@ -158,10 +158,11 @@ def validate(c: ModelConfig) -> None:
                        f'choose one of {ok} (or another attention).')
   if c.attention_impl == 'cudnn':
     why = []
-    if c.attention not in ('dot', 'shared_qk'):
+    if not kind.fused:
       why.append(f'model.attention={c.attention!r} (cuDNN computes softmax(q.k) only)')
-    if 'shaw' in (c.enc_pos, c.dec_pos):
-      why.append("position 'shaw' (its relative terms enter the scores and the values)")
+    for name in used:
+      if pos_lib.SCHEMES[name].relative is not None:
+        why.append(f"position {name!r} (its relative terms enter the scores and the values)")
     if c.attention_dropout > 0:
       why.append(f'model.attention_dropout={c.attention_dropout} (not supported by the fused kernel)')
     if c.dtype != 'bfloat16':
@@ -173,5 +174,3 @@ def validate(c: ModelConfig) -> None:
     raise ValueError('model.t5_num_buckets must be >= 4 and model.t5_max_distance > num_buckets / 4.')
   if c.shaw_max_distance < 1:
     raise ValueError('model.shaw_max_distance must be >= 1.')
-  if 'learned' in (c.enc_pos, c.dec_pos) and c.max_len <= 0:
-    raise ValueError('model.position=learned needs model.max_len > 0 (size of the table).')

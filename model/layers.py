@@ -95,8 +95,8 @@ class EmbedInput(nn.Module):
     if cfg.scale_embeddings:
       x = x * jnp.sqrt(jnp.asarray(cfg.d_model, x.dtype))
     scheme = pos_lib.SCHEMES[self.position]
-    if scheme.kind == 'embed':
-      x = x + scheme.fn(self, positions, cfg).astype(x.dtype)
+    if scheme.embed is not None:
+      x = x + scheme.embed(self, positions, cfg).astype(x.dtype)
     x = nn.Dropout(cfg.dropout)(x, deterministic=self.deterministic)
     return constrain(x, ('batch', 'length', 'embed'))
 

@@ -1,21 +1,27 @@
-"""Position schemes behind one small interface.
+"""Position schemes: one registry, `SCHEMES`, through which every scheme goes.
 
 Every scheme takes explicit integer positions per token (`[B, T]`), never the index in an array:
 that single rule makes packed rows (positions restart per segment) and KV-cached decoding (the new
 token's position is passed in, the cached keys keep theirs) correct for every scheme.
 
-A scheme is one function plus one `SCHEMES` entry whose `kind` says where it acts:
+A scheme is one function plus one `SCHEMES` entry. The entry's hooks say where it acts; the
+modules call the hooks, never a scheme by name:
 
-| kind       | schemes               | acts on                                     | function signature                              |
-|------------|-----------------------|---------------------------------------------|-------------------------------------------------|
-| `none`     | none                  | nothing                                     | -                                               |
-| `embed`    | sinusoidal, learned   | added to token embeddings                   | `fn(module, pos[B,T], cfg) -> [B,T,d_model]`    |
-| `rotary`   | rotary (RoFormer)     | rotates q and k of self-attention           | `fn(x[B,T,H,D], pos[B,T]) -> x`                 |
-| `bias`     | t5, alibi             | per-head bias on logits, once per stack     | `fn(module, qpos, kpos, cfg, bidirectional) -> [B,H,Tq,Tk]` |
-| `relative` | shaw (Shaw et al.)    | logits and values, per layer                | `fn(module, cfg) -> (table_k, table_v)`         |
+| hook       | schemes             | called by                      | signature                                          |
+|------------|---------------------|--------------------------------|----------------------------------------------------|
+| (none)     | none                | -                              | -                                                  |
+| `embed`    | sinusoidal, learned | layers.EmbedInput              | `(module, pos[B,T], cfg) -> [B,T,d_model]` added   |
+| `rotate`   | rotary (RoFormer)   | attention, on q and k          | `(x[B,T,H,D], pos[B,T]) -> x`                      |
+| `bias`     | t5, alibi           | transformer, once per stack    | `(module, q_pos, k_pos, cfg, bidirectional) -> [B,H,Tq,Tk]` |
+| `relative` | shaw (Shaw et al.)  | attention, per layer           | `(module, q_pos, k_pos, cfg) -> (logit_term, value_term)` |
 
-`module` is the Flax module that owns any parameters of the scheme (created with `module.param`).
-Cross-attention always uses `none`. Which schemes each attention kind accepts: see attention.py.
+`relative` returns two functions: `logit_term(q[B,Tq,H,D]) -> [B,H,Tq,Tk]` (added to the scaled
+logits) and `value_term(weights[B,H,Tq,Tk]) -> [B,Tq,H,D]` (added to the attention output).
+`check(cfg) -> message | None` is the scheme's own config check, run by model/config.py when a
+stack uses it; `check_length(length, cfg, what, alternative)` raises for a static length the scheme
+cannot reach (the learned table, checked by the decoder for its cache). `module` is the Flax module that owns any parameters of the scheme
+(created with `module.param`). Cross-attention always uses `none`. Which hooks each attention kind
+can take is recorded in attention.KINDS; the (attention x position) refusal table derives from it.
 """
 from __future__ import annotations
 
@@ -148,23 +154,52 @@ def shaw_values(weights: jax.Array, table_v: jax.Array, index: jax.Array) -> jax
   return jnp.einsum('bhtr,rd->bthd', w_r, table_v.astype(weights.dtype))
 
 
+def shaw_relative(module: nn.Module, q_pos: jax.Array, k_pos: jax.Array, cfg):
+  """Shaw et al. 2018 per layer: q_i.a^K_ij / sqrt(D) on the logits, sum_j w_ij a^V_ij on the output."""
+  table_k, table_v = shaw_tables(module, cfg)
+  index = shaw_index(q_pos, k_pos, cfg.shaw_max_distance)
+  return (lambda q: shaw_logits(q, table_k, index) * (cfg.hd ** -0.5),
+          lambda weights: shaw_values(weights, table_v, index))
+
+
+# ---------------------------------------------------------------- checks
+def _even(name: str, attr: str, what: str):
+  def check(cfg):
+    value = getattr(cfg, attr)
+    return f'model.position={name} needs an even {what}, got {value}.' if value % 2 else None
+  return check
+
+
+def _learned_check(cfg):
+  return None if cfg.max_len > 0 else 'model.position=learned needs model.max_len > 0 (size of the table).'
+
+
 # ---------------------------------------------------------------- registry
 @dataclasses.dataclass(frozen=True)
 class Scheme:
-  kind: str                     # 'none' | 'embed' | 'rotary' | 'bias' | 'relative'
-  fn: Callable | None = None
+  """One position scheme: at most one of the hooks below (see the table at the top)."""
+  embed: Callable | None = None      # (module, pos, cfg) -> [B,T,d_model], added to the embeddings
+  rotate: Callable | None = None     # (x, pos) -> x, applied to q and k of self-attention
+  bias: Callable | None = None       # (module, q_pos, k_pos, cfg, bidirectional) -> [B,H,Tq,Tk]
+  relative: Callable | None = None   # (module, q_pos, k_pos, cfg) -> (logit_term, value_term)
+  check: Callable | None = None      # (cfg) -> error message or None
+  check_length: Callable | None = None  # (length, cfg, what, alternative): raise if out of reach
+
+  @property
+  def hooks(self) -> frozenset[str]:
+    return frozenset(h for h in HOOKS if getattr(self, h) is not None)
 
 
+HOOKS = ('embed', 'rotate', 'bias', 'relative')
+
+# The order is the order of every choice list and error message.
 SCHEMES: dict[str, Scheme] = {
-    'none': Scheme('none'),
-    'sinusoidal': Scheme('embed', sinusoidal_embed),
-    'learned': Scheme('embed', learned_embed),
-    'rotary': Scheme('rotary', apply_rotary),
-    't5': Scheme('bias', t5_bias),
-    'alibi': Scheme('bias', alibi_bias),
-    'shaw': Scheme('relative', shaw_tables),
+    'none': Scheme(),
+    'sinusoidal': Scheme(embed=sinusoidal_embed, check=_even('sinusoidal', 'd_model', 'd_model')),
+    'learned': Scheme(embed=learned_embed, check=_learned_check, check_length=check_learned_length),
+    'shaw': Scheme(relative=shaw_relative),
+    't5': Scheme(bias=t5_bias),
+    'rotary': Scheme(rotate=apply_rotary, check=_even('rotary', 'hd', 'head_dim')),
+    'alibi': Scheme(bias=alibi_bias),
 }
-
-
-def kind(name: str) -> str:
-  return SCHEMES[name].kind
+NAMES = tuple(SCHEMES)

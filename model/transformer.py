@@ -96,7 +96,7 @@ def run_layers(parent, layer_cls, n: int, x, args, **kwargs):
 
 def _position_bias(module, scheme: str, q_pos, k_pos, bidirectional: bool):
   s = pos_lib.SCHEMES[scheme]
-  return s.fn(module, q_pos, k_pos, module.cfg, bidirectional) if s.kind == 'bias' else None
+  return None if s.bias is None else s.bias(module, q_pos, k_pos, module.cfg, bidirectional)
 
 
 class Encoder(nn.Module):
@@ -128,8 +128,9 @@ class Decoder(nn.Module):
     k_pos, k_seg, cache_index = pos, seg, None
     if decode:  # keys = every cached slot; empty slots have segment 0 and are masked out
       b, t = ids.shape
-      if cfg.dec_pos == 'learned':
-        pos_lib.check_learned_length(max_cache_len, cfg, 'decoding up to', 'decode shorter outputs')
+      check_length = pos_lib.SCHEMES[cfg.dec_pos].check_length
+      if check_length is not None:
+        check_length(max_cache_len, cfg, 'decoding up to', 'decode shorter outputs')
       index = self.variable('cache', 'index', lambda: jnp.zeros((), jnp.int32))
       cpos = self.variable('cache', 'positions', jnp.zeros, (b, max_cache_len), jnp.int32)
       cseg = self.variable('cache', 'segments', jnp.zeros, (b, max_cache_len), jnp.int32)

@@ -8,6 +8,8 @@ import os
 
 import ml_collections as mlc
 
+import model
+from model import config as model_config
 from train import layout
 
 # Choice-valued keys and their valid values (docs/contracts.md). None is allowed where the
@@ -19,19 +21,18 @@ CHOICES = {
     'data.length_policy': ('filter', 'truncate'),
     'data.batching': ('bucket', 'pack'),
     'data.preprocess': ('raw', 'lc_norm_tok'),
-    'model.arch': ('encoder_decoder', 'decoder_only', 'rnn'),
-    'model.position': ('none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary', 'alibi'),
-    'model.encoder_position': (None, 'none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary',
-                               'alibi'),
-    'model.decoder_position': (None, 'none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary',
-                               'alibi'),
-    'model.attention': ('dot', 'additive', 'shared_qk', 'linear'),
-    'model.attention_impl': ('auto', 'einsum', 'xla', 'cudnn'),
-    'model.ffn': ('relu', 'gelu', 'swiglu'),
-    'model.norm': ('post', 'pre'),
-    'model.remat': ('none', 'full', 'dots'),
-    'model.dtype': ('float32', 'bfloat16'),
-    'model.rnn_cell': ('gru', 'lstm'),
+    # model.*: the model package's lists (model/config.py; schemes and kinds from their registries).
+    'model.arch': model_config.ARCHS,
+    'model.position': model_config.POSITIONS,
+    'model.encoder_position': (None,) + model_config.POSITIONS,
+    'model.decoder_position': (None,) + model_config.POSITIONS,
+    'model.attention': model_config.ATTENTIONS,
+    'model.attention_impl': model_config.ATTENTION_IMPLS,
+    'model.ffn': model_config.FFNS,
+    'model.norm': model_config.NORMS,
+    'model.remat': model_config.REMATS,
+    'model.dtype': model_config.DTYPES,
+    'model.rnn_cell': model_config.RNN_CELLS,
     'optim.schedule': ('rsqrt', 'cosine', 'constant'),
     'eval.decode': ('beam', 'greedy'),
     'eval.train_decode': (None, 'beam', 'greedy'),
@@ -83,13 +84,6 @@ def validate(config):
     value = _get(config, key)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
       errors.append(f'--config.{key}={value!r} must be a non-negative integer (0 = off)')
-  m = config.model
-  if m.d_model % m.num_heads and m.head_dim is None:
-    errors.append(f'model.d_model={m.d_model} is not divisible by model.num_heads='
-                  f'{m.num_heads}; change one or set model.head_dim')
-  kv = m.num_kv_heads
-  if kv is not None and (kv < 1 or m.num_heads % kv):
-    errors.append(f'model.num_kv_heads={kv} must divide model.num_heads={m.num_heads}')
   if config.batch_size % config.optim.grad_accum_steps:
     errors.append(f'batch_size={config.batch_size} is not divisible by '
                   f'optim.grad_accum_steps={config.optim.grad_accum_steps}')
@@ -116,12 +110,8 @@ def validate(config):
 
 
 def _validate_model(model_cfg):
-  """The model package's own cross-key checks (e.g. rotary needs an even head_dim), run on
+  """The model package's own cross-key checks (heads, rotary needs an even head_dim, ...), run on
   a copy with a placeholder vocabulary since the tokenizer may not exist yet."""
-  try:
-    import model  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    return
   cfg = mlc.ConfigDict(model_cfg.to_dict())
   if not cfg.vocab_size:
     cfg.vocab_size = 8

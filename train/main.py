@@ -184,7 +184,7 @@ def train_and_evaluate(config, workdir, devices=None):
 
   import model  # pylint: disable=import-outside-toplevel
   from train import checkpointing, config_io, data, trainer  # pylint: disable=import-outside-toplevel
-  from train import early_stopping  # pylint: disable=import-outside-toplevel
+  from train import early_stopping, layout  # pylint: disable=import-outside-toplevel
   from train import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
   from train import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
 
@@ -197,7 +197,7 @@ def train_and_evaluate(config, workdir, devices=None):
   config = resolve_config(config, tokenizer)
   if pid == 0:
     os.makedirs(workdir, exist_ok=True)
-    old = os.path.join(workdir, 'config.json')
+    old = os.path.join(workdir, layout.CONFIG_FILE)
     if os.path.exists(old):
       changed = config_io.diff(config_io.load_config(workdir), config)
       if changed:

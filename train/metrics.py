@@ -18,7 +18,9 @@ from train import layout
 # TF32 tensor cores (XLA's default matmul precision there). First match wins: order matters.
 PEAK_TFLOPS = (
     ('H200', {'bfloat16': 989.0, 'float32': 494.0}),
-    ('H100', {'bfloat16': 989.0, 'float32': 494.0}),   # SXM; PCIe is ~25% lower
+    ('H100 PCIe', {'bfloat16': 756.0, 'float32': 378.0}),  # before 'H100': first match wins
+    ('H100 NVL', {'bfloat16': 835.0, 'float32': 418.0}),
+    ('H100', {'bfloat16': 989.0, 'float32': 494.0}),   # SXM
     ('A100', {'bfloat16': 312.0, 'float32': 156.0}),
     ('TPU v5p', {'bfloat16': 459.0, 'float32': 459.0}),
     ('TPU v5 lite', {'bfloat16': 197.0, 'float32': 197.0}),   # v5e reports "TPU v5 lite"

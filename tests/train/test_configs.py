@@ -104,3 +104,37 @@ def test_data_preprocess_is_a_validated_optional_choice(tmp_path):
   del old.data['preprocess']
   config_io.save_config(old, str(tmp_path))
   config_io.validate(config_io.load_config(str(tmp_path)))
+
+
+def test_choice_lists_agree_with_the_registries():
+  """Configs are plain data and keep literal lists; these must equal the model's registries
+  (model/positions.py SCHEMES, model/attention.py KINDS and IMPLS), in their order, as must the
+  lists written in configs/common.py's comments and docs/contracts.md."""
+  import os
+  import re
+  from model import attention, positions
+  schemes, kinds, impls = tuple(positions.SCHEMES), tuple(attention.KINDS), attention.IMPLS
+  multi30k = importlib.import_module('configs.multi30k')
+  lengthgen = importlib.import_module('configs.lengthgen')
+  assert multi30k.SCHEMES == schemes and lengthgen.SCHEMES == schemes
+  assert multi30k.ATTENTIONS == kinds
+  assert [o['model.position'] for o in multi30k.sweep('positions')][:len(schemes)] == list(schemes)
+  assert {o['model.attention'] for o in multi30k.sweep('attention')} == set(kinds)
+  assert config_io.CHOICES['model.position'] == schemes
+  assert config_io.CHOICES['model.attention'] == kinds
+  assert config_io.CHOICES['model.attention_impl'] == impls
+
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  with open(os.path.join(root, 'configs', 'common.py')) as f:
+    common_src = f.read()
+  def comment(key):
+    line = re.search(rf"c\.model\.{key} = .*#(.*)", common_src).group(1)
+    return tuple(re.sub(r'\(.*?\)', '', part).strip() for part in line.split('|'))
+  assert comment('position') == schemes
+  assert comment('attention') == kinds
+  assert comment('attention_impl') == impls
+  with open(os.path.join(root, 'docs', 'contracts.md')) as f:
+    contracts = f.read()
+  assert f"`position` (`{'|'.join(schemes)}`)" in contracts
+  assert f"`attention ({'|'.join(repr(k) for k in kinds)})`" in contracts
+  assert f"`attention_impl ({'|'.join(repr(k) for k in impls)})`" in contracts
