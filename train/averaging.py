@@ -113,10 +113,11 @@ def read_params(path: str):
   """Params of an averaged checkpoint directory on the first local device (like
   checkpointing.restore_params)."""
   ckptr = ocp.Checkpointer(ocp.StandardCheckpointHandler())
+  path = os.path.abspath(path)  # Orbax finds no item metadata under a relative path
   meta = ckptr.metadata(os.path.join(path, 'params')).item_metadata.tree
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
-  return ckptr.restore(os.path.join(os.path.abspath(path), 'params'),
+  return ckptr.restore(os.path.join(path, 'params'),
                        ocp.args.StandardRestore(target))
 
 

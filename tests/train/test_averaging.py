@@ -163,3 +163,14 @@ def test_sweep_and_report_read_or_skip_average_result_names(tmp_path):
   assert sweep.latest_eval_files(str(tmp_path), ['val']) == {'val': 'val-avg2@40.json'}
   # launch.report without DONE.json: single-checkpoint results only; the average is skipped.
   assert report._newest_results(str(tmp_path)) == {'val': os.path.join('eval', 'val-40.json')}
+
+
+def test_an_average_reads_back_from_a_relative_workdir(tmp_path, monkeypatch):
+  # Orbax returns no item metadata for a relative path: `--workdir=runs/x` once failed here.
+  params = {'dense': {'kernel': np.arange(6, dtype=np.float32).reshape(2, 3)},
+            'bias': np.ones((3,), np.float32)}
+  monkeypatch.chdir(tmp_path)
+  path = averaging.write_average('wd', [1, 2], params)
+  assert not os.path.isabs(path)
+  back = averaging.read_params(path)
+  jax.tree.map(np.testing.assert_array_equal, back, params)
