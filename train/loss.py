@@ -72,7 +72,6 @@ def _chunk_pass(x, table, targets, weights, conf, low):
   """Sums and gradients for one chunk: x [B,c,D], targets/weights [B,c]."""
   logits = jnp.einsum('bcd,vd->bcv', x, table.astype(x.dtype),
                       preferred_element_type=jnp.float32)
-  vocab = logits.shape[-1]
   top = jnp.max(logits, axis=-1)
   e = jnp.exp(logits - top[..., None])
   total = jnp.sum(e, axis=-1)
@@ -89,7 +88,6 @@ def _chunk_pass(x, table, targets, weights, conf, low):
   dx = jnp.einsum('bcv,vd->bcd', g, table.astype(x.dtype), preferred_element_type=jnp.float32)
   dtable = jnp.einsum('bcv,bcd->vd', g, x, preferred_element_type=jnp.float32)
   sums = (jnp.sum(smooth * weights), jnp.sum(nll * weights), jnp.sum(correct * weights))
-  del vocab
   return sums, dx, dtable
 
 
@@ -132,11 +130,6 @@ def fused_cross_entropy_sums(hidden, table, targets, weights, label_smoothing=0.
   return _fused_forward(hidden, table, targets, weights, label_smoothing, chunk_tokens)[0]
 
 
-def _fused_fwd(hidden, table, targets, weights, label_smoothing, chunk_tokens):
-  out, grads = _fused_forward(hidden, table, targets, weights, label_smoothing, chunk_tokens)
-  return out, grads
-
-
 def _fused_bwd(label_smoothing, chunk_tokens, grads, cotangent):
   del label_smoothing, chunk_tokens
   dhidden, dtable = grads
@@ -144,4 +137,4 @@ def _fused_bwd(label_smoothing, chunk_tokens, grads, cotangent):
   return (dhidden * ct.astype(dhidden.dtype), dtable * ct.astype(dtable.dtype), None, None)
 
 
-fused_cross_entropy_sums.defvjp(_fused_fwd, _fused_bwd)
+fused_cross_entropy_sums.defvjp(_fused_forward, _fused_bwd)  # forward = (sums, gradients)
