@@ -5,13 +5,9 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-# Where the raw corpora live (multi30k/, text/, word_eval/). Defaults to ../shared/data when present;
-# empty means "download from the canonical public locations".
-ATTNLAB_DATA_DIR ?= $(if $(wildcard ../shared/data/multi30k),$(abspath ../shared/data),)
-export ATTNLAB_DATA_DIR
-# Built tfds datasets and sentencepiece models are cached here (override to share between checkouts).
-ATTNLAB_BUILD_DIR ?= $(abspath .cache/attnlab)
-export ATTNLAB_BUILD_DIR
+# Data and build directories: the code's defaults (train/data/paths.py: ../shared/data when it
+# exists, else download; builds under .cache/attnlab), or ATTNLAB_DATA_DIR / ATTNLAB_BUILD_DIR from
+# the environment, which make passes on unchanged. Same answer inside and outside make.
 CONFIG ?= configs/multi30k.py
 WORKDIR ?= workdirs/multi30k_default
 TEST_ARGS ?=

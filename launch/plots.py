@@ -366,8 +366,8 @@ def make_plots(workdir: str, checkpoint: str = "latest", *, split: str | None = 
                num_sentences: int = 3, out_dir: str | None = None) -> list[str]:
   """Every figure for one checkpoint of `workdir`; returns the PNG paths."""
   loaded = evaluate.load_workdir(workdir)
-  (ckpt,) = evaluate.resolve_checkpoints(workdir, checkpoint if checkpoint != "all" else "latest")
-  params = evaluate.load_params(workdir, ckpt, loaded.config)
+  ckpt, params = evaluate.load_checkpoint(
+      workdir, checkpoint if checkpoint != "all" else "latest", loaded.config)
   out_dir = out_dir or os.path.join(workdir, "plots")
   paths = position_figures(out_dir, loaded.config.model, params)
   if loaded.config.model.get("arch", "encoder_decoder") == "encoder_decoder" and num_sentences:
@@ -389,6 +389,8 @@ def _define_flags():
 def main(argv):
   del argv
   from absl import flags  # pylint: disable=import-outside-toplevel
+  from train import runtime  # pylint: disable=import-outside-toplevel
+  runtime.setup_runtime()
   f = flags.FLAGS
   for path in make_plots(f.workdir, f.checkpoint, split=f.split,
                          num_sentences=f.num_sentences, out_dir=f.out):
@@ -396,6 +398,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from absl import app  # pylint: disable=import-outside-toplevel
-  _define_flags()
-  app.run(main)
+  from train import cli  # pylint: disable=import-outside-toplevel
+  cli.run(main, define_flags=_define_flags)

@@ -491,6 +491,5 @@ def _main(argv) -> int:
 
 
 if __name__ == '__main__':
-  from absl import app
-  _define_flags()
-  app.run(main)
+  from train import cli
+  cli.run(main, define_flags=_define_flags)

@@ -9,8 +9,10 @@ and the previous one is used. Averages of several steps (train/averaging.py, `av
 live in WORKDIR/averaged/, outside this manager's view: never resumed from, never `latest`.
 """
 import base64
+import contextlib
 import dataclasses
 import json
+import logging as std_logging
 import os
 import shutil
 from typing import Any
@@ -25,6 +27,22 @@ from train import layout
 
 CKPT_DIR = layout.CKPT_DIR
 BAD_DIR = layout.BAD_CKPT_DIR
+
+
+class _OrbaxNotices(std_logging.Filter):
+  """Two Orbax warnings that are not the user's business: every read-only manager (evaluate,
+  translate, plots read checkpoints that way on purpose) announces 'Given directory is read
+  only', and every save without metrics (saves between validations) 'Requested
+  `tracked_metric`; did not provide metrics'. Installed on the absl logger Orbax writes to."""
+  MESSAGES = ('Given directory is read only', 'Requested `tracked_metric`; did not provide')
+
+  def filter(self, record):
+    return not (record.levelno == std_logging.WARNING and
+                str(record.msg).startswith(self.MESSAGES))
+
+
+if not any(isinstance(f, _OrbaxNotices) for f in logging.get_absl_logger().filters):
+  logging.get_absl_logger().addFilter(_OrbaxNotices())
 
 
 # ----------------------------------------------------------------------------- data iterator state
@@ -183,21 +201,38 @@ class Checkpointer:
 
 # ----------------------------------------------------------------------------- contract functions
 
+@contextlib.contextmanager
+def _reader(workdir):
+  """A read-only manager, closed after use (an open one outlives a failed restore's async
+  work and prints 'Event loop is closed' tracebacks at exit)."""
+  manager = make_manager(workdir, read_only=True)
+  try:
+    yield manager
+  finally:
+    manager.close()
+
+
 def list_steps(workdir):
   """Steps with a complete checkpoint in WORKDIR/checkpoints, ascending."""
   if not os.path.isdir(os.path.join(workdir, CKPT_DIR)):
     return []
-  return sorted(make_manager(workdir, read_only=True).all_steps())
+  with _reader(workdir) as manager:
+    return sorted(manager.all_steps())
 
 
 def best_step(workdir):
   """Step with the best validation metric (BLEU if recorded, else loss); None if none."""
+  scores = step_scores(workdir)
+  return max(scores, key=lambda s: (scores[s], s)) if scores else None
+
+
+def step_scores(workdir):
+  """{step: validation score (higher is better)} for the steps that recorded one."""
   if not os.path.isdir(os.path.join(workdir, CKPT_DIR)):
-    return None
-  manager = make_manager(workdir, read_only=True)
-  scored = [(s, _score(manager.metrics(s))) for s in manager.all_steps()]
-  scored = [(score, s) for s, score in scored if score is not None]
-  return max(scored)[1] if scored else None
+    return {}
+  with _reader(workdir) as manager:
+    scores = {s: _score(manager.metrics(s)) for s in manager.all_steps()}
+  return {s: v for s, v in scores.items() if v is not None}
 
 
 def restore_params(workdir, step, config=None):
@@ -207,12 +242,31 @@ def restore_params(workdir, step, config=None):
   different mesh (or a single CPU) than the training run.
   """
   del config  # the checkpoint describes itself; kept for the contract's signature
-  manager = make_manager(workdir, read_only=True)
-  if step not in manager.all_steps():
-    raise FileNotFoundError(f'{workdir}/{CKPT_DIR}: no checkpoint for step {step}; '
-                            f'available: {sorted(manager.all_steps())}')
-  meta = manager.item_metadata(step)['params']
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
-  out = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
+  with _reader(workdir) as manager:
+    if step not in manager.all_steps():
+      raise FileNotFoundError(f'{workdir}/{CKPT_DIR}: no checkpoint for step {step}; '
+                              f'available: {sorted(manager.all_steps())}')
+    try:
+      meta = manager.item_metadata(step)['params']
+      if meta is None:
+        raise ValueError('its params metadata is missing')
+      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                            meta)
+      out = manager.restore(step, args=ocp.args.Composite(
+          params=ocp.args.StandardRestore(target)))
+    except Exception as e:  # pylint: disable=broad-except  # TensorStore, Orbax, JSON, OS errors
+      raise CheckpointUnreadable(step, workdir, e) from None
   return out.params
+
+
+class CheckpointUnreadable(OSError):
+  """A listed checkpoint whose params do not restore (truncated, deleted or corrupt files)."""
+
+  def __init__(self, step, workdir, cause, good_steps=None):
+    reason = ' '.join(f'{type(cause).__name__}: {cause}'.split())
+    message = f'checkpoint {step} in {workdir} cannot be restored ({reason[:200]})'
+    if good_steps is not None:
+      message += f'; steps that restore: {list(good_steps) or "none"}'
+    super().__init__(message)
+    self.step, self.workdir, self.cause = step, workdir, cause

@@ -21,19 +21,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 from typing import Any, Sequence
 
+from absl import logging
 import numpy as np
 
 import model
 from model import decoding
 from train import averaging
 from train import checkpointing
+from train import cli
 from train import config_io
 from train import data
 from train import layout
+from train import runtime
 from train import scoring
 from train import trainer
 from train.data import moses
@@ -329,6 +331,50 @@ def load_params(workdir: str, checkpoint: Checkpoint, config=None):
   return checkpointing.restore_params(workdir, checkpoint.step, config)
 
 
+def _candidates(workdir: str, which: str) -> list[Checkpoint]:
+  """The checkpoints `which` may fall back to, in order: `latest` newest first, `best` by
+  score (then newest first among unscored), anything else just itself."""
+  if which not in ("latest", "best"):
+    return resolve_checkpoints(workdir, which)
+  first = resolve_steps(workdir, which)[0]
+  steps = sorted(checkpointing.list_steps(workdir), reverse=True)
+  if which == "best":
+    scores = checkpointing.step_scores(workdir)
+    steps = sorted(steps, key=lambda s: (scores.get(s) is None, -(scores.get(s) or 0), -s))
+  return [Checkpoint(first)] + [Checkpoint(s) for s in steps if s != first]
+
+
+def restorable_steps(workdir: str, config=None) -> list[int]:
+  """Steps whose params restore (each one is read: for error messages, not hot paths)."""
+  good = []
+  for step in checkpointing.list_steps(workdir):
+    try:
+      checkpointing.restore_params(workdir, step, config)
+      good.append(step)
+    except checkpointing.CheckpointUnreadable:
+      pass
+  return good
+
+
+def load_checkpoint(workdir: str, which: str, config=None) -> tuple[Checkpoint, Any]:
+  """(checkpoint, params) for latest | best | STEP | avg_last:N. A `latest` or `best` that
+  fails to restore is reported in one line and the next candidate is used, as train.main does;
+  an explicit STEP that fails is an error naming the steps that do restore."""
+  candidates = _candidates(workdir, which)
+  for i, ckpt in enumerate(candidates):
+    try:
+      return ckpt, load_params(workdir, ckpt, config)
+    except checkpointing.CheckpointUnreadable as e:
+      if which not in ("latest", "best"):
+        good = [s for s in restorable_steps(workdir, config) if s != e.step]
+        raise checkpointing.CheckpointUnreadable(e.step, workdir, e.cause, good) from None
+      if i + 1 < len(candidates):
+        logging.warning("%s; using step %d instead (--checkpoint=%s)", e,
+                        candidates[i + 1].step, which)
+  raise FileNotFoundError(f"{workdir}: no checkpoint restores (tried steps "
+                          f"{[c.step for c in candidates]}); retrain or restore the files")
+
+
 def _results_paths(workdir, name, step, settings, default_settings, output, averaged=0):
   """(results JSON, hypotheses file) of `step` (or the mean of `averaged` checkpoints ending
   there). Non-default decode settings get their own file name."""
@@ -452,7 +498,14 @@ def run(workdir: str, checkpoint: str = "latest", *, split=None, source_file=Non
     checkpoints = [Checkpoint(step) for step in steps]
   results = []
   for ckpt in checkpoints:
-    params = load_params(workdir, ckpt, config)
+    if checkpoint == "all":
+      try:
+        params = load_params(workdir, ckpt, config)
+      except checkpointing.CheckpointUnreadable as e:
+        logging.warning("%s; skipped (--checkpoint=all goes on with the others)", e)
+        continue
+    else:
+      ckpt, params = load_checkpoint(workdir, checkpoint, config)
     result = evaluate_step(loaded, workdir, ckpt.step, params, split=split,
                            source_file=source_file, reference_file=reference_file,
                            settings=settings, output=output, show=show, averaged=ckpt.averaged)
@@ -467,11 +520,9 @@ def run(workdir: str, checkpoint: str = "latest", *, split=None, source_file=Non
 
 
 def _define_flags():
-  # Defined only when run as a script: train.main imports this module for decode_and_score,
-  # and absl refuses two definitions of --workdir.
+  # Defined only when run as a program: train.loop imports this module for decode_and_score.
   from absl import flags  # pylint: disable=import-outside-toplevel
-  flags.DEFINE_string("workdir", None, "Training workdir (config.json, checkpoints/).",
-                      required=True)
+  flags.DEFINE_string("workdir", None, "Training workdir (config.json, checkpoints/).")
   flags.DEFINE_string("checkpoint", "latest",
                       "latest | best | all | STEP | avg_last:N (mean of the N newest).")
   flags.DEFINE_string("split", None, "Split name (default: first of config.data.eval_splits).")
@@ -486,20 +537,15 @@ def _define_flags():
 
 
 def main(argv):
-  del argv
   from absl import flags  # pylint: disable=import-outside-toplevel
-  from train import main as train_main  # pylint: disable=import-outside-toplevel
-  train_main.setup_runtime()  # same persistent compile cache: sweeps' evaluations reuse decoders
+  if len(argv) > 1:
+    raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
+  runtime.setup_runtime()  # same persistent compile cache: sweeps' evaluations reuse decoders
   f = flags.FLAGS
-  try:
-    run(f.workdir, f.checkpoint, split=f.split, source_file=f.source_file,
-        reference_file=f.reference_file, decode=f.decode, beam_size=f.beam_size, alpha=f.alpha,
-        output=f.output, show=f.show)
-  except (ValueError, FileNotFoundError) as e:  # bad flags or files: the message says the fix
-    sys.exit(f"error: {e}")
+  run(f.workdir, f.checkpoint, split=f.split, source_file=f.source_file,
+      reference_file=f.reference_file, decode=f.decode, beam_size=f.beam_size, alpha=f.alpha,
+      output=f.output, show=f.show)
 
 
 if __name__ == "__main__":
-  from absl import app  # pylint: disable=import-outside-toplevel
-  _define_flags()
-  app.run(main)
+  cli.run(main, define_flags=_define_flags, required=("workdir",))

@@ -13,6 +13,7 @@
       tb/                               TensorBoard events (train.metrics)
       plots/                            launch.plots
       sweep_run.json, DONE.json, sweep.log      launch.sweep
+      train.lock                        held (flock) by the one train.main writing here
 
 Results file names are built by `results_name` and read back by `parse_results_name`; nothing
 else spells them. No JAX here (launch.sweep and launch.report import it). The module is called
@@ -21,11 +22,15 @@ else spells them. No JAX here (launch.sweep and launch.report import it). The mo
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import pathlib
 import re
+import socket
+import sys
 import tempfile
+import time
 from typing import Any, Sequence
 
 CONFIG_FILE = 'config.json'
@@ -43,6 +48,7 @@ PLOTS_DIR = 'plots'
 SPEC_FILE = 'sweep_run.json'
 DONE_FILE = 'DONE.json'
 LOG_FILE = 'sweep.log'
+LOCK_FILE = 'train.lock'
 
 RESULTS_EXT = '.json'
 HYP_EXT = '.hyp.txt'
@@ -153,3 +159,68 @@ def write_text(path, text: str) -> None:
 def write_json(path, obj: Any, *, sort_keys: bool = True, default=None) -> None:
   """`obj` as JSON indented by 2 with a final newline, atomically."""
   write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, default=default) + '\n')
+
+
+# ---------------------------------------------------------------------------- writer lock
+class WorkdirBusy(BlockingIOError):
+  """Another live process is training into this workdir."""
+
+
+class WorkdirLock:
+  """One writer per workdir: an exclusive flock on WORKDIR/train.lock, which records who holds it.
+
+  The kernel drops a flock when its process dies (kill -9 included), so a lock file left by a
+  killed run is stale by construction: the next writer takes it over and says so. Readers
+  (evaluate, translate, plots during training) never take it.
+  """
+
+  def __init__(self, workdir: str | os.PathLike):
+    self.path = pathlib.Path(workdir) / LOCK_FILE
+    self._file = None
+
+  def holder(self) -> dict[str, Any]:
+    try:
+      return json.loads(self.path.read_text() or '{}')
+    except (OSError, ValueError):
+      return {}
+
+  def acquire(self) -> dict[str, Any]:
+    """Takes the lock; returns the stale holder's record ({} if none). Raises WorkdirBusy."""
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(self.path, 'a+')  # pylint: disable=consider-using-with
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.close()
+      h = self.holder()
+      who = (f"pid {h.get('pid', '?')} on {h.get('host', '?')} since {h.get('since', '?')}"
+             if h else 'another process')
+      raise WorkdirBusy(
+          f'{self.path.parent} is being trained by {who} ({h.get("command", "?")}); wait for it, '
+          f'stop it (kill -TERM {h.get("pid", "PID")} saves and exits), or pick another '
+          f'--workdir') from None
+    stale = self.holder()
+    f.seek(0)
+    f.truncate()
+    f.write(json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
+                        'since': time.strftime('%Y-%m-%d %H:%M:%S'),
+                        'command': ' '.join(sys.argv)[:300]}))
+    f.flush()
+    self._file = f
+    return stale
+
+  def release(self) -> None:
+    if self._file is not None:
+      self._file.seek(0)
+      self._file.truncate()                # a clean exit leaves no holder behind
+      self._file.flush()
+      fcntl.flock(self._file, fcntl.LOCK_UN)
+      self._file.close()
+      self._file = None
+
+  def __enter__(self):
+    self.acquire()
+    return self
+
+  def __exit__(self, *exc):
+    self.release()

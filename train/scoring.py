@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any, Iterable, Sequence
 
+from absl import logging
 from sacrebleu.metrics import BLEU, CHRF
 
 from train import layout
@@ -122,25 +123,37 @@ def exact_match(hypotheses: Sequence[str], references: Sequence[str],
 # ---------------------------------------------------------------------------------------------
 # Text files
 # ---------------------------------------------------------------------------------------------
-def read_lines(path: str) -> list[str]:
-  """Lines of a UTF-8 text file, plain or gzip (by the `.gz` suffix), without line endings."""
+def decode_lines(raw_lines: Iterable[bytes], name: str, *,
+                 bad_utf8: str = "error") -> list[str | None]:
+  """Byte lines -> text without line endings (LF or CRLF). A line that is not UTF-8 raises a
+  ValueError naming `name` and the line, or with bad_utf8="skip" becomes None, with a warning."""
+  lines: list[str | None] = []
+  for lineno, raw in enumerate(raw_lines, start=1):
+    try:
+      lines.append(raw.decode("utf-8").rstrip("\r\n"))
+    except UnicodeDecodeError as e:
+      where = f"{name}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})"
+      if bad_utf8 != "skip":
+        raise ValueError(f"{where}; convert the file to UTF-8 (e.g. with iconv)") from None
+      logging.warning("%s: skipped; its output line is left empty", where)
+      lines.append(None)
+  return lines
+
+
+def read_lines(path: str, *, bad_utf8: str = "error") -> list[str | None]:
+  """Lines of a UTF-8 text file, plain or gzip (by the `.gz` suffix), without line endings
+  (see `decode_lines` for `bad_utf8`)."""
   opener = gzip.open if path.endswith(".gz") else open
-  lines = []
   try:
     with opener(path, "rb") as f:
-      for lineno, raw in enumerate(f, start=1):
-        try:
-          lines.append(raw.decode("utf-8").rstrip("\r\n"))
-        except UnicodeDecodeError as e:
-          raise ValueError(
-              f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start}); "
-              "convert the file to UTF-8 (e.g. with iconv)") from None
+      return decode_lines(f, path, bad_utf8=bad_utf8)
   except FileNotFoundError:
     raise FileNotFoundError(f"{path}: no such file") from None
+  except IsADirectoryError:
+    raise IsADirectoryError(f"{path}: is a directory, not a text file") from None
   except (gzip.BadGzipFile, EOFError) as e:
     raise ValueError(f"{path}: not a readable gzip file ({e}); "
                      "decompress it, or drop the .gz suffix if it is plain text") from None
-  return lines
 
 
 def read_parallel(source_path: str,

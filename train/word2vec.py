@@ -18,10 +18,9 @@ import importlib.util
 import io
 import json
 import os
-import pathlib
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -128,9 +127,9 @@ def load_corpus(config) -> Corpus:
   tokenizer = None
   if d.tokens == "sentencepiece":
     tokenizer = _data_fn("get_tokenizer")(load_config_file(d.tokenizer_config))
-  key = json.dumps([d.corpus, d.path, d.max_lines, d.data_dir or os.environ.get("ATTNLAB_DATA_DIR"),
+  key = json.dumps([d.corpus, d.path, d.max_lines, str(paths.data_root(d.data_dir)),
                     d.tokens, d.min_count, d.tokenizer_config], sort_keys=True)
-  root = pathlib.Path(os.environ.get("ATTNLAB_BUILD_DIR") or "~/.cache/attnlab").expanduser()
+  root = paths.build_dir()
   cache = root / "word2vec" / (hashlib.sha1(key.encode()).hexdigest()[:16] + ".npz")
   if d.cache and cache.exists() and tokenizer is None:
     z = np.load(cache, allow_pickle=False)
@@ -324,8 +323,11 @@ def main(argv):
   print(json.dumps({k: v for k, v in results.items() if k != "history"}, indent=2))
 
 
-if __name__ == "__main__":
+def _define_flags():
   config_flags.DEFINE_config_file("config", None, "configs/word2vec.py[:arg]")
   flags.DEFINE_string("workdir", None, "output directory (resumes if it has checkpoints)")
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+
+
+if __name__ == "__main__":
+  from train import cli  # pylint: disable=import-outside-toplevel
+  cli.run(main, define_flags=_define_flags, required=("config", "workdir"))

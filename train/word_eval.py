@@ -29,7 +29,7 @@ ANALOGY_FILE = "questions-words.txt"
 
 
 def eval_file(name: str, data_dir=None) -> pathlib.Path:
-  root = data_dir or os.environ.get("ATTNLAB_DATA_DIR")
+  root = paths.data_root(data_dir)
   if not root:
     raise FileNotFoundError(f"{name}: set ATTNLAB_DATA_DIR (or pass data_dir) to a directory with "
                             f"word_eval/{name} (like ../shared/data/).")
@@ -219,5 +219,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  _define_flags()
-  app.run(main)
+  from train import cli  # pylint: disable=import-outside-toplevel
+  cli.run(main, define_flags=_define_flags)

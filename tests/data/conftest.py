@@ -1,21 +1,23 @@
 """Fixtures for train.data tests: where the real corpora are, a build dir shared by the session,
 small configs, and tiny corpora written into tmp dirs."""
 import os
-import pathlib
 
 import pytest
 
 from data_testutil import REPO
 from data_testutil import make_config
 
-SHARED = pathlib.Path(os.environ.get("ATTNLAB_DATA_DIR") or REPO.parent / "shared" / "data")
+from train.data import paths
+
+SHARED = paths.data_root() or REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session", autouse=True)
 def build_dir(tmp_path_factory):
-  """Builds go to $ATTNLAB_BUILD_DIR when set (reused across runs), else to a session tmp dir."""
-  if os.environ.get("ATTNLAB_BUILD_DIR"):
-    yield pathlib.Path(os.environ["ATTNLAB_BUILD_DIR"])
+  """Builds go where train.main's go ($ATTNLAB_BUILD_DIR, else the checkout's .cache/attnlab),
+  so runs reuse them; ATTNLAB_TEST_FRESH_BUILD=1 uses a session tmp dir instead."""
+  if not os.environ.get("ATTNLAB_TEST_FRESH_BUILD"):
+    yield paths.build_dir()
     return
   path = tmp_path_factory.mktemp("attnlab_build")
   os.environ["ATTNLAB_BUILD_DIR"] = str(path)

@@ -199,3 +199,78 @@ def test_averaged_checkpoint(workdir, capsys):
     assert not any("avg2@" in rel for rel in steps.values())
   with pytest.raises(ValueError, match=r"only 2 checkpoint\(s\).*keep_checkpoints=3"):
     evaluate.run(workdir, "avg_last:3", split="validation")
+
+
+def _with_broken_newest(workdir, tmp_path, how="truncate"):
+  """A copy of the workdir whose newest checkpoint (40) has its params files truncated or
+  its params metadata deleted."""
+  import shutil
+  copy = tmp_path / "broken"
+  shutil.copytree(workdir, copy)
+  params = copy / "checkpoints" / "40" / "params"
+  if how == "truncate":
+    for path in params.rglob("*"):
+      if path.is_file() and "ocdbt" in str(path.relative_to(params)) or path.parent.name == "d":
+        path.write_bytes(path.read_bytes()[:7])
+  else:
+    (params / "_METADATA").unlink()
+  return str(copy)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["truncate", "delete_metadata"])
+def test_broken_newest_checkpoint_falls_back_like_training(workdir, tmp_path, how):
+  from train import checkpointing, evaluate, translate
+  broken = _with_broken_newest(workdir, tmp_path, how)
+  (r,) = evaluate.run(broken, "latest", split="validation", decode="greedy")
+  assert r["step"] == 20                    # the previous one, as train.main would resume
+  assert translate.translate(broken, ["abc", ""], decode="greedy")[1] == ""
+  with pytest.raises(checkpointing.CheckpointUnreadable,
+                     match=r"checkpoint 40 .* cannot be restored .*steps that restore: \[20\]"):
+    evaluate.run(broken, "40", split="validation", decode="greedy")
+  results = evaluate.run(broken, "all", split="test", decode="greedy")
+  assert [r["step"] for r in results] == [20]
+
+
+@pytest.mark.slow
+def test_broken_newest_checkpoint_command_lines(workdir, tmp_path):
+  """One warning line and the previous checkpoint for latest; one error line (exit 1) naming
+  the good steps for an explicit step; no Orbax notices, no traceback."""
+  broken = _with_broken_newest(workdir, tmp_path)
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  base = [sys.executable, "-m", "train.evaluate", f"--workdir={broken}", "--split=test",
+          "--decode=greedy"]
+  p = subprocess.run(base + ["--checkpoint=latest"], cwd=REPO, env=env, capture_output=True,
+                     text=True, timeout=300)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert "test step 20: BLEU = " in p.stdout
+  warnings = [line for line in p.stderr.splitlines() if "cannot be restored" in line]
+  assert len(warnings) == 1 and "using step 20 instead" in warnings[0], p.stderr[-3000:]
+  assert "Traceback" not in p.stderr and "read only" not in p.stderr
+  p = subprocess.run(base + ["--checkpoint=40"], cwd=REPO, env=env, capture_output=True,
+                     text=True, timeout=300)
+  assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+  (line,) = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
+  assert "checkpoint 40" in line and "steps that restore: [20]" in line
+
+
+@pytest.mark.slow
+def test_translate_keeps_line_alignment(workdir, tmp_path):
+  """N lines in, N lines out: empty lines stay empty, a non-UTF-8 line is skipped with a
+  warning naming file and line, CRLF endings are read like LF."""
+  from train import translate
+  want = translate.translate(workdir, ["abc", "xyz"], decode="greedy")
+  src = tmp_path / "in.txt"
+  src.write_bytes(b"abc\r\n\r\nx\xff\xfey\nxyz\n   \n")
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  for how in ("file", "stdin"):
+    args = [f"--input={src}"] if how == "file" else []
+    p = subprocess.run([sys.executable, "-m", "train.translate", f"--workdir={workdir}",
+                        "--decode=greedy", *args], cwd=REPO, env=env, capture_output=True,
+                       timeout=300, input=None if how == "file" else src.read_bytes())
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = p.stdout.decode().split("\n")[:-1]
+    assert out == [want[0], "", "", want[1], ""], out
+    name = str(src) if how == "file" else "<stdin>"
+    assert f"{name}:3: not valid UTF-8" in p.stderr.decode(), p.stderr[-2000:]
+    assert b"Traceback" not in p.stderr

@@ -137,14 +137,14 @@ def test_no_language_no_literature_metric():
 
 def test_in_training_validation_logs_val_bleu_lit_beside_val_bleu(monkeypatch):
   import ml_collections as mlc
-  from train import evaluate, main, trainer
+  from train import evaluate, loop, trainer
   monkeypatch.setattr(trainer, "eval_loss", lambda *a, **k: {"loss": 2.0, "accuracy": 0.5})
   scores = scoring.score_corpus(["Zwei hunde spielen im Schnee ."],
                                 ["Zwei Hunde spielen im Schnee."], "de")
   monkeypatch.setattr(evaluate, "decode_and_score", lambda *a, **k: dict(scores))
   config = mlc.ConfigDict({"data": {"eval_splits": ("val",)},
                            "eval": {"bleu_sentences": 1, "decode": "greedy", "train_decode": None}})
-  out = main.run_validation(config, None, None, None, [], step=1)
+  out = loop.run_validation(config, None, None, None, [], step=1)
   assert out["val_bleu_lit"] == pytest.approx(100.0) and out["val_bleu"] < 100.0
   from train import checkpointing
   assert checkpointing._score(out) == out["val_bleu"]  # val_bleu still picks the best checkpoint

@@ -179,7 +179,7 @@ def test_nan_stops_with_clear_error_and_keeps_last_good_checkpoint(env, tmp_path
   """In-process, with the step poisoned from step 7 on: the run stops naming the step, and
   the newest checkpoint is the good step 4 (nothing non-finite was saved)."""
   import jax.numpy as jnp
-  from train import main, trainer
+  from train import loop, trainer
   config = _tiny_config_in_process(env, monkeypatch)
   config.checkpoint_every, config.log_every = 4, 100
   real_step = trainer.train_step
@@ -191,8 +191,8 @@ def test_nan_stops_with_clear_error_and_keeps_last_good_checkpoint(env, tmp_path
     return new.replace(params=jax.tree.map(lambda p: jnp.where(bad, jnp.nan, p), new.params)), m
 
   monkeypatch.setattr(trainer, 'train_step', poisoned)
-  with pytest.raises(main.NaNLossError, match='at step 7.*last good checkpoint is step 4'):
-    main.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
+  with pytest.raises(loop.NaNLossError, match='at step 7.*last good checkpoint is step 4'):
+    loop.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
   assert checkpointing.list_steps(str(tmp_path)) == [4]
   params = checkpointing.restore_params(str(tmp_path), 4)
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
@@ -201,7 +201,7 @@ def test_nan_stops_with_clear_error_and_keeps_last_good_checkpoint(env, tmp_path
 def test_embed_init_loads_word2vec_rows_before_resume(env, tmp_path, monkeypatch):
   """--config.model.embed_init: the state handed to resume holds the word2vec matrix (row i =
   token id i) rescaled to the init std d_model**-0.5; other parameters keep their init."""
-  from train import main
+  from train import loop
   config = _tiny_config_in_process(env, monkeypatch)
   vocab, d = 4 + 26 + 10 + 1, config.model.d_model     # the lengthgen char vocabulary
   w2v = tmp_path / 'w2v'
@@ -221,14 +221,14 @@ def test_embed_init_loads_word2vec_rows_before_resume(env, tmp_path, monkeypatch
 
   monkeypatch.setattr(checkpointing.Checkpointer, 'restore_latest', capture)
   with pytest.raises(Stop):
-    main.train_and_evaluate(config, str(tmp_path / 'run'), devices=jax.devices()[:1])
+    loop.train_and_evaluate(config, str(tmp_path / 'run'), devices=jax.devices()[:1])
   got = np.asarray(seen['params']['embed']['embedding'])
   np.testing.assert_allclose(got, emb / emb.std() * d ** -0.5, rtol=1e-6)
   assert not np.allclose(got, 0) and 'decoder' in seen['params']
 
   (w2v / 'vocab_kind.txt').write_text('word\n')                  # a word-level run cannot be used
   with pytest.raises(ValueError, match="'word' word2vec run"):
-    main.train_and_evaluate(config, str(tmp_path / 'run2'), devices=jax.devices()[:1])
+    loop.train_and_evaluate(config, str(tmp_path / 'run2'), devices=jax.devices()[:1])
 
 
 def test_patience_stops_survives_a_crash_and_does_not_retrain(env, tmp_path, monkeypatch,
@@ -237,12 +237,12 @@ def test_patience_stops_survives_a_crash_and_does_not_retrain(env, tmp_path, mon
   first run crashes after validating 20 but before checkpoint 20 exists: resuming from 15 must
   rebuild the count (1 bad) from the history, not stop at once, and stop at 20. Relaunched, it
   trains no further; with patience 0 it goes on to the end."""
-  from train import early_stopping, main
+  from train import early_stopping, loop
   config = _tiny_config_in_process(env, monkeypatch)
   config.checkpoint_every = config.eval_every = 5
   config.log_every, config.keep_checkpoints, config.patience = 100, 10, 2
   losses = {5: 1.0, 10: 0.9, 15: 0.95, 20: 0.95}
-  monkeypatch.setattr(main, 'run_validation', lambda *a: {'val_loss': losses.get(a[-1], 1.0),
+  monkeypatch.setattr(loop, 'run_validation', lambda *a: {'val_loss': losses.get(a[-1], 1.0),
                                                           'val_accuracy': 0.0})
   real_save = checkpointing.Checkpointer.save
 
@@ -257,14 +257,14 @@ def test_patience_stops_survives_a_crash_and_does_not_retrain(env, tmp_path, mon
   w, one_device = str(tmp_path), jax.devices()[:1]
   monkeypatch.setattr(checkpointing.Checkpointer, 'save', crash_at_20)
   with pytest.raises(Crash):
-    main.train_and_evaluate(config, w, devices=one_device)
+    loop.train_and_evaluate(config, w, devices=one_device)
   assert checkpointing.list_steps(w) == [5, 10, 15]
   with open(os.path.join(w, early_stopping.HISTORY_FILE)) as f:
     assert [h['step'] for h in json.load(f)['history']] == [5, 10, 15, 20]
 
   monkeypatch.setattr(checkpointing.Checkpointer, 'save', real_save)
   with caplog.at_level('WARNING'):
-    assert main.train_and_evaluate(config, w, devices=one_device) == 'stopped_early'
+    assert loop.train_and_evaluate(config, w, devices=one_device) == 'stopped_early'
   assert 'early stopping at step 20' in caplog.text
   assert checkpointing.list_steps(w)[-1] == 20
   with open(os.path.join(w, early_stopping.STOPPED_FILE)) as f:
@@ -277,14 +277,14 @@ def test_patience_stops_survives_a_crash_and_does_not_retrain(env, tmp_path, mon
   trained = len(_hashes(w))
   os.remove(os.path.join(w, early_stopping.STOPPED_FILE))  # as if killed before writing it
   with caplog.at_level('WARNING'):
-    assert main.train_and_evaluate(config, w, devices=one_device) == 'stopped_early'
+    assert loop.train_and_evaluate(config, w, devices=one_device) == 'stopped_early'
   assert 'stopped early at step 20' in caplog.text and 'not training further' in caplog.text
   with open(os.path.join(w, early_stopping.STOPPED_FILE)) as f:
     assert json.load(f)['step'] == 20
   assert checkpointing.list_steps(w)[-1] == 20 and len(_hashes(w)) == trained == 20
 
   config.patience = 0
-  assert main.train_and_evaluate(config, w, devices=one_device) == 'done'
+  assert loop.train_and_evaluate(config, w, devices=one_device) == 'done'
   assert checkpointing.list_steps(w)[-1] == 40
   assert not os.path.exists(os.path.join(w, early_stopping.STOPPED_FILE))
 

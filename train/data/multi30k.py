@@ -132,6 +132,7 @@ class Multi30k(base.Builder, skip_registration=True):
     if self._raw_dir is not None:
       files = local_split_files(self._raw_dir, src, tgt)
     else:
+      paths.require_online(URL.format(prefix="train", lang=src), "multi30k")
       files = {}
       for split, langs in UPSTREAM.items():
         if src in langs and tgt in langs:

@@ -7,24 +7,54 @@ import gzip
 import hashlib
 import os
 import pathlib
+import socket
+import urllib.parse
 
 from train import layout
 
 DATA_ENV = "ATTNLAB_DATA_DIR"
 BUILD_ENV = "ATTNLAB_BUILD_DIR"
 SHARED_LAYOUT = "multi30k/, text/, word_eval/ (like ../shared/data/)"
+# The one set of defaults, inside and outside `make` (the Makefile sets neither variable):
+# built artefacts under the checkout, raw corpora in ../shared/data beside it when that exists.
+REPO = pathlib.Path(__file__).resolve().parents[2]
+DEFAULT_BUILD_DIR = REPO / ".cache" / "attnlab"
+DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
+
+
+class DataUnavailable(FileNotFoundError):
+  """Raw data is neither on disk nor reachable: the message names the directory, the variable,
+  the flag and the upstream URL."""
 
 
 def build_dir() -> pathlib.Path:
-  """Cache of built tfds datasets and tokenizers: $ATTNLAB_BUILD_DIR or ~/.cache/attnlab."""
-  root = os.environ.get(BUILD_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "attnlab")
-  return pathlib.Path(root)
+  """Cache of built tfds datasets and tokenizers: $ATTNLAB_BUILD_DIR, else DEFAULT_BUILD_DIR."""
+  root = os.environ.get(BUILD_ENV)
+  return pathlib.Path(root).expanduser() if root else DEFAULT_BUILD_DIR
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> pathlib.Path | None:
-  """The raw-corpus root: the argument, else $ATTNLAB_DATA_DIR, else None (= download)."""
+  """The raw-corpus root: the argument, else $ATTNLAB_DATA_DIR, else DEFAULT_DATA_DIR when it
+  exists, else None (= download)."""
   root = data_dir or os.environ.get(DATA_ENV) or None
-  return pathlib.Path(root).expanduser() if root else None
+  if root:
+    return pathlib.Path(root).expanduser()
+  return DEFAULT_DATA_DIR if DEFAULT_DATA_DIR.is_dir() else None
+
+
+def require_online(url: str, what: str, timeout: float = 5.0) -> None:
+  """Fails fast, in one line, when `url`'s host cannot be reached (instead of a retry loop)."""
+  parts = urllib.parse.urlsplit(url)
+  host = parts.hostname or url
+  try:
+    socket.create_connection((host, parts.port or (80 if parts.scheme == "http" else 443)),
+                             timeout=timeout).close()
+  except OSError as e:
+    raise DataUnavailable(
+        f"no local copy of {what} and {host} is unreachable ({e.__class__.__name__}: {e}); "
+        f"put the files in {DEFAULT_DATA_DIR / what} or point {DATA_ENV} (or "
+        f"--config.data.data_dir) at a directory laid out as {SHARED_LAYOUT}; upstream: {url}"
+    ) from None
 
 
 def corpus_dir(name: str, data_dir=None, example_file: str = "") -> pathlib.Path | None:

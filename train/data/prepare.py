@@ -54,8 +54,11 @@ def main(argv):
         f"{summary['seconds']['tokenizer']} s")
 
 
-if __name__ == "__main__":
-  define_flags()
-  flags.mark_flag_as_required("config")
+def run_cli():
+  from train import cli  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.WARNING)
-  app.run(main)
+  cli.run(main, define_flags=define_flags, required=("config",))
+
+
+if __name__ == "__main__":
+  run_cli()

@@ -64,6 +64,7 @@ def download_text8(dest_dir=None) -> pathlib.Path:
   """Fetches text8.zip into the build dir once (atomically) and returns its path."""
   dest = pathlib.Path(dest_dir or paths.build_dir() / "downloads") / "text8.zip"
   if not dest.is_file():
+    paths.require_online(TEXT8_URL, "text")
     logging.info("Downloading %s to %s", TEXT8_URL, dest)
     with urllib.request.urlopen(TEXT8_URL) as response:
       paths.write_atomic(dest, response.read())
@@ -102,6 +103,7 @@ class Text(base.Builder, skip_registration=True):
     if self._raw_file is not None:
       source = ("gz", os.fspath(self._raw_file))
     else:
+      paths.require_online(TEXT8_URL, "text")
       source = ("text8", os.fspath(dl_manager.download(TEXT8_URL)))
     return {split: self._generate_examples(split, source) for split in ("train", "validation")}
 

@@ -1,0 +1,88 @@
+"""What every attnlab command line shares: one-line errors and two exit codes.
+
+  exit 2  usage: a bad flag, a missing required flag, an unknown config value
+  exit 1  runtime: a missing or unreadable file, no data, a busy workdir, a diverged run
+
+A user's mistake prints one line, `error: ...`, that names the problem and the fix; never a
+traceback. `ATTNLAB_TRACEBACK=1` re-raises instead, for debugging attnlab itself.
+
+  if __name__ == '__main__':
+    cli.run(main, define_flags=define_flags, required=('config', 'workdir'))
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Sequence
+
+from absl import app, flags
+
+USAGE_EXIT, RUNTIME_EXIT = 2, 1
+TRACEBACK_ENV = 'ATTNLAB_TRACEBACK'
+
+
+class UsageError(ValueError):
+  """A bad command line or config value (exit 2)."""
+
+
+# Errors a user's input can cause. OSError covers missing / unreadable files, a full disk,
+# train.data.paths.DataUnavailable and a busy workdir; ValueError covers bad values and
+# UnicodeDecodeError; FloatingPointError is a diverged run (train.loop.NaNLossError).
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
+
+
+def one_line(error: BaseException) -> str:
+  """The message on one line; a traceback embedded in it (ml_collections puts the config
+  file's in its flag error) shrinks to its last line, the exception itself."""
+  text = str(error)
+  if 'Traceback (most recent call last)' in text:
+    head = text.split('Traceback (most recent call last)')[0].strip().rstrip(':')
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    text = f'{head}: {lines[-1]}'
+  return ' '.join(text.split()) or error.__class__.__name__
+
+
+def fail(message: str, code: int) -> None:
+  sys.stderr.write(f'error: {message}\n')
+  sys.stderr.flush()
+  sys.exit(code)
+
+
+def parse_flags(argv: Sequence[str]):
+  """absl's parser with a one-line message and exit 2 (absl prints a block and exits 1)."""
+  if os.environ.get(TRACEBACK_ENV):
+    return flags.FLAGS(list(argv))
+  try:
+    return flags.FLAGS(list(argv))
+  except flags.Error as e:
+    fail(f'{one_line(e)} (--helpshort lists the flags)', USAGE_EXIT)
+  except (AttributeError, KeyError) as e:  # ml_collections: --config.KEY that the config lacks
+    given = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')]
+    fail(f'a --config.KEY override names a key the config does not have ({one_line(e)}); '
+         f'overrides given: {given}; see the config file for the keys', USAGE_EXIT)
+  except Exception as e:  # pylint: disable=broad-except  # e.g. a config file that fails to load
+    fail(f'cannot parse the command line: {type(e).__name__}: {one_line(e)}', USAGE_EXIT)
+
+
+def guarded(main: Callable) -> Callable:
+  """`main` with user errors turned into one line and an exit code."""
+  def wrapper(argv):
+    if os.environ.get(TRACEBACK_ENV):
+      return main(argv)
+    try:
+      return main(argv)
+    except (UsageError, app.UsageError) as e:
+      fail(one_line(e), USAGE_EXIT)
+    except USER_ERRORS as e:
+      fail(one_line(e), RUNTIME_EXIT)
+  return wrapper
+
+
+def run(main: Callable, *, define_flags: Callable | None = None,
+        required: Sequence[str] = ()) -> None:
+  """Defines the flags, marks `required` ones, and runs `main` under `guarded`."""
+  if define_flags is not None:
+    define_flags()
+  for name in required:
+    flags.mark_flag_as_required(name)
+  app.run(guarded(main), flags_parser=parse_flags)
