@@ -39,6 +39,10 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
+from model import decoding
+from model import vocab
+from train import config_io
+
 FLAGS = flags.FLAGS
 
 
@@ -63,8 +67,6 @@ def define_flags():
   flags.DEFINE_string('profile_dir', None, 'Where the traces go, one subdirectory per setting '
                       '(default: a new temporary directory).')
 
-EOS = 1
-UNCACHED_CHUNK = 16
 
 
 # ============================================================================= reference
@@ -172,19 +174,19 @@ def synthetic_batches(config, n, length, seed=0):
   """`n` batches of full rows: every token real, so tokens/s here is the no-padding ceiling."""
   import numpy as np  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(seed)
-  rows, vocab = int(config.batch_size), int(config.model.vocab_size)
+  rows, vocab_size = int(config.batch_size), int(config.model.vocab_size)
   out = []
   for _ in range(n):
-    tgt = rng.integers(4, vocab, (rows, length), dtype=np.int32)
-    tgt[:, -1] = EOS
+    tgt = rng.integers(4, vocab_size, (rows, length), dtype=np.int32)
+    tgt[:, -1] = vocab.EOS
     pos = np.broadcast_to(np.arange(length, dtype=np.int32), (rows, length)).copy()
     seg = np.ones((rows, length), np.int32)
-    batch = {'decoder_inputs': np.concatenate([np.full((rows, 1), 2, np.int32), tgt[:, :-1]], 1),
+    batch = {'decoder_inputs': np.concatenate([np.full((rows, 1), vocab.BOS, np.int32), tgt[:, :-1]], 1),
              'targets': tgt, 'targets_segment': seg, 'targets_position': pos,
              'weights': np.ones((rows, length), np.float32)}
     if config.model.arch != 'decoder_only':
-      src = rng.integers(4, vocab, (rows, length), dtype=np.int32)
-      src[:, -1] = EOS
+      src = rng.integers(4, vocab_size, (rows, length), dtype=np.int32)
+      src[:, -1] = vocab.EOS
       batch.update(inputs=src, inputs_segment=seg.copy(), inputs_position=pos.copy())
     out.append(batch)
   return out, None
@@ -252,11 +254,9 @@ def measure_train(config, batches, host_s, steps, ref=None, profile_dir=None):
   import model  # pylint: disable=import-outside-toplevel
   from train import mesh as mesh_lib, metrics as metrics_lib, trainer  # pylint: disable=import-outside-toplevel
 
-  module = model.build_model(config.model)
   mesh = mesh_lib.make_mesh(config.mesh)
-  tx, _ = trainer.make_optimizer(config)
-  state, shardings = trainer.create_train_state(module, tx, config, mesh, batches[0])
-  step_fn = trainer.jit_train_step(module, tx, config, mesh, shardings)
+  t = trainer.setup(config, mesh, batches[0])   # exactly what train.loop builds
+  module, state, step_fn = t.module, t.state, t.step_fn
 
   t0 = time.perf_counter()
   device_batches = [mesh_lib.global_batch(b, mesh) for b in batches]
@@ -341,54 +341,21 @@ def init_params(config, batch):
   return module, nn.unbox(params)
 
 
-def _full_decoder(module, ids, seg, pos, encoded, src_seg):
-  return module.decoder(ids, seg, pos, encoded, src_seg, True)
-
-
-class DecodeAdapter:
-  """Stands in for the model inside `model.decoding.generate` (same `cfg` and `apply`).
-
-  EOS is pushed to -1e9 so sentences run to the forced EOS at max_len. cached=False turns the
-  model's KV cache off: the 'cache' collection then only holds the tokens so far (so beam
-  reordering works unchanged) and every step reruns the decoder over the prefix.
-  """
+class FixedLength:
+  """Stands in for the model inside `model.decoding.generate` (same `cfg` and `apply`), with
+  EOS pushed to -1e9 so every sentence runs to the forced EOS at max_len: decode timings then
+  count the same tokens on every side. `cached=False` decodes through
+  `decoding.Uncached` (the prefix recomputed each step)."""
 
   def __init__(self, module, cached=True):
-    self.module, self.cfg, self.cached = module, module.cfg, cached
+    self.inner = module if cached else decoding.Uncached(module)
+    self.cfg = module.cfg
 
   def apply(self, variables, *args, method=None, mutable=False):
     if method != 'decode':
-      return self.module.apply(variables, *args, method=method)
-    if self.cached:
-      logits, mut = self.module.apply(variables, *args, method='decode', mutable=mutable)
-    else:
-      logits, mut = self._recompute(variables, *args)
-    return logits.at[..., EOS].set(-1e9), mut
-
-  def _recompute(self, variables, tokens, positions, segments, encoded, src_seg, max_len):
-    import jax  # pylint: disable=import-outside-toplevel
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-    b, t = tokens.shape
-    cache = variables.get('cache') or {
-        'tokens': jnp.zeros((b, max_len), jnp.int32), 'positions': jnp.zeros((b, max_len), jnp.int32),
-        'segments': jnp.zeros((b, max_len), jnp.int32), 'index': jnp.zeros((), jnp.int32)}
-    index = cache['index']
-    new = {k: jax.lax.dynamic_update_slice(cache[k], v, (0, index))
-           for k, v in (('tokens', tokens), ('positions', positions), ('segments', segments))}
-    widths = sorted(set(list(range(UNCACHED_CHUNK, max_len, UNCACHED_CHUNK)) + [max_len]))
-    widths = [w for w in widths if w >= t]
-
-    def branch(w):
-      def run(_):
-        logits = self.module.apply({'params': variables['params']}, new['tokens'][:, :w],
-                                   new['segments'][:, :w], new['positions'][:, :w], encoded,
-                                   src_seg, method=_full_decoder)
-        return jax.lax.dynamic_slice_in_dim(logits, index, t, axis=1)
-      return run
-
-    which = jnp.minimum(jnp.searchsorted(jnp.asarray(widths), index + t), len(widths) - 1)
-    logits = jax.lax.switch(which, [branch(w) for w in widths], None)
-    return logits, {'cache': {**new, 'index': index + t}}
+      return self.inner.apply(variables, *args, method=method)
+    logits, mut = self.inner.apply(variables, *args, method='decode', mutable=mutable)
+    return logits.at[..., vocab.EOS].set(-1e9), mut
 
 
 def decode_inputs(config, tokenizer, n, length, seed=1):
@@ -402,7 +369,7 @@ def decode_inputs(config, tokenizer, n, length, seed=1):
     return {k: b[k] for k in ('inputs', 'inputs_segment', 'inputs_position') if k in b}
   rng = np.random.default_rng(seed)
   src = rng.integers(4, int(config.model.vocab_size), (n, length), dtype=np.int32)
-  src[:, -1] = EOS
+  src[:, -1] = vocab.EOS
   return {'inputs': src}
 
 
@@ -413,10 +380,9 @@ def measure_decode(module, params, inputs, methods, caches, max_len, beam_size, 
   machine's load hits them all alike and the speed-ups stay comparable.
   """
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from model import decoding  # pylint: disable=import-outside-toplevel
   runs = {}
   for cache in caches:
-    adapter = DecodeAdapter(module, cached=(cache == 'cached'))
+    adapter = FixedLength(module, cached=(cache == 'cached'))
     for method in methods:
       runs[f'{method}_{cache}'] = (lambda a=adapter, m=method: decoding.generate(
           a, params, inputs, method=m, beam_size=beam_size, max_len=max_len))
@@ -460,12 +426,10 @@ def benchmark_setting(config, overrides, peak, ref, args):
       from train import data  # pylint: disable=import-outside-toplevel
       data.build(config)
       tokenizer = data.get_tokenizer(config)
-      with config.unlocked():   # as train.main does (importing it would redefine --config)
-        config.model.vocab_size = config.model.vocab_size or int(tokenizer.vocab_size)
+      config = config_io.resolve(config, tokenizer.vocab_size)   # as train.loop does
       batches, host = real_batches(config, tokenizer, min(args['steps'], 20))
     else:
-      with config.unlocked():
-        config.model.vocab_size = config.model.vocab_size or config.data.vocab_size
+      config = config_io.resolve(config, config.data.vocab_size)
       batches, host = synthetic_batches(config, min(args['steps'], 4), args['synthetic_len'])
     if args.get('train', True):
       profile_dir = args.get('profile_dir')   # set only with --profile

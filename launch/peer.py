@@ -23,7 +23,7 @@ same batches (`launch.benchmark.real_batches` / `synthetic_batches`; the peer ge
 keys), the same source sentences and the same beam. Differences that are the peer's own design and
 stay: pre-LN, one `num_layers` for both stacks, shift-right with token 0 as BOS; and dtype follows
 the attnlab config (train.py would pick float16 + dynamic loss scale on GPU).
-Fixed-length decoding on both sides: attnlab's `DecodeAdapter` masks EOS until `--decode_len`; the
+Fixed-length decoding on both sides: attnlab's `benchmark.FixedLength` masks EOS until `--decode_len`; the
 peer gets `eos_id=-1` (no token has that id, so no beam finishes early) and
 `max_decode_len=decode_len + 1` (its loop writes max_decode_len - 1 tokens after the dummy 0): each
 sentence is exactly `--decode_len` decoder steps on both sides.

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-PAD, EOS, BOS = 0, 1, 2
+from model.vocab import BOS, EOS, PAD
 METHODS = ('greedy', 'beam', 'sample')
 
 
@@ -201,3 +201,55 @@ def _beam(next_fn, logits, cache, limits, k, total, alpha):
   init = (jnp.int32(0), zeros, alive_logp, zeros, jnp.full((b, k), -jnp.inf), logits, cache)
   _, _, _, fin_seq, fin_score, _, _ = jax.lax.while_loop(cond, body, init)
   return fin_seq[:, 0]
+
+
+# ------------------------------------------------------------------------------ uncached
+UNCACHED_CHUNK = 16
+
+
+def _full_decoder(module, ids, seg, pos, encoded, src_seg):
+  return module.decoder(ids, seg, pos, encoded, src_seg, True)
+
+
+class Uncached:
+  """An encoder-decoder driven by `generate` without its KV cache: the reference that cached
+  decoding must equal, and the baseline the cache is timed against (launch/benchmark.py).
+
+  It has the model's `cfg` and `apply`. Its 'cache' collection holds only the tokens, positions
+  and segments so far (so beam reordering works unchanged), and every `decode` call reruns the
+  decoder over the whole prefix. Prefix widths are rounded up to multiples of UNCACHED_CHUNK,
+  so a decode compiles a few widths, not one per length.
+  """
+
+  def __init__(self, module):
+    self.module, self.cfg = module, module.cfg
+
+  def apply(self, variables, *args, method=None, mutable=False):
+    if method != 'decode':
+      return self.module.apply(variables, *args, method=method)
+    del mutable
+    return self._recompute(variables, *args)
+
+  def _recompute(self, variables, tokens, positions, segments, encoded, src_seg, max_len):
+    b, t = tokens.shape
+    cache = variables.get('cache') or {
+        'tokens': jnp.zeros((b, max_len), jnp.int32),
+        'positions': jnp.zeros((b, max_len), jnp.int32),
+        'segments': jnp.zeros((b, max_len), jnp.int32), 'index': jnp.zeros((), jnp.int32)}
+    index = cache['index']
+    new = {k: jax.lax.dynamic_update_slice(cache[k], v, (0, index))
+           for k, v in (('tokens', tokens), ('positions', positions), ('segments', segments))}
+    widths = sorted(set(list(range(UNCACHED_CHUNK, max_len, UNCACHED_CHUNK)) + [max_len]))
+    widths = [w for w in widths if w >= t]
+
+    def branch(w):
+      def run(_):
+        logits = self.module.apply({'params': variables['params']}, new['tokens'][:, :w],
+                                   new['segments'][:, :w], new['positions'][:, :w], encoded,
+                                   src_seg, method=_full_decoder)
+        return jax.lax.dynamic_slice_in_dim(logits, index, t, axis=1)
+      return run
+
+    which = jnp.minimum(jnp.searchsorted(jnp.asarray(widths), index + t), len(widths) - 1)
+    logits = jax.lax.switch(which, [branch(w) for w in widths], None)
+    return logits, {'cache': {**new, 'index': index + t}}

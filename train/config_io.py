@@ -163,3 +163,13 @@ def diff(old, new, prefix=''):
     elif a != b:
       out.append(f'{prefix}{k}: {a!r} -> {b!r}')
   return out
+
+
+def resolve(config, vocab_size):
+  """The config as trained: a copy with references resolved and `model.vocab_size` filled in
+  (from the tokenizer) when the config leaves it 0."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    if not config.model.vocab_size:
+      config.model.vocab_size = int(vocab_size)
+  return config

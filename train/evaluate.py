@@ -29,6 +29,7 @@ import numpy as np
 
 import model
 from model import decoding
+from model.vocab import BOS, EOS
 from train import averaging
 from train import checkpointing
 from train import cli
@@ -40,7 +41,6 @@ from train import scoring
 from train import trainer
 from train.data import moses
 
-PAD, EOS, BOS = 0, 1, 2
 # Inputs the decoder needs (targets, index, ... are not passed).
 _DECODE_KEYS = ("inputs", "inputs_position", "inputs_segment")
 

@@ -53,15 +53,6 @@ def check_finite(pending, last_saved) -> None:
           f'or --config.optim.clip_norm=1.0.')
 
 
-def resolve_config(config, tokenizer):
-  """The config as trained: vocabulary size filled in from the tokenizer."""
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    if not config.model.vocab_size:
-      config.model.vocab_size = int(tokenizer.vocab_size)
-  return config
-
-
 # ============================================================================= validation
 
 def run_validation(config, module, params, tokenizer, val_batches, step) -> dict[str, float]:
@@ -134,22 +125,21 @@ def build_run(config, workdir, devices=None) -> Run:
   pid, nproc = jax.process_index(), jax.process_count()
   data.build(config)                       # idempotent; usually done by train.data.prepare
   tokenizer = data.get_tokenizer(config)
-  config = resolve_config(config, tokenizer)
+  config = config_io.resolve(config, tokenizer.vocab_size)
   prepare_workdir(config, workdir, tokenizer, pid)
-  module = model.build_model(config.model)
 
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   logging.info('mesh %s over %d devices (%s)', dict(mesh.shape), jax.device_count(),
                jax.devices()[0].device_kind)
-  tx, _ = trainer.make_optimizer(config)
   train_iter = data.make_train_iterator(config, tokenizer, process_index=pid, process_count=nproc)
   start_state = train_iter.get_state()
   example = next(train_iter)               # shapes for init only; the iterator is rewound
   train_iter.set_state(start_state)
-  state, shardings = trainer.create_train_state(module, tx, config, mesh, example)
+  t = trainer.setup(config, mesh, example)
+  state = t.state
   logging.info('model: %s parameters', f'{model.count_params(state.params):,}')
   if config.model.get('embed_init'):
-    state = init_embeddings(state, shardings, config, workdir)
+    state = init_embeddings(state, t.shardings, config, workdir)
 
   ckpt = checkpointing.Checkpointer(workdir, config)
   restored, data_state = ckpt.restore_latest(state)
@@ -159,9 +149,8 @@ def build_run(config, workdir, devices=None) -> Run:
     logging.info('resumed from step %d', int(state.step))
   stopper = early_stopping.EarlyStopping(  # patience; history truncated to this step
       workdir, config.get('patience', 0), int(jax.device_get(state.step)), write=pid == 0)
-  step_fn = trainer.jit_train_step(module, tx, config, mesh, shardings)
-  return Run(config, workdir, tokenizer, module, mesh, tx, train_iter, state, shardings, ckpt,
-             restored is not None, stopper, step_fn)
+  return Run(config, workdir, tokenizer, t.module, mesh, t.tx, train_iter, state, t.shardings,
+             ckpt, restored is not None, stopper, t.step_fn)
 
 
 # ============================================================================= the loop

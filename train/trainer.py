@@ -3,6 +3,7 @@
 Everything here is a function of its arguments (no globals, no hidden RNG), so the same
 step can be jitted for one CPU or a multi-host mesh and compared exactly in tests.
 """
+import dataclasses
 import functools
 from typing import Any
 
@@ -13,6 +14,7 @@ from flax import linen as nn
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+import model
 from train import config_io
 from train import loss as loss_lib
 from train import mesh as mesh_lib
@@ -235,3 +237,24 @@ def jit_train_step(module, tx, config, mesh, state_shardings):
   replicated = NamedSharding(mesh, P())
   return jax.jit(step, in_shardings=(state_shardings, data),
                  out_shardings=(state_shardings, replicated), donate_argnums=0)
+
+
+@dataclasses.dataclass
+class Training:
+  """What training and benchmarking both build from a config: one function, `setup`."""
+  module: Any
+  tx: Any
+  state: TrainState
+  shardings: Any
+  step_fn: Any
+
+
+def setup(config, mesh, example_batch) -> Training:
+  """Model, optimizer, sharded initial state and the jitted train step of `config` on `mesh`
+  (`example_batch` gives the shapes). train.loop restores into `state`; launch.benchmark
+  times `step_fn`."""
+  module = model.build_model(config.model)
+  tx, _ = make_optimizer(config)
+  state, shardings = create_train_state(module, tx, config, mesh, example_batch)
+  return Training(module, tx, state, shardings,
+                  jit_train_step(module, tx, config, mesh, shardings))

@@ -14,6 +14,7 @@ from ml_collections import ConfigDict
 import model
 from launch import benchmark
 from model import decoding
+from model import vocab
 from tests.xla_flags import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -78,24 +79,17 @@ def test_segment_lengths_and_useful_flops_of_packed_rows():
   assert benchmark.useful_flops(cfg, batch) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize('method,chunk', [
-    ('greedy', 4),                                     # prefix widths 4, 8, 11: three branches
-    pytest.param('beam', 64, marks=pytest.mark.slow),  # one width; buffers reordered with beams
-])
-def test_uncached_decoding_matches_cached(monkeypatch, method, chunk):
-  # Rotary in the decoder: the classic place where a cache gets positions wrong.
+def test_fixed_length_holds_eos_back_to_the_last_step():
   cfg = ConfigDict({'arch': 'encoder_decoder', 'vocab_size': 40, 'd_model': 16, 'num_heads': 2,
-                    'num_layers': 1, 'd_ff': 32, 'position': 'rotary', 'dropout': 0.0})
+                    'num_layers': 1, 'd_ff': 32, 'dropout': 0.0})
   module = model.build_model(cfg)
-  rng = np.random.default_rng(0)
-  inputs = rng.integers(4, 40, (3, 5)).astype(np.int32)
-  inputs[0, 3:] = 0
-  params = nn.unbox(module.init(jax.random.key(0), {'inputs': inputs, 'decoder_inputs': inputs})['params'])
-  monkeypatch.setattr(benchmark, 'UNCACHED_CHUNK', chunk)
-  out = [decoding.generate(benchmark.DecodeAdapter(module, cached=c), params, {'inputs': inputs},
-                           method=method, beam_size=3, max_len=10) for c in (True, False)]
-  np.testing.assert_array_equal(out[0], out[1])
-  assert (out[0][:, :-1] != benchmark.EOS).all() and (out[0][:, -1] == benchmark.EOS).all()
+  inputs = np.random.default_rng(0).integers(4, 40, (3, 5)).astype(np.int32)
+  params = nn.unbox(module.init(jax.random.key(0), {'inputs': inputs,
+                                                    'decoder_inputs': inputs})['params'])
+  for cached in (True, False):
+    out = decoding.generate(benchmark.FixedLength(module, cached=cached), params,
+                            {'inputs': inputs}, method='greedy', max_len=7)
+    assert (out[:, :-1] != vocab.EOS).all() and (out[:, -1] == vocab.EOS).all()
 
 
 def test_named_sweep_runs_once_per_setting(tmp_path):

@@ -4,7 +4,6 @@ import json
 import os
 import statistics
 
-import numpy as np
 import pytest
 
 from launch import report

@@ -132,3 +132,28 @@ def test_decoder_only_prompt_padding_does_not_change_output_or_need_a_longer_tab
   assert a.shape == (3, 5 + 3) and b.shape == (3, 64 + 3)
   np.testing.assert_array_equal(b[:, :a.shape[1]], a)
   assert not b[:, a.shape[1]:].any()
+
+
+@pytest.mark.parametrize('method,chunk', [
+    ('greedy', 4),                                     # prefix widths 4, 8, 10: three branches
+    pytest.param('beam', 64, marks=pytest.mark.slow),  # one width; buffers reordered with beams
+])
+def test_uncached_decoding_matches_cached(monkeypatch, method, chunk):
+  """decoding.Uncached (the prefix recomputed every step) gives the cached decoder's tokens.
+  Rotary in the decoder: the classic place where a cache gets positions wrong."""
+  from flax import linen as nn
+  from ml_collections import ConfigDict
+  cfg = ConfigDict({'arch': 'encoder_decoder', 'vocab_size': 40, 'd_model': 16, 'num_heads': 2,
+                    'num_layers': 1, 'd_ff': 32, 'position': 'rotary', 'dropout': 0.0})
+  module = model.build_model(cfg)
+  rng = np.random.default_rng(0)
+  inputs = rng.integers(4, 40, (3, 5)).astype(np.int32)
+  inputs[0, 3:] = 0
+  params = nn.unbox(module.init(jax.random.key(0), {'inputs': inputs,
+                                                    'decoder_inputs': inputs})['params'])
+  monkeypatch.setattr(decoding, 'UNCACHED_CHUNK', chunk)
+  cached = decoding.generate(module, params, {'inputs': inputs}, method=method, beam_size=3,
+                             max_len=10)
+  uncached = decoding.generate(decoding.Uncached(module), params, {'inputs': inputs},
+                               method=method, beam_size=3, max_len=10)
+  np.testing.assert_array_equal(cached, uncached)

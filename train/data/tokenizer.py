@@ -23,7 +23,7 @@ from train.data import lengthgen
 from train.data import paths
 from train.data import text
 
-PAD, EOS, BOS, UNK = 0, 1, 2, 3
+from model.vocab import BOS, EOS, PAD, UNK  # pylint: disable=g-bad-import-order
 NUM_SPECIAL = 4
 SPECIAL_PIECES = ("<pad>", "</s>", "<s>", "<unk>")  # names of ids 0..3 (SentencePiece's too)
 KINDS = ("unigram", "bpe", "char")
