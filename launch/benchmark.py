@@ -42,6 +42,9 @@ from ml_collections import config_flags
 from model import decoding
 from model import vocab
 from train import config_io
+from train import mesh as mesh_lib
+from train import metrics as metrics_lib
+from train import trainer
 
 FLAGS = flags.FLAGS
 
@@ -226,13 +229,12 @@ def segment_lengths(batch):
 
 def useful_flops(model_cfg, batch):
   """Training FLOPs of the real sentences only, each at its own lengths."""
-  import model  # pylint: disable=import-outside-toplevel
   total = 0.0
   for (s, t), count in collections.Counter(segment_lengths(batch)).items():
     if model_cfg.arch == 'decoder_only':
-      total += model.flops_per_token(model_cfg, 0, t) * t * count
+      total += metrics_lib.flops_per_token(model_cfg, 0, t) * t * count
     else:
-      total += model.flops_per_token(model_cfg, s, t) * t * count
+      total += metrics_lib.flops_per_token(model_cfg, s, t) * t * count
   return total
 
 
@@ -252,7 +254,6 @@ def measure_train(config, batches, host_s, steps, ref=None, profile_dir=None):
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   import model  # pylint: disable=import-outside-toplevel
-  from train import mesh as mesh_lib, metrics as metrics_lib, trainer  # pylint: disable=import-outside-toplevel
 
   mesh = mesh_lib.make_mesh(config.mesh)
   t = trainer.setup(config, mesh, batches[0])   # exactly what train.loop builds
@@ -527,7 +528,6 @@ def machine_info():
 def run(config, config_spec, sweep, args, json_path=None):
   """The whole benchmark as a JSON-able dict."""
   import jax  # pylint: disable=import-outside-toplevel
-  from train import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
   jax.config.update('jax_enable_compilation_cache', False)   # compile times must be real
   info = machine_info()
   ref = MatmulReference('float32' if info['platform'] == 'cpu' else config.model.dtype)

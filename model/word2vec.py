@@ -13,7 +13,7 @@ id `V`) and `K` noise words `neg`. Both objectives follow word2vec.c:
 
 Updates are plain SGD applied by scatter-add to the gathered rows only: a dense gradient over a
 64k x 100 matrix per step would cost ~100x more memory traffic than the ~16 rows a centre touches.
-Data parallelism: the centres of a step are sharded over the mesh axis `data`; each device
+Data parallelism (the sharded loop is train/word2vec.py): the centres of a step are sharded over the mesh axis `data`; each device
 computes the row updates of its shard, the (row id, update) lists are all-gathered (B x D, never
 V x D) and every device applies the same scatter to its replica, so replicas stay identical and
 the result equals the single-device step.
@@ -21,12 +21,10 @@ the result equals the single-device step.
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, PartitionSpec as P
 
 OBJECTIVES = ("cbow", "skipgram")
 SUBSAMPLING = ("word2vec_c", "paper", "none")
@@ -136,113 +134,3 @@ def sgd_step(params, batch, lr, objective, axis_name=None):
     in_upd, out_upd = jax.tree.map(gather, (in_upd, out_upd))
     loss, pairs = jax.lax.psum((loss, pairs), axis_name)
   return _apply(params, in_upd, out_upd), loss, pairs
-
-
-# ------------------------------------------------------------------ many steps, sharded
-def make_train_chunk(objective: str, mesh: Mesh | None = None, axis: str = "data"):
-  """jit-compiled `(params, chunk, lr_S) -> (params, loss_S, pairs_S)` over S scanned steps.
-
-  chunk: a batch dict {w [S, B], ctx [S, B, C], neg [S, B, K]} or a list of them (e.g. one per
-  window size, each with its own C); scan step s applies the list's batches s in order, at
-  learning rate lr_S[s]. B must divide over the mesh axis. Params are donated and replicated;
-  the centre axis B is sharded over `axis`.
-  """
-  if objective not in OBJECTIVES:
-    raise ValueError(f"objective={objective!r}: choose one of {OBJECTIVES}.")
-
-  def scan_steps(params, chunk, lr_S, axis_name):
-    def body(p, xs):
-      batches, lr = xs
-      loss = pairs = 0.0
-      for batch in (batches if isinstance(batches, (list, tuple)) else [batches]):
-        p, l, n = sgd_step(p, batch, lr, objective, axis_name)
-        loss, pairs = loss + l, pairs + n
-      return p, (loss, pairs)
-    params, (loss_S, pairs_S) = jax.lax.scan(body, params, (chunk, lr_S))
-    return params, loss_S, pairs_S
-
-  if mesh is None:
-    fn = functools.partial(scan_steps, axis_name=None)
-  else:
-    # check_vma=False: all_gather's result is typed "varying" although every device receives
-    # the same rows, so the replicas provably stay equal; the type checker cannot see that.
-    fn = jax.shard_map(
-        functools.partial(scan_steps, axis_name=axis), mesh=mesh,
-        in_specs=(P(), P(None, axis), P()), out_specs=(P(), P(), P()), check_vma=False)
-  return jax.jit(fn, donate_argnums=(0,))
-
-
-def data_mesh(num_devices: int | None = None, axis: str = "data") -> Mesh:
-  """A 1-D mesh over the first `num_devices` devices (all by default)."""
-  devices = jax.devices()
-  n = len(devices) if num_devices in (None, 0, -1) else num_devices
-  if n > len(devices):
-    raise ValueError(f"asked for {n} devices but only {len(devices)} exist; on CPU set "
-                     f"XLA_FLAGS=--xla_force_host_platform_device_count={n}.")
-  return Mesh(np.asarray(devices[:n]), (axis,))
-
-
-# ------------------------------------------------------------------ feeding a Transformer
-def _same_tokenizer(w2v_dir: str, model_dir: str) -> bool:
-  """Whether two saved tokenizer directories hold byte-identical files."""
-  names = sorted(os.listdir(w2v_dir))
-  if names != sorted(os.listdir(model_dir)):
-    return False
-  for name in names:
-    with open(os.path.join(w2v_dir, name), "rb") as a, open(os.path.join(model_dir, name), "rb") as b:
-      if a.read() != b.read():
-        return False
-  return True
-
-
-def load_embedding_matrix(workdir: str, vocab_size: int, d_model: int,
-                          std: float | None = None, tokenizer_dir: str | None = None) -> np.ndarray:
-  """The input vectors of a word2vec run in `workdir` as a [vocab_size, d_model] float32 matrix.
-
-  The run must have used the same sentencepiece tokenizer (row i = token id i); when
-  `tokenizer_dir` (the Transformer's saved tokenizer) is given, it must equal WORKDIR/tokenizer
-  byte for byte. `std` rescales the matrix to that per-entry standard deviation (word2vec norms
-  are far from a Transformer's init scale); None keeps the trained scale.
-  """
-  path = os.path.join(workdir, "embeddings.npy")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: train one with `python -m train.word2vec "
-                            f"--config=configs/word2vec.py:tokens=sentencepiece --workdir=...`.")
-  emb = np.load(path)
-  meta_path = os.path.join(workdir, "vocab_kind.txt")
-  kind = open(meta_path).read().strip() if os.path.exists(meta_path) else "unknown"
-  if kind != "sentencepiece":
-    raise ValueError(f"{workdir} holds a {kind!r} word2vec run; a Transformer needs one trained "
-                     f"on its sentencepiece ids (configs/word2vec.py:tokens=sentencepiece).")
-  mine = os.path.join(workdir, "tokenizer")
-  if tokenizer_dir and os.path.isdir(tokenizer_dir) and os.path.isdir(mine) and \
-      not _same_tokenizer(mine, tokenizer_dir):
-    raise ValueError(f"{mine} differs from {tokenizer_dir}: the word2vec run used another "
-                     "tokenizer; set its data.tokenizer_config to the Transformer's config.")
-  if emb.shape != (vocab_size, d_model):
-    raise ValueError(f"{path} has shape {emb.shape}, the model wants ({vocab_size}, {d_model}); "
-                     f"train word2vec with --config.model.dim={d_model} and the model's tokenizer.")
-  if std is not None:
-    emb = emb / max(float(emb.std()), 1e-12) * std
-  return emb.astype(np.float32)
-
-
-def init_embeddings_from(params: dict, workdir: str, std: float | None = None,
-                         tokenizer_dir: str | None = None) -> dict:
-  """`params` with every token table (`embed/embedding`, `target_embed/embedding`, [V, d])
-  replaced by the word2vec input vectors of `workdir`, rescaled to `std` (None: trained scale).
-
-  Pure: returns a new dict and leaves the other leaves (and their shardings) untouched.
-  """
-  out, replaced = dict(params), []
-  for name in ("embed", "target_embed"):
-    if name in params and "embedding" in params[name]:
-      table = params[name]["embedding"]
-      emb = load_embedding_matrix(workdir, table.shape[0], table.shape[1], std=std,
-                                  tokenizer_dir=tokenizer_dir)
-      out[name] = {**params[name], "embedding": jnp.asarray(emb, table.dtype)}
-      replaced.append(name)
-  if not replaced:
-    raise ValueError(f"no token embedding table (embed/embedding) among params {sorted(params)}; "
-                     "model.embed_init needs a Transformer with an 'embed' module.")
-  return out

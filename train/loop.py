@@ -21,6 +21,7 @@ from train import checkpointing
 from train import config_io
 from train import data
 from train import early_stopping
+from train import embed_init
 from train import evaluate
 from train import layout
 from train import mesh as mesh_lib
@@ -112,8 +113,7 @@ def prepare_workdir(config, workdir, tokenizer, process_index) -> None:
 def init_embeddings(state, shardings, config, workdir):
   """word2vec vectors for the token table(s) (`model.embed_init`); a resumed run overwrites
   them with its checkpoint."""
-  from model import word2vec  # pylint: disable=import-outside-toplevel  # only for embed_init
-  params = word2vec.init_embeddings_from(
+  params = embed_init.init_embeddings_from(
       state.params, config.model.embed_init, std=config.model.d_model ** -0.5,
       tokenizer_dir=os.path.join(workdir, 'tokenizer'))
   logging.info('embeddings initialised from word2vec run %s', config.model.embed_init)

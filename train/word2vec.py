@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import gzip
 import hashlib
 import importlib.util
@@ -24,11 +25,13 @@ from absl import flags, logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import ml_collections as mlc
 from ml_collections import config_flags
 
 from model import word2vec as w2v
 from train import checkpointing
+from train import mesh as mesh_lib
 from train import metrics
 from train.data import paths
 
@@ -236,6 +239,51 @@ def evaluate(config, corpus: Corpus, params) -> dict:
 
 
 # ================================================================== the loop
+# ================================================================== the sharded loop
+def make_train_chunk(objective: str, mesh: Mesh | None = None, axis: str = "data"):
+  """jit-compiled `(params, chunk, lr_S) -> (params, loss_S, pairs_S)` over S scanned steps.
+
+  chunk: a batch dict {w [S, B], ctx [S, B, C], neg [S, B, K]} or a list of them (e.g. one per
+  window size, each with its own C); scan step s applies the list's batches s in order, at
+  learning rate lr_S[s]. B must divide over the mesh axis. Params are donated and replicated;
+  the centre axis B is sharded over `axis`.
+  """
+  if objective not in w2v.OBJECTIVES:
+    raise ValueError(f"objective={objective!r}: choose one of {w2v.OBJECTIVES}.")
+
+  def scan_steps(params, chunk, lr_S, axis_name):
+    def body(p, xs):
+      batches, lr = xs
+      loss = pairs = 0.0
+      for batch in (batches if isinstance(batches, (list, tuple)) else [batches]):
+        p, l, n = w2v.sgd_step(p, batch, lr, objective, axis_name)
+        loss, pairs = loss + l, pairs + n
+      return p, (loss, pairs)
+    params, (loss_S, pairs_S) = jax.lax.scan(body, params, (chunk, lr_S))
+    return params, loss_S, pairs_S
+
+  if mesh is None:
+    fn = functools.partial(scan_steps, axis_name=None)
+  else:
+    # check_vma=False: all_gather's result is typed "varying" although every device receives
+    # the same rows, so the replicas provably stay equal; the type checker cannot see that.
+    fn = jax.shard_map(
+        functools.partial(scan_steps, axis_name=axis), mesh=mesh,
+        in_specs=(P(), P(None, axis), P()), out_specs=(P(), P(), P()), check_vma=False)
+  return jax.jit(fn, donate_argnums=(0,))
+
+
+def data_mesh(num_devices: int | None = None) -> Mesh:
+  """train/mesh.py's mesh over the first `num_devices` devices (all by default), every one on
+  the `data` axis (fsdp = tensor = 1)."""
+  devices = jax.devices()
+  n = len(devices) if num_devices in (None, 0, -1) else num_devices
+  if n > len(devices):
+    raise ValueError(f"asked for {n} devices but only {len(devices)} exist; on CPU set "
+                     f"XLA_FLAGS=--xla_force_host_platform_device_count={n}.")
+  return mesh_lib.make_mesh(mlc.ConfigDict({"data": n, "fsdp": 1, "tensor": 1}), devices[:n])
+
+
 def train(config, workdir: str) -> dict:
   """Trains (resuming from the last finished epoch in workdir) and returns the results dict."""
   m, o = config.model, config.optim
@@ -252,10 +300,10 @@ def train(config, workdir: str) -> dict:
   keep_prob = w2v.keep_probability(corpus.counts, m.sample, m.subsampling)
   table = w2v.noise_table(w2v.noise_distribution(corpus.counts, m.noise_power))
 
-  mesh = w2v.data_mesh(config.num_devices)
+  mesh = data_mesh(config.num_devices)
   if config.batch_size % mesh.size:
     raise ValueError(f"--config.batch_size={config.batch_size} must divide over {mesh.size} devices.")
-  step_fn = w2v.make_train_chunk(m.objective, mesh)
+  step_fn = make_train_chunk(m.objective, mesh)
   batch_sharding = NamedSharding(mesh, P(None, "data"))
   replicated = NamedSharding(mesh, P())
 

@@ -12,6 +12,7 @@ from flax import linen as nn
 from ml_collections import ConfigDict
 
 import model
+from train import metrics
 from launch import benchmark
 from model import decoding
 from model import vocab
@@ -75,7 +76,7 @@ def test_segment_lengths_and_useful_flops_of_packed_rows():
   assert sorted(benchmark.segment_lengths(batch)) == [(1, 3), (2, 4), (3, 2)]
   cfg = ConfigDict({'arch': 'encoder_decoder', 'vocab_size': 50, 'd_model': 8, 'num_heads': 2,
                     'num_layers': 1, 'd_ff': 16})
-  expected = sum(model.flops_per_token(cfg, s, t) * t for s, t in [(1, 3), (2, 4), (3, 2)])
+  expected = sum(metrics.flops_per_token(cfg, s, t) * t for s, t in [(1, 3), (2, 4), (3, 2)])
   assert benchmark.useful_flops(cfg, batch) == pytest.approx(expected)
 
 

@@ -5,7 +5,8 @@ import pytest
 from flax import linen as nn
 
 import model
-from model import count as count_lib
+from train import metrics
+from launch import count as count_lib
 
 AXES = {'vocab', 'embed', 'heads', 'kv', 'mlp', 'layers', 'relpos', None}
 
@@ -75,5 +76,5 @@ def test_flops_per_token_matches_parameter_count():
   n_kernel = sum(int(np.prod(k.shape)) for k in kernels)  # layer kernels + untied logits
   src, tgt = 5, 7
   want = 2 * n_kernel + 3 * 2 * 2 * (src + tgt) * 16
-  assert model.flops_per_token(cfg, src, tgt, training=False) == pytest.approx(want)
-  assert model.flops_per_token(cfg, src, tgt) == pytest.approx(3 * want)
+  assert metrics.flops_per_token(cfg, src, tgt, training=False) == pytest.approx(want)
+  assert metrics.flops_per_token(cfg, src, tgt) == pytest.approx(3 * want)

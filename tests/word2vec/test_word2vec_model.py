@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from model import word2vec as w2v
+from train import embed_init
+from train import word2vec as w2v_train
 
 
 def test_noise_distribution_is_unigram_to_the_075():
@@ -117,7 +119,7 @@ def test_loss_decreases_and_planted_topics_are_nearest(objective):
   rng = np.random.default_rng(1)
   vocab, chunk = _topic_chunks(rng, steps=200, batch=16)
   params = w2v.init_params(jax.random.key(0), vocab, 16)
-  step = w2v.make_train_chunk(objective)
+  step = w2v_train.make_train_chunk(objective)
   params, loss_S, pairs_S = step(params, chunk, np.full(200, 0.05, np.float32))
   per_pair = np.asarray(loss_S) / np.asarray(pairs_S)
   assert per_pair[-20:].mean() < 0.7 * per_pair[:20].mean()
@@ -140,9 +142,9 @@ def test_sharded_over_8_devices_equals_one_device(objective):
   lr = np.linspace(0.05, 0.01, steps).astype(np.float32)
   init = w2v.init_params(jax.random.key(0), vocab, dim)
   init["output"] = init["input"][::-1] * 3  # non-zero outputs so every term is exercised
-  one, loss1, pairs1 = w2v.make_train_chunk(objective)(jax.tree.map(np.array, init), chunk, lr)
-  mesh = w2v.data_mesh(8)
-  many, loss8, pairs8 = w2v.make_train_chunk(objective, mesh)(
+  one, loss1, pairs1 = w2v_train.make_train_chunk(objective)(jax.tree.map(np.array, init), chunk, lr)
+  mesh = w2v_train.data_mesh(8)
+  many, loss8, pairs8 = w2v_train.make_train_chunk(objective, mesh)(
       jax.tree.map(np.array, init), chunk, lr)
   np.testing.assert_array_equal(pairs1, pairs8)
   np.testing.assert_allclose(loss1, loss8, rtol=1e-6)
@@ -156,12 +158,12 @@ def test_load_embedding_matrix_checks_kind_and_shape(tmp_path):
   np.save(tmp_path / "embeddings.npy", emb)
   (tmp_path / "vocab_kind.txt").write_text("word")
   with pytest.raises(ValueError, match="sentencepiece"):
-    w2v.load_embedding_matrix(str(tmp_path), 10, 4)
+    embed_init.load_embedding_matrix(str(tmp_path), 10, 4)
   (tmp_path / "vocab_kind.txt").write_text("sentencepiece")
   with pytest.raises(ValueError, match="model.dim=8"):
-    w2v.load_embedding_matrix(str(tmp_path), 10, 8)
-  np.testing.assert_array_equal(w2v.load_embedding_matrix(str(tmp_path), 10, 4), emb)
-  scaled = w2v.load_embedding_matrix(str(tmp_path), 10, 4, std=0.02)
+    embed_init.load_embedding_matrix(str(tmp_path), 10, 8)
+  np.testing.assert_array_equal(embed_init.load_embedding_matrix(str(tmp_path), 10, 4), emb)
+  scaled = embed_init.load_embedding_matrix(str(tmp_path), 10, 4, std=0.02)
   np.testing.assert_allclose(scaled.std(), 0.02, rtol=1e-5)
   np.testing.assert_allclose(scaled / emb, scaled[0, 0] / emb[0, 0], rtol=1e-5)
 
@@ -173,13 +175,13 @@ def test_init_embeddings_from_replaces_only_token_tables(tmp_path):
   params = {"embed": {"embedding": np.zeros((10, 4), np.float32)},
             "target_embed": {"embedding": np.ones((10, 4), np.float32)},
             "decoder": {"w": np.full((4, 4), 7.0, np.float32)}}
-  out = w2v.init_embeddings_from(params, str(tmp_path), std=0.5)
+  out = embed_init.init_embeddings_from(params, str(tmp_path), std=0.5)
   np.testing.assert_allclose(out["embed"]["embedding"], emb / emb.std() * 0.5, rtol=1e-5)
   np.testing.assert_allclose(out["target_embed"]["embedding"], out["embed"]["embedding"])
   assert out["decoder"] is params["decoder"]
   assert (params["embed"]["embedding"] == 0).all()  # input untouched
   with pytest.raises(ValueError, match="embed/embedding"):
-    w2v.init_embeddings_from({"decoder": {}}, str(tmp_path))
+    embed_init.init_embeddings_from({"decoder": {}}, str(tmp_path))
 
 
 def test_load_embedding_matrix_refuses_another_tokenizer(tmp_path):
@@ -190,7 +192,7 @@ def test_load_embedding_matrix_refuses_another_tokenizer(tmp_path):
   other = tmp_path / "transformer_tokenizer"
   other.mkdir()
   (other / "spm.model").write_bytes(b"model-a")
-  assert w2v.load_embedding_matrix(str(tmp_path), 10, 4, tokenizer_dir=str(other)).shape == (10, 4)
+  assert embed_init.load_embedding_matrix(str(tmp_path), 10, 4, tokenizer_dir=str(other)).shape == (10, 4)
   (other / "spm.model").write_bytes(b"model-b")
   with pytest.raises(ValueError, match="another tokenizer"):
-    w2v.load_embedding_matrix(str(tmp_path), 10, 4, tokenizer_dir=str(other))
+    embed_init.load_embedding_matrix(str(tmp_path), 10, 4, tokenizer_dir=str(other))

@@ -1,4 +1,4 @@
-"""Print the parameter count of a model config: `python -m model.count [key=value ...]`.
+"""Print the parameter count of a model config: `python -m launch.count [key=value ...]`.
 
 Defaults to the paper's base Transformer (d_model 512, 6+6 layers, 8 heads, d_ff 2048, shared
 37000-token vocabulary, tied output). Shapes only (jax.eval_shape): nothing is allocated.
