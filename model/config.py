@@ -33,20 +33,20 @@ class ModelConfig:
   """Every field of `config.model` (docs/contracts.md); None fields are resolved by properties."""
   arch: str = 'encoder_decoder'
   vocab_size: int = 0
-  d_model: int = 512
-  num_heads: int = 8
+  d_model: int = 256
+  num_heads: int = 4
   num_kv_heads: int | None = None
-  num_layers: int = 6
+  num_layers: int = 3
   num_encoder_layers: int | None = None
   num_decoder_layers: int | None = None
-  d_ff: int = 2048
+  d_ff: int = 1024
   head_dim: int | None = None
   dropout: float = 0.1
   attention_dropout: float = 0.0
   position: str = 'sinusoidal'
   encoder_position: str | None = None
   decoder_position: str | None = None
-  max_len: int = 512
+  max_len: int = 256
   shaw_max_distance: int = 16
   t5_num_buckets: int = 32
   t5_max_distance: int = 128
@@ -57,11 +57,11 @@ class ModelConfig:
   share_embeddings: bool = True
   tie_output: bool = True
   scale_embeddings: bool = True
-  scan_layers: bool = False
+  scan_layers: bool = True
   remat: str = 'none'
   dtype: str = 'float32'
-  rnn_cell: str = 'lstm'
-  rnn_hidden: int = 512
+  rnn_cell: str = 'gru'
+  rnn_hidden: int = 256
   embed_init: str | None = None  # used by the trainer (word2vec init), not by the modules
 
   @property

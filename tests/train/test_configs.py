@@ -138,3 +138,23 @@ def test_choice_lists_agree_with_the_registries():
   assert f"`position` (`{'|'.join(schemes)}`)" in contracts
   assert f"`attention ({'|'.join(repr(k) for k in kinds)})`" in contracts
   assert f"`attention_impl ({'|'.join(repr(k) for k in impls)})`" in contracts
+
+
+def test_defaults_live_in_one_place():
+  """ModelConfig's field defaults are base_config's model section, key for key, and the data
+  code's fallbacks are base_config's data section (train.data.datasets.opt reads it)."""
+  import dataclasses
+  from configs import common
+  from model.config import ModelConfig
+  from train.data import datasets
+  base = common.base_config()
+  fields = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+  assert set(fields) == set(base.model), set(fields) ^ set(base.model)
+  assert {k: v for k, v in fields.items()} == {k: base.model[k] for k in fields}
+  for key in ("packed_len", "bucket_boundaries", "batching", "vocab_size", "num_train",
+              "max_src_len", "prefetch", "preprocess", "name"):
+    assert datasets.opt({}, key) == base.data[key]
+  assert datasets.opt({"packed_len": 7}, "packed_len") == 7
+  assert datasets.opt({}, "arch", section="model") == base.model.arch
+  with pytest.raises(ValueError, match="base_config sets its default"):
+    datasets.opt({}, "packed_len", 128)

@@ -12,6 +12,7 @@ from tensorflow_datasets.proto import tf_example_pb2
 
 from train.data import lengthgen
 from train.data import moses
+from configs import common
 from train.data import multi30k
 from train.data import paths
 from train.data import text
@@ -20,10 +21,23 @@ NAMES = ("multi30k", "lengthgen", "text")
 SMALL_SPLIT = 200_000  # splits up to this size are read into memory once per process
 
 
-def opt(cfg, key: str, default):
-  """cfg[key] when present and not None, else default (configs may omit optional keys)."""
+_DEFAULTS = common.base_config()
+
+
+def opt(cfg, key: str, default=None, section: str = "data"):
+  """cfg[key] when present and not None, else base_config's default (configs/common.py: the
+  one place defaults live). `cfg` is the config's `section` ('data', 'model', 'eval'); a config
+  written before a key existed, or a test's partial config, omits keys. `default` is only for
+  keys base_config does not set."""
   value = cfg.get(key, None) if cfg is not None else None
-  return default if value is None else value
+  if value is not None:
+    return value
+  known = _DEFAULTS.get(section, None)
+  if known is not None and key in known and known[key] is not None:
+    if default is not None:
+      raise ValueError(f"opt({section}.{key}): base_config sets its default; pass none here")
+    return known[key]
+  return default
 
 
 def data_config(config):
@@ -32,15 +46,14 @@ def data_config(config):
 
 
 def lengthgen_params(d) -> dict:
-  return dict(task=opt(d, "task", "copy"), train_max_len=int(opt(d, "train_max_len", 20)),
-              test_max_len=int(opt(d, "test_max_len", 2 * int(opt(d, "train_max_len", 20)))),
-              num_train=int(opt(d, "num_train", 10000)), num_eval=int(opt(d, "num_eval", 1000)),
-              seed=int(opt(d, "lengthgen_seed", 0)))
+  return dict(task=opt(d, "task"), train_max_len=int(opt(d, "train_max_len")),
+              test_max_len=int(opt(d, "test_max_len")), num_train=int(opt(d, "num_train")),
+              num_eval=int(opt(d, "num_eval")), seed=int(opt(d, "lengthgen_seed")))
 
 
 def preprocess_of(config) -> str:
   """config.data.preprocess ('raw' when absent: configs written before the key existed)."""
-  value = opt(data_config(config), "preprocess", "raw")
+  value = opt(data_config(config), "preprocess")
   if value not in multi30k.PREPROCESS:
     raise ValueError(f"Unknown config.data.preprocess {value!r}; valid choices: "
                      f"{list(multi30k.PREPROCESS)}.")
@@ -50,11 +63,11 @@ def preprocess_of(config) -> str:
 def builder_key(config) -> tuple:
   """A hashable description of which builder a config needs (and where it lives)."""
   d = data_config(config)
-  name = opt(d, "name", "multi30k")
+  name = opt(d, "name")
   data_dir = d.get("data_dir", None)
   build_root = str(paths.build_dir())
   if name == "multi30k":
-    src, tgt = opt(d, "src", "en"), opt(d, "tgt", "de")
+    src, tgt = opt(d, "src"), opt(d, "tgt")
     for lang in (src, tgt):
       if lang not in multi30k.LANGS:
         raise ValueError(f"config.data.src/tgt {lang!r} is not a Multi30K language; valid "

@@ -28,15 +28,15 @@ _OPEN_ITERATORS = weakref.WeakSet()  # closed at exit, before grain's prefetch t
 
 def layout_of(config) -> str:
   """lm for the text corpus, else the model's arch decides (rnn reads the encoder-decoder layout)."""
-  if datasets.opt(datasets.data_config(config), "name", "multi30k") == "text":
+  if datasets.opt(datasets.data_config(config), "name") == "text":
     return "lm"
   model = config.get("model", None) if "data" in config else None
-  arch = datasets.opt(model, "arch", "encoder_decoder")
+  arch = datasets.opt(model, "arch", section="model")
   return "decoder_only" if arch == "decoder_only" else "encoder_decoder"
 
 
-def _choice(d, key, default, valid):
-  value = datasets.opt(d, key, default)
+def _choice(d, key, valid):
+  value = datasets.opt(d, key)
   if value not in valid:
     raise ValueError(f"Unknown config.data.{key} {value!r}; valid choices: {list(valid)}.")
   return value
@@ -130,7 +130,7 @@ def layout_features(layout: str, src: list[int], tgt: list[int], ex: dict,
 
 def boundaries_for(d, max_src_len: int, max_tgt_len: int, layout: str) -> list[int]:
   """Padded widths: the configured boundaries below the longest allowed sequence, plus it."""
-  bounds = sorted(int(b) for b in datasets.opt(d, "bucket_boundaries", (8, 16, 24, 32, 48, 64)))
+  bounds = sorted(int(b) for b in datasets.opt(d, "bucket_boundaries"))
   longest = {"decoder_only": max_src_len + max_tgt_len, "lm": max_tgt_len}.get(
       layout, max(max_src_len, max_tgt_len))
   return [b for b in bounds if b < longest] + [longest]
@@ -140,13 +140,13 @@ def settings(config) -> dict:
   d = datasets.data_config(config)
   return dict(
       layout=layout_of(config),
-      max_src_len=int(datasets.opt(d, "max_src_len", 64)),
-      max_tgt_len=int(datasets.opt(d, "max_tgt_len", 64)),
-      policy=_choice(d, "length_policy", "filter", POLICIES),
-      batching=_choice(d, "batching", "bucket", BATCHINGS),
-      packed_len=int(datasets.opt(d, "packed_len", 128)),
-      worker_count=int(datasets.opt(d, "worker_count", 0)),
-      prefetch=int(datasets.opt(d, "prefetch", 2)),
+      max_src_len=int(datasets.opt(d, "max_src_len")),
+      max_tgt_len=int(datasets.opt(d, "max_tgt_len")),
+      policy=_choice(d, "length_policy", POLICIES),
+      batching=_choice(d, "batching", BATCHINGS),
+      packed_len=int(datasets.opt(d, "packed_len")),
+      worker_count=int(datasets.opt(d, "worker_count")),
+      prefetch=int(datasets.opt(d, "prefetch")),
   )
 
 

@@ -215,7 +215,7 @@ def _corpus(config):
   """(key material, source-lines fn, target-lines fn) of the config's training text; the
   functions only run on a cache miss."""
   d = datasets.data_config(config)
-  if datasets.opt(d, "name", "multi30k") == "text":
+  if datasets.opt(d, "name") == "text":
     raw = text.local_file(d.get("data_dir", None))
     key = paths.fingerprint([raw]) if raw else "text8"
     return key, (lambda: []), (lambda: _text_train_lines(raw))
@@ -227,12 +227,13 @@ def _corpus(config):
 
 def tokenizer_settings(config) -> dict:
   d = datasets.data_config(config)
-  name = datasets.opt(d, "name", "multi30k")
-  kind = datasets.opt(d, "tokenizer", "char" if name == "lengthgen" else "unigram")
+  name = datasets.opt(d, "name")
+  # The one derived default: lengthgen's symbols are characters (base_config says unigram).
+  kind = d.get("tokenizer", None) or ("char" if name == "lengthgen" else datasets.opt(d, "tokenizer"))
   if kind not in KINDS:
     raise ValueError(f"Unknown config.data.tokenizer {kind!r}; valid choices: {list(KINDS)}.")
-  return {"kind": kind, "vocab_size": int(datasets.opt(d, "vocab_size", 8000)),
-          "joint": bool(datasets.opt(d, "joint_vocab", True)) or name == "text",
+  return {"kind": kind, "vocab_size": int(datasets.opt(d, "vocab_size")),
+          "joint": bool(datasets.opt(d, "joint_vocab")) or name == "text",
           "sample_lines": TEXT_TOKENIZER_LINES if name == "text" else MAX_TOKENIZER_LINES,
           "version": 1}
 
@@ -254,7 +255,7 @@ def get_tokenizer(config):
   """The config's tokenizer, trained on its train split on first use and cached afterwards."""
   settings = tokenizer_settings(config)
   d = datasets.data_config(config)
-  name = datasets.opt(d, "name", "multi30k")
+  name = datasets.opt(d, "name")
   key_material, src_lines, tgt_lines = _corpus(config)
   key = hashlib.sha256(json.dumps([key_material, settings, spm.__version__],
                                   sort_keys=True).encode()).hexdigest()[:16]
