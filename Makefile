@@ -30,6 +30,8 @@ train: data
 	$(PY) -m train.evaluate --workdir=$(WORKDIR) --checkpoint=latest --split=test_2016_flickr --show=5
 
 test: install
+	$(VENV)/bin/ruff format --check --quiet . || { echo 'style: run .venv/bin/ruff format . (pyproject.toml [tool.ruff])'; exit 1; }
+	$(VENV)/bin/ruff check --quiet .
 	$(PY) -m pytest -q -n 2 --durations=15 $(TEST_ARGS)
 
 clean:

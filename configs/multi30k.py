@@ -44,7 +44,6 @@ model is meaningless, its output is lowercase):
                ~60 min on an idle machine), test_2016_flickr literature BLEU 35.58 (beam 5; the
                mean of the last 5 / 10 checkpoints: 35.35 / 34.77, no gain after a cosine decay).
 """
-import ml_collections as mlc
 
 from configs import common
 
@@ -52,38 +51,38 @@ from configs import common
 #          schedule). tiny/default share one architecture (and tokenizer); default trains longer.
 # Short CPU runs anneal with cosine: ending at lr 0 is worth a few BLEU over rsqrt's long tail.
 SIZES = {
-    'tiny': (128, 2, 4, 512, 4000, 32, 300, 60, 2e-3, 'cosine'),
-    'default': (128, 2, 4, 512, 4000, 32, 800, 100, 2e-3, 'cosine'),
-    'small': (256, 3, 4, 1024, 8000, 64, 6000, 600, 1e-3, 'rsqrt'),
-    'base': (512, 6, 8, 2048, 16000, 128, 30000, 4000, 7e-4, 'rsqrt'),
-    # Wu et al. 2021 (ACL), "Transformer-Tiny": the published text-only recipe on this data.
-    'wu2021': (128, 4, 4, 256, 10000, 128, 8000, 2000, 5e-3, 'rsqrt'),
-    # The same model with a schedule that fits 60 minutes of training on the 2-core CPU.
-    'budget': (128, 4, 4, 256, 10000, 64, 2000, 400, 3e-3, 'cosine'),
+  'tiny': (128, 2, 4, 512, 4000, 32, 300, 60, 2e-3, 'cosine'),
+  'default': (128, 2, 4, 512, 4000, 32, 800, 100, 2e-3, 'cosine'),
+  'small': (256, 3, 4, 1024, 8000, 64, 6000, 600, 1e-3, 'rsqrt'),
+  'base': (512, 6, 8, 2048, 16000, 128, 30000, 4000, 7e-4, 'rsqrt'),
+  # Wu et al. 2021 (ACL), "Transformer-Tiny": the published text-only recipe on this data.
+  'wu2021': (128, 4, 4, 256, 10000, 128, 8000, 2000, 5e-3, 'rsqrt'),
+  # The same model with a schedule that fits 60 minutes of training on the 2-core CPU.
+  'budget': (128, 4, 4, 256, 10000, 64, 2000, 400, 3e-3, 'cosine'),
 }
 
 # Settings beyond the size tuple, per size (dotted config keys).
 RECIPES = {
-    'default': {
-        'model.dropout': 0.0,              # ~2 epochs: nothing to regularise yet, so no dropout
-    },
-    'wu2021': {
-        'data.preprocess': 'lc_norm_tok',  # the paper trains and scores on the official tok files
-        'model.dropout': 0.3,              # paper
-        'checkpoint_every': 100,           # ~2 epochs (8k target tokens per update, ~50 per epoch)
-        'keep_checkpoints': 10,            # the paper averages the last 10
-        'eval_every': 200,                 # validation loss + greedy BLEU (500 val sentences)
-        'patience': 10,                    # stop after 10 validations (2,000 updates) without gain
-        'eval.beam_size': 5,               # paper
-    },
-    'budget': {
-        'data.preprocess': 'lc_norm_tok',
-        'model.dropout': 0.2,              # ~20 epochs, not 160: less regularisation than the paper
-        'checkpoint_every': 100,
-        'keep_checkpoints': 10,
-        'eval_every': 250,
-        'eval.beam_size': 5,
-    },
+  'default': {
+    'model.dropout': 0.0,  # ~2 epochs: nothing to regularise yet, so no dropout
+  },
+  'wu2021': {
+    'data.preprocess': 'lc_norm_tok',  # the paper trains and scores on the official tok files
+    'model.dropout': 0.3,  # paper
+    'checkpoint_every': 100,  # ~2 epochs (8k target tokens per update, ~50 per epoch)
+    'keep_checkpoints': 10,  # the paper averages the last 10
+    'eval_every': 200,  # validation loss + greedy BLEU (500 val sentences)
+    'patience': 10,  # stop after 10 validations (2,000 updates) without gain
+    'eval.beam_size': 5,  # paper
+  },
+  'budget': {
+    'data.preprocess': 'lc_norm_tok',
+    'model.dropout': 0.2,  # ~20 epochs, not 160: less regularisation than the paper
+    'checkpoint_every': 100,
+    'keep_checkpoints': 10,
+    'eval_every': 250,
+    'eval.beam_size': 5,
+  },
 }
 
 
@@ -95,40 +94,40 @@ def get_config(arg=None):
   d, layers, heads, d_ff, vocab, batch, steps, warmup, lr, schedule = SIZES[a.size]
 
   c = common.base_config()
-  c.total_steps = steps              # optimizer steps
-  c.batch_size = batch               # packed rows of 64 tokens (~3 caption pairs each) per step
+  c.total_steps = steps  # optimizer steps
+  c.batch_size = batch  # packed rows of 64 tokens (~3 caption pairs each) per step
   c.checkpoint_every = 200 if steps < 2000 else 1000  # async save interval
   c.eval_every = steps if steps < 2000 else steps // 6  # validation loss + BLEU on a subset
   c.log_every = 25 if steps < 2000 else 100  # console / TensorBoard interval
 
-  c.data.name = 'multi30k'           # Flickr caption translation
-  c.data.src = a.src                 # source language
-  c.data.tgt = a.tgt                 # target language (de, fr; cs lacks test_2017)
-  c.data.tokenizer = 'unigram'       # joint sentencepiece unigram model
-  c.data.vocab_size = vocab          # small corpus -> small vocabulary
-  c.data.max_src_len = 64            # captions are short: this drops almost nothing
-  c.data.max_tgt_len = 64            # same for targets
-  c.data.batching = 'pack'           # one compiled shape and no padding (CPU compiles are slow)
-  c.data.packed_len = 64             # tokens per packed row (source and target sides)
+  c.data.name = 'multi30k'  # Flickr caption translation
+  c.data.src = a.src  # source language
+  c.data.tgt = a.tgt  # target language (de, fr; cs lacks test_2017)
+  c.data.tokenizer = 'unigram'  # joint sentencepiece unigram model
+  c.data.vocab_size = vocab  # small corpus -> small vocabulary
+  c.data.max_src_len = 64  # captions are short: this drops almost nothing
+  c.data.max_tgt_len = 64  # same for targets
+  c.data.batching = 'pack'  # one compiled shape and no padding (CPU compiles are slow)
+  c.data.packed_len = 64  # tokens per packed row (source and target sides)
   c.data.bucket_boundaries = (16, 24, 32, 48, 64)  # padded lengths if batching = bucket
   c.data.eval_splits = ('val', 'test_2016_flickr')  # first = validation during training
 
-  c.model.arch = 'encoder_decoder'   # the paper's model
-  c.model.d_model = d                # width
-  c.model.num_layers = layers        # layers in each stack
-  c.model.num_heads = heads          # attention heads
-  c.model.d_ff = d_ff                # FFN width (4 x d_model)
-  c.model.dropout = 0.1              # residual dropout (paper: 0.1)
-  c.model.position = a.position      # every self-attention's position scheme
+  c.model.arch = 'encoder_decoder'  # the paper's model
+  c.model.d_model = d  # width
+  c.model.num_layers = layers  # layers in each stack
+  c.model.num_heads = heads  # attention heads
+  c.model.d_ff = d_ff  # FFN width (4 x d_model)
+  c.model.dropout = 0.1  # residual dropout (paper: 0.1)
+  c.model.position = a.position  # every self-attention's position scheme
 
-  c.optim.schedule = schedule        # rsqrt = the paper's; cosine for the short CPU runs
-  c.optim.learning_rate = lr         # peak, reached after warmup
-  c.optim.warmup_steps = warmup      # linear warmup
-  c.optim.label_smoothing = 0.1      # paper
+  c.optim.schedule = schedule  # rsqrt = the paper's; cosine for the short CPU runs
+  c.optim.learning_rate = lr  # peak, reached after warmup
+  c.optim.warmup_steps = warmup  # linear warmup
+  c.optim.label_smoothing = 0.1  # paper
 
-  c.eval.decode = 'beam'             # beam search for BLEU
-  c.eval.beam_size = 4               # paper
-  c.eval.alpha = 0.6                 # paper
+  c.eval.decode = 'beam'  # beam search for BLEU
+  c.eval.beam_size = 4  # paper
+  c.eval.alpha = 0.6  # paper
   c.eval.bleu_sentences = 200 if a.size in ('tiny', 'default') else 500  # val subset for BLEU
   for key, value in RECIPES.get(a.size, {}).items():
     node = c
@@ -146,10 +145,22 @@ SCHEMES = ('none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary', 'alibi')
 ATTENTIONS = ('dot', 'additive', 'shared_qk', 'linear')
 SEEDS = (0, 1, 2)
 # Two runs small enough to finish in a few minutes on a 2-core CPU: checks an install end to end.
-SMOKE = {'total_steps': 40, 'batch_size': 32, 'checkpoint_every': 20, 'eval_every': 20,
-         'log_every': 10, 'model.d_model': 32, 'model.num_heads': 2, 'model.num_layers': 1,
-         'model.d_ff': 64, 'optim.warmup_steps': 10, 'eval.decode': 'greedy',
-         'eval.bleu_sentences': 32, 'eval.loss_sentences': 128, 'eval.max_len_margin': 10}
+SMOKE = {
+  'total_steps': 40,
+  'batch_size': 32,
+  'checkpoint_every': 20,
+  'eval_every': 20,
+  'log_every': 10,
+  'model.d_model': 32,
+  'model.num_heads': 2,
+  'model.num_layers': 1,
+  'model.d_ff': 64,
+  'optim.warmup_steps': 10,
+  'eval.decode': 'greedy',
+  'eval.bleu_sentences': 32,
+  'eval.loss_sentences': 128,
+  'eval.max_len_margin': 10,
+}
 
 
 def sweep(name):

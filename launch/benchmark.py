@@ -23,6 +23,7 @@ mesh shardings) and `model.decoding.generate`. Per setting:
   would stop at random places). Uncached recomputes the decoder over the whole prefix at every step
   (widths rounded up to multiples of 16 so it compiles a few shapes, not one per length).
 """
+
 from __future__ import annotations
 
 import ast
@@ -54,8 +55,12 @@ def define_flags():
   config_flags.DEFINE_config_file('config', None, 'configs/NAME.py[:ARG]', lock_config=False)
   flags.DEFINE_string('sweep', None, 'Named sweep of the config, or "k=v,k=v;k=v" override sets.')
   flags.DEFINE_string('json', None, 'Write the results here (atomically).')
-  flags.DEFINE_enum('data', 'real', ['real', 'synthetic'],
-                    'real: the config\'s training pipeline; synthetic: random full rows (no padding).')
+  flags.DEFINE_enum(
+    'data',
+    'real',
+    ['real', 'synthetic'],
+    "real: the config's training pipeline; synthetic: random full rows (no padding).",
+  )
   flags.DEFINE_integer('synthetic_len', 16, 'Source and target length of synthetic rows.')
   flags.DEFINE_integer('steps', 20, 'Timed train steps (after one warm-up step per batch shape).')
   flags.DEFINE_bool('train', True, 'Time the train step; false: decode only, with initial params.')
@@ -65,14 +70,21 @@ def define_flags():
   flags.DEFINE_integer('decode_len', 64, 'Target tokens generated per sentence.')
   flags.DEFINE_integer('decode_repeats', 3, 'Timed decode calls (median) after the compiling one.')
   flags.DEFINE_integer('beam_size', 4, 'Beam width for method beam.')
-  flags.DEFINE_bool('profile', False, 'Also trace 3 train steps with jax.profiler and report the '
-                    'share of op time per model part (launch/op_profile.py).')
-  flags.DEFINE_string('profile_dir', None, 'Where the traces go, one subdirectory per setting '
-                      '(default: a new temporary directory).')
-
+  flags.DEFINE_bool(
+    'profile',
+    False,
+    'Also trace 3 train steps with jax.profiler and report the '
+    'share of op time per model part (launch/op_profile.py).',
+  )
+  flags.DEFINE_string(
+    'profile_dir',
+    None,
+    'Where the traces go, one subdirectory per setting (default: a new temporary directory).',
+  )
 
 
 # ============================================================================= reference
+
 
 class MatmulReference:
   """Float32 (or bf16) square matmul FLOP/s on device 0: the CPU's "peak" for MFU.
@@ -87,6 +99,7 @@ class MatmulReference:
   def __init__(self, dtype='float32', sizes=(512, 1024, 2048), repeats=5):
     import jax  # pylint: disable=import-outside-toplevel
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
     self.by_size, self._ops = {}, {}
     for n in sizes:
       a = jax.random.normal(jax.random.key(0), (n, n), dtype)
@@ -102,7 +115,7 @@ class MatmulReference:
     f, a, b = self._ops[n]
     t0, c0 = time.perf_counter(), time.process_time()
     f(a, b).block_until_ready()
-    flops = 2.0 * n ** 3
+    flops = 2.0 * n**3
     return flops / (time.perf_counter() - t0), flops / max(time.process_time() - c0, 1e-9)
 
   def rate(self, seconds):
@@ -114,6 +127,7 @@ class MatmulReference:
 
 
 # ============================================================================= settings
+
 
 def parse_overrides(text):
   """'a.b=1,c=x;d=2' -> [{'a.b': 1, 'c': 'x'}, {'d': 2}] (values as Python literals if they parse)."""
@@ -139,6 +153,7 @@ def sweep_runs(config_spec, sweep):
   if '=' in sweep:
     return parse_overrides(sweep)
   from launch import sweep as sweep_lib  # pylint: disable=import-outside-toplevel
+
   path, arg = sweep_lib.split_config_spec(config_spec)
   runs, seen = [], set()
   for overrides in sweep_lib.get_sweep(sweep_lib.load_config_module(path), sweep, arg):
@@ -173,9 +188,11 @@ def setting_name(overrides):
 
 # ============================================================================= batches
 
+
 def synthetic_batches(config, n, length, seed=0):
   """`n` batches of full rows: every token real, so tokens/s here is the no-padding ceiling."""
   import numpy as np  # pylint: disable=import-outside-toplevel
+
   rng = np.random.default_rng(seed)
   rows, vocab_size = int(config.batch_size), int(config.model.vocab_size)
   out = []
@@ -184,9 +201,13 @@ def synthetic_batches(config, n, length, seed=0):
     tgt[:, -1] = vocab.EOS
     pos = np.broadcast_to(np.arange(length, dtype=np.int32), (rows, length)).copy()
     seg = np.ones((rows, length), np.int32)
-    batch = {'decoder_inputs': np.concatenate([np.full((rows, 1), vocab.BOS, np.int32), tgt[:, :-1]], 1),
-             'targets': tgt, 'targets_segment': seg, 'targets_position': pos,
-             'weights': np.ones((rows, length), np.float32)}
+    batch = {
+      'decoder_inputs': np.concatenate([np.full((rows, 1), vocab.BOS, np.int32), tgt[:, :-1]], 1),
+      'targets': tgt,
+      'targets_segment': seg,
+      'targets_position': pos,
+      'weights': np.ones((rows, length), np.float32),
+    }
     if config.model.arch != 'decoder_only':
       src = rng.integers(4, vocab_size, (rows, length), dtype=np.int32)
       src[:, -1] = vocab.EOS
@@ -198,9 +219,10 @@ def synthetic_batches(config, n, length, seed=0):
 def real_batches(config, tokenizer, n):
   """`n` training batches from the config's pipeline, and the mean host seconds per batch."""
   from train import data  # pylint: disable=import-outside-toplevel
+
   it = data.make_train_iterator(config, tokenizer)
   try:
-    next(it)                              # let the prefetch thread start
+    next(it)  # let the prefetch thread start
     t0 = time.perf_counter()
     batches = [next(it) for _ in range(n)]
     host = (time.perf_counter() - t0) / n
@@ -212,6 +234,7 @@ def real_batches(config, tokenizer, n):
 def segment_lengths(batch):
   """(source length, target length) of every sentence in the batch (packed rows: per segment)."""
   import numpy as np  # pylint: disable=import-outside-toplevel
+
   tseg = batch.get('targets_segment')
   tseg = (batch['targets'] > 0).astype(np.int32) if tseg is None else tseg
   sseg = None
@@ -244,6 +267,7 @@ def shape_key(batch):
 
 # ============================================================================= training
 
+
 def measure_train(config, batches, host_s, steps, ref=None, profile_dir=None):
   """Compile + step time of the trainer's jitted train_step on `batches` (cycled).
 
@@ -256,7 +280,7 @@ def measure_train(config, batches, host_s, steps, ref=None, profile_dir=None):
   import model  # pylint: disable=import-outside-toplevel
 
   mesh = mesh_lib.make_mesh(config.mesh)
-  t = trainer.setup(config, mesh, batches[0])   # exactly what train.loop builds
+  t = trainer.setup(config, mesh, batches[0])  # exactly what train.loop builds
   module, state, step_fn = t.module, t.state, t.step_fn
 
   t0 = time.perf_counter()
@@ -265,13 +289,13 @@ def measure_train(config, batches, host_s, steps, ref=None, profile_dir=None):
   put_s = (time.perf_counter() - t0) / len(batches)
 
   compiled, compile_s = {}, []
-  for b in device_batches:            # every distinct shape compiles once, before timing
+  for b in device_batches:  # every distinct shape compiles once, before timing
     key = shape_key(b)
     if key not in compiled:
       t0 = time.perf_counter()
       compiled[key] = step_fn.lower(state, b).compile()
       compile_s.append(time.perf_counter() - t0)
-      state, m = compiled[key](state, b)    # warm-up run of this shape
+      state, m = compiled[key](state, b)  # warm-up run of this shape
       jax.block_until_ready(m)
   useful = [useful_flops(config.model, b) for b in batches]
   executed = [metrics_lib.batch_flops(config.model, b) for b in batches]
@@ -293,18 +317,25 @@ def measure_train(config, batches, host_s, steps, ref=None, profile_dir=None):
   slots = sum(float(batches[i]['targets'].size) for i in idx)
   stats = jax.devices()[0].memory_stats() or {}
   out = {
-      'params': model.count_params(state.params), 'compile_s': compile_s[0],
-      'compile_total_s': sum(compile_s), 'num_shapes': len(compiled),
-      'step_s': statistics.median(times), 'step_s_min': min(times),
-      'step_cpu_s': statistics.median(cpu_times),
-      'host_s': (host_s or 0.0) + put_s, 'target_tokens_per_step': tokens / steps,
-      'tokens_per_s': tokens / total_t, 'padding_fraction': 1.0 - tokens / slots,
-      'flops_per_s': sum(useful[i] for i in idx) / total_t,
-      'executed_flops_per_s': sum(executed[i] for i in idx) / total_t,
-      'peak_memory_bytes': stats.get('peak_bytes_in_use'), 'final_loss': loss,
+    'params': model.count_params(state.params),
+    'compile_s': compile_s[0],
+    'compile_total_s': sum(compile_s),
+    'num_shapes': len(compiled),
+    'step_s': statistics.median(times),
+    'step_s_min': min(times),
+    'step_cpu_s': statistics.median(cpu_times),
+    'host_s': (host_s or 0.0) + put_s,
+    'target_tokens_per_step': tokens / steps,
+    'tokens_per_s': tokens / total_t,
+    'padding_fraction': 1.0 - tokens / slots,
+    'flops_per_s': sum(useful[i] for i in idx) / total_t,
+    'executed_flops_per_s': sum(executed[i] for i in idx) / total_t,
+    'peak_memory_bytes': stats.get('peak_bytes_in_use'),
+    'final_loss': loss,
   }
   if profile_dir:
     from launch import op_profile  # pylint: disable=import-outside-toplevel
+
     b = device_batches[0]
     fn, holder = compiled[shape_key(b)], [state]
 
@@ -321,8 +352,11 @@ def measure_train(config, batches, host_s, steps, ref=None, profile_dir=None):
     out['matmul_flops_per_s'] = statistics.median(wall)
     out['mfu'] = statistics.median(useful[i] / t / r for i, t, r in zip(idx, times, wall))
     out['executed_mfu'] = statistics.median(
-        executed[i] / t / r for i, t, r in zip(idx, times, wall))
-    out['cpu_time_mfu'] = statistics.median(useful[i] / t / r for i, t, r in zip(idx, cpu_times, cpu))
+      executed[i] / t / r for i, t, r in zip(idx, times, wall)
+    )
+    out['cpu_time_mfu'] = statistics.median(
+      useful[i] / t / r for i, t, r in zip(idx, cpu_times, cpu)
+    )
     out['step_matmul_equiv'] = statistics.median(t * r for t, r in zip(times, wall))
     out['step_matmul_equiv_cpu'] = statistics.median(t * r for t, r in zip(cpu_times, cpu))
   return out, module, state.params
@@ -330,12 +364,14 @@ def measure_train(config, batches, host_s, steps, ref=None, profile_dir=None):
 
 # ============================================================================= decoding
 
+
 def init_params(config, batch):
   """(module, unboxed initial params) for decode-only runs."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from flax import linen as nn  # pylint: disable=import-outside-toplevel
   import model  # pylint: disable=import-outside-toplevel
+
   module = model.build_model(config.model)
   b = {k: jnp.asarray(v) for k, v in batch.items()}
   params = jax.jit(lambda: module.init(jax.random.key(config.seed), b)['params'])()
@@ -362,8 +398,10 @@ class FixedLength:
 def decode_inputs(config, tokenizer, n, length, seed=1):
   """`n` source sentences: a middle-length batch of the eval split, or random tokens."""
   import numpy as np  # pylint: disable=import-outside-toplevel
+
   if tokenizer is not None and config.data.eval_splits:
     from train import data  # pylint: disable=import-outside-toplevel
+
     batches = data.make_eval_batches(config, tokenizer, config.data.eval_splits[0], batch_size=n)
     full = [b for b in batches if np.all(b['index'] >= 0)] or batches
     b = full[len(full) // 2]
@@ -381,12 +419,14 @@ def measure_decode(module, params, inputs, methods, caches, max_len, beam_size, 
   machine's load hits them all alike and the speed-ups stay comparable.
   """
   import numpy as np  # pylint: disable=import-outside-toplevel
+
   runs = {}
   for cache in caches:
     adapter = FixedLength(module, cached=(cache == 'cached'))
     for method in methods:
-      runs[f'{method}_{cache}'] = (lambda a=adapter, m=method: decoding.generate(
-          a, params, inputs, method=m, beam_size=beam_size, max_len=max_len))
+      runs[f'{method}_{cache}'] = lambda a=adapter, m=method: decoding.generate(
+        a, params, inputs, method=m, beam_size=beam_size, max_len=max_len
+      )
   first, times, cpu, tokens = {}, collections.defaultdict(list), collections.defaultdict(list), {}
   for name, fn in runs.items():
     t0 = time.perf_counter()
@@ -402,10 +442,14 @@ def measure_decode(module, params, inputs, methods, caches, max_len, beam_size, 
   for name in runs:
     sec = statistics.median(times[name]) if times[name] else first[name]
     n, real = tokens[name].shape[0], float(np.sum(tokens[name] != 0))
-    out[name] = {'seconds': sec, 'compile_s': max(first[name] - sec, 0.0),
-                 'cpu_seconds': statistics.median(cpu[name]) if cpu[name] else None,
-                 'sentences_per_s': n / sec, 'tokens_per_s': real / sec,
-                 'tokens_per_sentence': real / n}
+    out[name] = {
+      'seconds': sec,
+      'compile_s': max(first[name] - sec, 0.0),
+      'cpu_seconds': statistics.median(cpu[name]) if cpu[name] else None,
+      'sentences_per_s': n / sec,
+      'tokens_per_s': real / sec,
+      'tokens_per_sentence': real / n,
+    }
   for method in methods:
     c, u = out.get(f'{method}_cached'), out.get(f'{method}_uncached')
     if c and u:
@@ -417,6 +461,7 @@ def measure_decode(module, params, inputs, methods, caches, max_len, beam_size, 
 
 # ============================================================================= one setting
 
+
 def benchmark_setting(config, overrides, peak, ref, args):
   """Train + decode numbers for one override set; errors are recorded, not raised."""
   row = {'setting': setting_name(overrides), 'overrides': overrides}
@@ -425,15 +470,16 @@ def benchmark_setting(config, overrides, peak, ref, args):
     tokenizer = None
     if args['data'] == 'real':
       from train import data  # pylint: disable=import-outside-toplevel
+
       data.build(config)
       tokenizer = data.get_tokenizer(config)
-      config = config_io.resolve(config, tokenizer.vocab_size)   # as train.loop does
+      config = config_io.resolve(config, tokenizer.vocab_size)  # as train.loop does
       batches, host = real_batches(config, tokenizer, min(args['steps'], 20))
     else:
       config = config_io.resolve(config, config.data.vocab_size)
       batches, host = synthetic_batches(config, min(args['steps'], 4), args['synthetic_len'])
     if args.get('train', True):
-      profile_dir = args.get('profile_dir')   # set only with --profile
+      profile_dir = args.get('profile_dir')  # set only with --profile
       if profile_dir:
         profile_dir = os.path.join(profile_dir, row['setting'].replace('/', '_'))
       train, module, params = measure_train(config, batches, host, args['steps'], ref, profile_dir)
@@ -445,8 +491,16 @@ def benchmark_setting(config, overrides, peak, ref, args):
       module, params = init_params(config, batches[0])
     if args['decode'] and args['cache']:
       inputs = decode_inputs(config, tokenizer, args['decode_batch'], args['synthetic_len'])
-      row['decode'] = measure_decode(module, params, inputs, args['decode'], args['cache'],
-                                     args['decode_len'], args['beam_size'], args['decode_repeats'])
+      row['decode'] = measure_decode(
+        module,
+        params,
+        inputs,
+        args['decode'],
+        args['cache'],
+        args['decode_len'],
+        args['beam_size'],
+        args['decode_repeats'],
+      )
   except Exception as e:  # pylint: disable=broad-except
     row['error'] = f'{type(e).__name__}: {e}'
   return row
@@ -454,81 +508,117 @@ def benchmark_setting(config, overrides, peak, ref, args):
 
 # ============================================================================= report
 
+
 def _fmt(v, spec):
   return '-' if v is None else format(v, spec)
 
 
 def format_tables(result):
   """Markdown tables: training, then decoding."""
-  lines = [f"{result['date']} | {result['machine']['description']} | peak "
-           f"{result['peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({result['peak_source']})", '',
-           '| setting | params | compile s | shapes | step ms | host ms | tok/step | real tok/s | pad % '
-           '| GFLOP/s | matmul GFLOP/s | MFU | exec MFU | CPU-time MFU | cost/token | peak mem MB |',
-           '|---' * 16 + '|']
+  lines = [
+    f'{result["date"]} | {result["machine"]["description"]} | peak '
+    f'{result["peak_flops_per_s"] / 1e9:.1f} GFLOP/s ({result["peak_source"]})',
+    '',
+    '| setting | params | compile s | shapes | step ms | host ms | tok/step | real tok/s | pad % '
+    '| GFLOP/s | matmul GFLOP/s | MFU | exec MFU | CPU-time MFU | cost/token | peak mem MB |',
+    '|---' * 16 + '|',
+  ]
   base = None
   for r in result['runs']:
     t = r.get('train')
     if t is None:
-      lines.append(f"| {r['setting']} | {'error: ' + r['error'] if 'error' in r else 'not timed'} |")
+      lines.append(
+        f'| {r["setting"]} | {"error: " + r["error"] if "error" in r else "not timed"} |'
+      )
       continue
-    mem = t['peak_memory_bytes'] / 2 ** 20 if t['peak_memory_bytes'] else None
+    mem = t['peak_memory_bytes'] / 2**20 if t['peak_memory_bytes'] else None
     # Step CPU time in matmul-equivalents per real token: comparable across settings even when
     # the machine's load changed between them. 1.00 = the first setting.
-    cost = t.get('step_matmul_equiv_cpu', t['step_s'] * result['peak_flops_per_s']) / t[
-        'target_tokens_per_step']
+    cost = (
+      t.get('step_matmul_equiv_cpu', t['step_s'] * result['peak_flops_per_s'])
+      / t['target_tokens_per_step']
+    )
     base = base or cost
     ref = t.get('matmul_flops_per_s')
     lines.append(
-        f"| {r['setting']} | {t['params'] / 1e6:.2f}M | {t['compile_s']:.1f} | {t['num_shapes']} | "
-        f"{1e3 * t['step_s']:.0f} | {1e3 * t['host_s']:.1f} | {t['target_tokens_per_step']:.0f} | "
-        f"{t['tokens_per_s']:,.0f} | {100 * t['padding_fraction']:.1f} | "
-        f"{t['flops_per_s'] / 1e9:.1f} | {_fmt(ref and ref / 1e9, '.1f')} | {100 * t['mfu']:.1f}% | "
-        f"{100 * t['executed_mfu']:.1f}% | {_fmt(t.get('cpu_time_mfu', 0) * 100 or None, '.1f')}"
-        f" | {cost / base:.2f} | {_fmt(mem, '.0f')} |")
+      f'| {r["setting"]} | {t["params"] / 1e6:.2f}M | {t["compile_s"]:.1f} | {t["num_shapes"]} | '
+      f'{1e3 * t["step_s"]:.0f} | {1e3 * t["host_s"]:.1f} | {t["target_tokens_per_step"]:.0f} | '
+      f'{t["tokens_per_s"]:,.0f} | {100 * t["padding_fraction"]:.1f} | '
+      f'{t["flops_per_s"] / 1e9:.1f} | {_fmt(ref and ref / 1e9, ".1f")} | {100 * t["mfu"]:.1f}% | '
+      f'{100 * t["executed_mfu"]:.1f}% | {_fmt(t.get("cpu_time_mfu", 0) * 100 or None, ".1f")}'
+      f' | {cost / base:.2f} | {_fmt(mem, ".0f")} |'
+    )
   dec = [r for r in result['runs'] if r.get('decode')]
   if dec:
     keys = [k for k in dec[0]['decode'] if 'speedup' not in k]
-    lines += ['', '| setting | ' + ' | '.join(f'{k} sent/s (tok/s)' for k in keys)
-              + ' | speed-up (uncached / cached) |', '|---' * (len(keys) + 2) + '|']
+    lines += [
+      '',
+      '| setting | '
+      + ' | '.join(f'{k} sent/s (tok/s)' for k in keys)
+      + ' | speed-up (uncached / cached) |',
+      '|---' * (len(keys) + 2) + '|',
+    ]
     for r in dec:
       d = r['decode']
-      cells = [f"{d[k]['sentences_per_s']:.1f} ({d[k]['tokens_per_s']:,.0f})" if k in d else '-'
-               for k in keys]
-      speed = ', '.join(f"{k[:-8]} {v:.1f}x (CPU time {d.get(k + '_cpu_time', 0):.1f}x)"
-                        for k, v in d.items() if k.endswith('speedup'))
-      lines.append(f"| {r['setting']} | " + ' | '.join(cells) + f' | {speed or "-"} |')
+      cells = [
+        f'{d[k]["sentences_per_s"]:.1f} ({d[k]["tokens_per_s"]:,.0f})' if k in d else '-'
+        for k in keys
+      ]
+      speed = ', '.join(
+        f'{k[:-8]} {v:.1f}x (CPU time {d.get(k + "_cpu_time", 0):.1f}x)'
+        for k, v in d.items()
+        if k.endswith('speedup')
+      )
+      lines.append(f'| {r["setting"]} | ' + ' | '.join(cells) + f' | {speed or "-"} |')
   prof = [r for r in result['runs'] if r.get('train', {}).get('op_time_s')]
   if prof:
     from launch import op_profile  # pylint: disable=import-outside-toplevel
-    cats = sorted({c for r in prof for c in r['train']['op_time_s']},
-                  key=lambda c: -sum(r['train']['op_time_s'].get(c, 0) for r in prof))
-    lines += ['', 'Share of op time (3 profiled steps, all compute threads):', '',
-              '| part | ' + ' | '.join(r['setting'] for r in prof) + ' |',
-              '|---' * (len(prof) + 1) + '|']
+
+    cats = sorted(
+      {c for r in prof for c in r['train']['op_time_s']},
+      key=lambda c: -sum(r['train']['op_time_s'].get(c, 0) for r in prof),
+    )
+    lines += [
+      '',
+      'Share of op time (3 profiled steps, all compute threads):',
+      '',
+      '| part | ' + ' | '.join(r['setting'] for r in prof) + ' |',
+      '|---' * (len(prof) + 1) + '|',
+    ]
     share = [op_profile.shares(r['train']['op_time_s']) for r in prof]
     for c in cats:
       lines.append(f'| {c} | ' + ' | '.join(f'{100 * s.get(c, 0):.1f}%' for s in share) + ' |')
   for r in result['runs']:
     if r.get('error') and r.get('train'):
-      lines.append(f"{r['setting']}: error: {r['error']}")
+      lines.append(f'{r["setting"]}: error: {r["error"]}')
   return '\n'.join(lines)
 
 
 def machine_info():
   import jax  # pylint: disable=import-outside-toplevel
+
   dev = jax.devices()[0]
   kind = dev.device_kind
-  desc = (f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores'
-          if dev.platform == 'cpu' else kind)
-  return {'platform': dev.platform, 'device_kind': kind, 'num_devices': jax.device_count(),
-          'cpu_count': os.cpu_count(), 'jax': jax.__version__,
-          'description': f'{desc}, {jax.device_count()} {dev.platform} device(s), jax {jax.__version__}'}
+  desc = (
+    f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores'
+    if dev.platform == 'cpu'
+    else kind
+  )
+  return {
+    'platform': dev.platform,
+    'device_kind': kind,
+    'num_devices': jax.device_count(),
+    'cpu_count': os.cpu_count(),
+    'jax': jax.__version__,
+    'description': f'{desc}, {jax.device_count()} {dev.platform} device(s), jax {jax.__version__}',
+  }
 
 
 def run(config, config_spec, sweep, args, json_path=None):
   """The whole benchmark as a JSON-able dict."""
   import jax  # pylint: disable=import-outside-toplevel
-  jax.config.update('jax_enable_compilation_cache', False)   # compile times must be real
+
+  jax.config.update('jax_enable_compilation_cache', False)  # compile times must be real
   info = machine_info()
   ref = MatmulReference('float32' if info['platform'] == 'cpu' else config.model.dtype)
   peak = metrics_lib.peak_flops(info['device_kind'], config.model.dtype)
@@ -537,17 +627,26 @@ def run(config, config_spec, sweep, args, json_path=None):
     peak, source = ref.best, f'{ref.n}^3 float32 matmul, sampled after every step'
   else:
     peak *= jax.device_count()
-  result = {'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
-            'machine': info, 'command': ' '.join(['python -m launch.benchmark'] + sys.argv[1:]),
-            'config': config_spec, 'args': args, 'peak_flops_per_s': peak, 'peak_source': source,
-            'matmul_flops_per_s': ref.best,
-            'matmul_flops_per_s_by_size': {str(k): v for k, v in ref.by_size.items()}, 'runs': []}
+  result = {
+    'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+    'machine': info,
+    'command': ' '.join(['python -m launch.benchmark'] + sys.argv[1:]),
+    'config': config_spec,
+    'args': args,
+    'peak_flops_per_s': peak,
+    'peak_source': source,
+    'matmul_flops_per_s': ref.best,
+    'matmul_flops_per_s_by_size': {str(k): v for k, v in ref.by_size.items()},
+    'runs': [],
+  }
   for overrides in sweep_runs(config_spec, sweep):
-    result['runs'].append(benchmark_setting(config, overrides, peak,
-                                            ref if source != 'device spec' else None, args))
-    print(f"[{len(result['runs'])}] {result['runs'][-1]['setting']} done", flush=True)
-    if json_path:   # after every setting: a long sweep that is stopped keeps what it measured
+    result['runs'].append(
+      benchmark_setting(config, overrides, peak, ref if source != 'device spec' else None, args)
+    )
+    print(f'[{len(result["runs"])}] {result["runs"][-1]["setting"]} done', flush=True)
+    if json_path:  # after every setting: a long sweep that is stopped keeps what it measured
       from launch.sweep import write_json_atomic  # pylint: disable=import-outside-toplevel
+
       write_json_atomic(json_path, result)
   return result
 
@@ -555,14 +654,22 @@ def run(config, config_spec, sweep, args, json_path=None):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  args = {'data': FLAGS.data, 'synthetic_len': FLAGS.synthetic_len, 'steps': FLAGS.steps,
-          'train': FLAGS.train,
-          'decode': [m for m in FLAGS.decode if m], 'cache': [c for c in FLAGS.cache if c],
-          'decode_batch': FLAGS.decode_batch, 'decode_len': FLAGS.decode_len,
-          'decode_repeats': FLAGS.decode_repeats, 'beam_size': FLAGS.beam_size,
-          # --profile: one trace directory per benchmark run (a subdirectory per setting)
-          'profile_dir': (FLAGS.profile_dir or tempfile.mkdtemp(prefix='attnlab_prof'))
-                         if FLAGS.profile else None}
+  args = {
+    'data': FLAGS.data,
+    'synthetic_len': FLAGS.synthetic_len,
+    'steps': FLAGS.steps,
+    'train': FLAGS.train,
+    'decode': [m for m in FLAGS.decode if m],
+    'cache': [c for c in FLAGS.cache if c],
+    'decode_batch': FLAGS.decode_batch,
+    'decode_len': FLAGS.decode_len,
+    'decode_repeats': FLAGS.decode_repeats,
+    'beam_size': FLAGS.beam_size,
+    # --profile: one trace directory per benchmark run (a subdirectory per setting)
+    'profile_dir': (FLAGS.profile_dir or tempfile.mkdtemp(prefix='attnlab_prof'))
+    if FLAGS.profile
+    else None,
+  }
   for m in args['decode']:
     if m not in ('greedy', 'beam'):
       raise app.UsageError(f'--decode={m!r}; valid: greedy, beam')

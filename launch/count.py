@@ -3,6 +3,7 @@
 Defaults to the paper's base Transformer (d_model 512, 6+6 layers, 8 heads, d_ff 2048, shared
 37000-token vocabulary, tied output). Shapes only (jax.eval_shape): nothing is allocated.
 """
+
 from __future__ import annotations
 
 import sys
@@ -12,8 +13,17 @@ import numpy as np
 
 import model
 
-BASE = dict(arch='encoder_decoder', vocab_size=37000, d_model=512, num_heads=8, num_layers=6,
-            d_ff=2048, position='sinusoidal', share_embeddings=True, tie_output=True)
+BASE = dict(
+  arch='encoder_decoder',
+  vocab_size=37000,
+  d_model=512,
+  num_heads=8,
+  num_layers=6,
+  d_ff=2048,
+  position='sinusoidal',
+  share_embeddings=True,
+  tie_output=True,
+)
 
 
 def param_count(cfg: dict) -> int:
@@ -27,8 +37,15 @@ def main(argv: list[str]) -> None:
   cfg = dict(BASE)
   for arg in argv:
     key, _, value = arg.partition('=')
-    cfg[key] = type(BASE[key])(value) if key in BASE and not isinstance(BASE[key], bool) else (
-        value == 'True' if value in ('True', 'False') else (int(value) if value.isdigit() else value))
+    cfg[key] = (
+      type(BASE[key])(value)
+      if key in BASE and not isinstance(BASE[key], bool)
+      else (
+        value == 'True'
+        if value in ('True', 'False')
+        else (int(value) if value.isdigit() else value)
+      )
+    )
   print(f'{param_count(cfg):,} parameters: {cfg}')
 
 

@@ -35,6 +35,7 @@ command goes to the device tool's `run`, results come back from $OUT):
 0.10.2, and the summary records which jax ran). On any other H100/H200 machine with network:
 `python -m launch.gpu_check --out=gpu_results`.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,40 +51,73 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-GPU_TESTS = ['tests/model/test_attention_impl.py', 'tests/model/test_decoding.py',
-             'tests/model/test_attention.py']
+GPU_TESTS = [
+  'tests/model/test_attention_impl.py',
+  'tests/model/test_decoding.py',
+  'tests/model/test_attention.py',
+]
 SHARDING_TESTS = ['tests/train/test_trainer.py', '-k', 'mesh or accumulation']
 DRY_TESTS = ['tests/model/test_attention_impl.py', '-k', 'rejects']
 # size -> launch.benchmark --sweep (most important setting first: a stage cut short keeps it).
 SWEEPS = {
-    'small': 'model.attention_impl=cudnn;model.attention_impl=xla',
-    'base': ('model.attention_impl=cudnn;model.attention_impl=xla;'
-             'model.attention_impl=cudnn,batch_size=512;model.attention_impl=xla,batch_size=512'),
+  'small': 'model.attention_impl=cudnn;model.attention_impl=xla',
+  'base': (
+    'model.attention_impl=cudnn;model.attention_impl=xla;'
+    'model.attention_impl=cudnn,batch_size=512;model.attention_impl=xla,batch_size=512'
+  ),
 }
-BENCH_ARGS = ['--data=synthetic', '--synthetic_len=64', '--steps=20', '--decode=greedy,beam',
-              '--cache=cached', '--decode_batch=64', '--decode_len=32', '--decode_repeats=3',
-              '--config.model.dtype=bfloat16']
+BENCH_ARGS = [
+  '--data=synthetic',
+  '--synthetic_len=64',
+  '--steps=20',
+  '--decode=greedy,beam',
+  '--cache=cached',
+  '--decode_batch=64',
+  '--decode_len=32',
+  '--decode_repeats=3',
+  '--config.model.dtype=bfloat16',
+]
 # --dry_run: the same stages on a shrunken model, f32-only kernels (cuDNN needs a GPU).
 DRY_SWEEP = 'model.attention_impl=xla;model.attention_impl=einsum'
-DRY_BENCH_ARGS = ['--data=synthetic', '--synthetic_len=8', '--steps=1', '--decode=beam',
-                  '--cache=cached', '--decode_batch=2', '--decode_len=4', '--decode_repeats=1',
-                  '--config.model.dtype=bfloat16', '--config.model.d_model=32',
-                  '--config.model.d_ff=64', '--config.model.num_layers=1',
-                  '--config.model.num_heads=2', '--config.data.vocab_size=64',
-                  '--config.batch_size=4']
-STAGE_LIMIT_S = {'install': 200, 'tests_gpu': 150, 'tests_sharding': 90, 'bench_small': 120,
-                 'bench_base': 240}
+DRY_BENCH_ARGS = [
+  '--data=synthetic',
+  '--synthetic_len=8',
+  '--steps=1',
+  '--decode=beam',
+  '--cache=cached',
+  '--decode_batch=2',
+  '--decode_len=4',
+  '--decode_repeats=1',
+  '--config.model.dtype=bfloat16',
+  '--config.model.d_model=32',
+  '--config.model.d_ff=64',
+  '--config.model.num_layers=1',
+  '--config.model.num_heads=2',
+  '--config.data.vocab_size=64',
+  '--config.batch_size=4',
+]
+STAGE_LIMIT_S = {
+  'install': 200,
+  'tests_gpu': 150,
+  'tests_sharding': 90,
+  'bench_small': 120,
+  'bench_base': 240,
+}
 
 
 def define_flags():
   flags.DEFINE_string('out', None, 'Output directory (created).')
   flags.DEFINE_bool('dry_run', False, 'CPU: no install, tiny sizes, few steps, minimal tests.')
   flags.DEFINE_bool('install', True, "pip install -e '.[gpu]' first (never with --dry_run).")
-  flags.DEFINE_integer('budget_s', None, 'Seconds for all stages together (default 470; a dry '
-                       'run, whose CPU may be shared, 900).')
+  flags.DEFINE_integer(
+    'budget_s',
+    None,
+    'Seconds for all stages together (default 470; a dry run, whose CPU may be shared, 900).',
+  )
 
 
 # ============================================================================= stages
+
 
 class Runner:
   """Runs stages as subprocesses under one deadline; appends their output to log files."""
@@ -106,42 +140,70 @@ class Runner:
       f.write(f'\n===== {name}: {stage["command"]}\n')
       f.flush()
       try:
-        proc = subprocess.run(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=limit, check=False)
+        proc = subprocess.run(
+          cmd,
+          cwd=REPO,
+          env=full_env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+          text=True,
+          timeout=limit,
+          check=False,
+        )
         text, rc = proc.stdout, proc.returncode
         status = 'ok' if rc == 0 else f'failed (rc {rc})'
       except subprocess.TimeoutExpired as e:
         text = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or '')
         rc, status = None, f'timed out after {limit:.0f}s'
       f.write(text)
-    stage.update(rc=rc, status=status, seconds=round(time.monotonic() - t0, 1),
-                 tail=text[-1500:])
+    stage.update(rc=rc, status=status, seconds=round(time.monotonic() - t0, 1), tail=text[-1500:])
     return stage
 
 
 def pytest_counts(text):
   """{'passed': n, 'failed': n, ...} from pytest's last summary line."""
   lines = [l for l in text.splitlines() if re.search(r'\d+ (passed|failed|error)', l)]
-  return {k: int(n) for n, k in re.findall(r'(\d+) (passed|failed|errors?|skipped|deselected)',
-                                            lines[-1])} if lines else {}
+  return (
+    {
+      k: int(n)
+      for n, k in re.findall(r'(\d+) (passed|failed|errors?|skipped|deselected)', lines[-1])
+    }
+    if lines
+    else {}
+  )
 
 
 def env_info():
   """Python, jax, devices and nvidia-smi, from a fresh interpreter (after the install)."""
-  code = ('import json, jax; d = jax.devices()[0]; print(json.dumps({"jax": jax.__version__, '
-          '"backend": jax.default_backend(), "device_kind": d.device_kind, '
-          '"num_devices": jax.device_count()}))')
+  code = (
+    'import json, jax; d = jax.devices()[0]; print(json.dumps({"jax": jax.__version__, '
+    '"backend": jax.default_backend(), "device_kind": d.device_kind, '
+    '"num_devices": jax.device_count()}))'
+  )
   info = {'python': sys.version.split()[0], 'executable': sys.executable}
   try:
-    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                          timeout=120, check=False, cwd=REPO)
-    info.update(json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0
-                else {'jax_error': proc.stderr[-800:]})
+    proc = subprocess.run(
+      [sys.executable, '-c', code],
+      capture_output=True,
+      text=True,
+      timeout=120,
+      check=False,
+      cwd=REPO,
+    )
+    info.update(
+      json.loads(proc.stdout.strip().splitlines()[-1])
+      if proc.returncode == 0
+      else {'jax_error': proc.stderr[-800:]}
+    )
   except (subprocess.TimeoutExpired, IndexError, ValueError) as e:
     info['jax_error'] = repr(e)
   try:
-    smi = subprocess.run(['nvidia-smi', '--query-gpu=name,driver_version,memory.total',
-                          '--format=csv,noheader'], capture_output=True, text=True, timeout=30)
+    smi = subprocess.run(
+      ['nvidia-smi', '--query-gpu=name,driver_version,memory.total', '--format=csv,noheader'],
+      capture_output=True,
+      text=True,
+      timeout=30,
+    )
     info['nvidia_smi'] = smi.stdout.strip() or smi.stderr.strip()
   except (OSError, subprocess.TimeoutExpired) as e:
     info['nvidia_smi'] = f'unavailable: {e}'
@@ -154,24 +216,44 @@ def check(out, dry_run=False, install=True, budget_s=None):
   runner = Runner(out, budget_s or (900 if dry_run else 470))
   py = sys.executable
   if install and not dry_run:
-    runner.run('install', [py, '-m', 'pip', 'install', '--retries', '0', '--timeout', '20',
-                           '-e', '.[gpu]'], 'install.log', limit=STAGE_LIMIT_S['install'])
+    runner.run(
+      'install',
+      [py, '-m', 'pip', 'install', '--retries', '0', '--timeout', '20', '-e', '.[gpu]'],
+      'install.log',
+      limit=STAGE_LIMIT_S['install'],
+    )
   else:
-    runner.stages.append({'name': 'install', 'status': 'skipped (dry run)' if dry_run else
-                          'skipped (--noinstall)', 'rc': None, 'seconds': 0.0})
+    runner.stages.append(
+      {
+        'name': 'install',
+        'status': 'skipped (dry run)' if dry_run else 'skipped (--noinstall)',
+        'rc': None,
+        'seconds': 0.0,
+      }
+    )
   info = env_info()
 
   pytest = [py, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-m', 'not multiprocess']
   if dry_run:
-    runner.run('tests_gpu', pytest + DRY_TESTS, 'tests.log',
-               env={'JAX_PLATFORMS': 'cpu'}, limit=240)
+    runner.run(
+      'tests_gpu', pytest + DRY_TESTS, 'tests.log', env={'JAX_PLATFORMS': 'cpu'}, limit=240
+    )
   else:
     # JAX_PLATFORMS='' (set, so conftest leaves it) lets jax pick the GPU.
-    runner.run('tests_gpu', pytest + GPU_TESTS, 'tests.log', limit=STAGE_LIMIT_S['tests_gpu'],
-               env={'JAX_PLATFORMS': '', 'XLA_FLAGS': '',
-                    'JAX_DEFAULT_MATMUL_PRECISION': 'highest'})
-    runner.run('tests_sharding', pytest + SHARDING_TESTS, 'tests.log',
-               env={'JAX_PLATFORMS': 'cpu'}, limit=STAGE_LIMIT_S['tests_sharding'])
+    runner.run(
+      'tests_gpu',
+      pytest + GPU_TESTS,
+      'tests.log',
+      limit=STAGE_LIMIT_S['tests_gpu'],
+      env={'JAX_PLATFORMS': '', 'XLA_FLAGS': '', 'JAX_DEFAULT_MATMUL_PRECISION': 'highest'},
+    )
+    runner.run(
+      'tests_sharding',
+      pytest + SHARDING_TESTS,
+      'tests.log',
+      env={'JAX_PLATFORMS': 'cpu'},
+      limit=STAGE_LIMIT_S['tests_sharding'],
+    )
   for stage in runner.stages:
     if stage['name'].startswith('tests') and 'tail' in stage:
       stage['counts'] = pytest_counts(stage['tail'])
@@ -180,19 +262,36 @@ def check(out, dry_run=False, install=True, budget_s=None):
   for size in ('small', 'base'):
     path = os.path.join(out, f'bench_{size}.json')
     config = f'configs/multi30k.py:size={"tiny" if dry_run else size}'
-    cmd = [py, '-m', 'launch.benchmark', f'--config={config}', f'--json={path}',
-           f'--sweep={DRY_SWEEP if dry_run else SWEEPS[size]}']
+    cmd = [
+      py,
+      '-m',
+      'launch.benchmark',
+      f'--config={config}',
+      f'--json={path}',
+      f'--sweep={DRY_SWEEP if dry_run else SWEEPS[size]}',
+    ]
     cmd += DRY_BENCH_ARGS if dry_run else BENCH_ARGS
-    runner.run(f'bench_{size}', cmd, 'bench.log', limit=300 if dry_run else
-               STAGE_LIMIT_S[f'bench_{size}'])
-    if os.path.exists(path):          # written after every setting: partial runs count too
+    runner.run(
+      f'bench_{size}', cmd, 'bench.log', limit=300 if dry_run else STAGE_LIMIT_S[f'bench_{size}']
+    )
+    if os.path.exists(path):  # written after every setting: partial runs count too
       with open(path, encoding='utf-8') as f:
         bench[size] = json.load(f)
 
-  summary = {'dry_run': dry_run, 'env': info, 'stages': runner.stages, 'bench': {
-      size: {'peak_flops_per_s': b.get('peak_flops_per_s'), 'peak_source': b.get('peak_source'),
-             'matmul_flops_per_s': b.get('matmul_flops_per_s'), 'runs': b.get('runs', [])}
-      for size, b in bench.items()}}
+  summary = {
+    'dry_run': dry_run,
+    'env': info,
+    'stages': runner.stages,
+    'bench': {
+      size: {
+        'peak_flops_per_s': b.get('peak_flops_per_s'),
+        'peak_source': b.get('peak_source'),
+        'matmul_flops_per_s': b.get('matmul_flops_per_s'),
+        'runs': b.get('runs', []),
+      }
+      for size, b in bench.items()
+    },
+  }
   with open(os.path.join(out, 'summary.json'), 'w', encoding='utf-8') as f:
     json.dump(summary, f, indent=1, default=repr)
   with open(os.path.join(out, 'summary.md'), 'w', encoding='utf-8') as f:
@@ -202,38 +301,51 @@ def check(out, dry_run=False, install=True, budget_s=None):
 
 # ============================================================================= summary
 
+
 def _f(v, spec):
   return '-' if v is None else format(v, spec)
 
 
 def format_summary(s):
   e = s['env']
-  lines = [f"# GPU check{' (dry run, CPU)' if s['dry_run'] else ''}", '',
-           f"{e.get('nvidia_smi', '-')} | jax {e.get('jax', '?')} on {e.get('backend', '?')} "
-           f"({e.get('device_kind', '?')}, {e.get('num_devices', '?')} device(s)) | "
-           f"python {e['python']}", '', '| stage | status | s | tests |', '|---|---|---|---|']
+  lines = [
+    f'# GPU check{" (dry run, CPU)" if s["dry_run"] else ""}',
+    '',
+    f'{e.get("nvidia_smi", "-")} | jax {e.get("jax", "?")} on {e.get("backend", "?")} '
+    f'({e.get("device_kind", "?")}, {e.get("num_devices", "?")} device(s)) | '
+    f'python {e["python"]}',
+    '',
+    '| stage | status | s | tests |',
+    '|---|---|---|---|',
+  ]
   for st in s['stages']:
     counts = ', '.join(f'{n} {k}' for k, n in st.get('counts', {}).items())
-    lines.append(f"| {st['name']} | {st['status']} | {st['seconds']:.0f} | {counts or '-'} |")
+    lines.append(f'| {st["name"]} | {st["status"]} | {st["seconds"]:.0f} | {counts or "-"} |')
   for size, b in s['bench'].items():
     peak = b.get('peak_flops_per_s')
-    lines += ['', f"## size={size} (peak {_f(peak and peak / 1e12, '.0f')} TFLOP/s, "
-              f"{b.get('peak_source')}; measured bf16 matmul "
-              f"{_f(b.get('matmul_flops_per_s') and b['matmul_flops_per_s'] / 1e12, '.0f')} "
-              'TFLOP/s)', '',
-              '| setting | params | compile s | step ms | real tok/s | MFU | exec MFU | peak mem MB '
-              '| greedy sent/s | beam-4 sent/s | error |', '|---' * 11 + '|']
+    lines += [
+      '',
+      f'## size={size} (peak {_f(peak and peak / 1e12, ".0f")} TFLOP/s, '
+      f'{b.get("peak_source")}; measured bf16 matmul '
+      f'{_f(b.get("matmul_flops_per_s") and b["matmul_flops_per_s"] / 1e12, ".0f")} '
+      'TFLOP/s)',
+      '',
+      '| setting | params | compile s | step ms | real tok/s | MFU | exec MFU | peak mem MB '
+      '| greedy sent/s | beam-4 sent/s | error |',
+      '|---' * 11 + '|',
+    ]
     for r in b['runs']:
       t, d = r.get('train', {}), r.get('decode', {})
       mem = t.get('peak_memory_bytes')
       lines.append(
-          f"| {r['setting']} | {_f(t.get('params') and t['params'] / 1e6, '.2f')}M | "
-          f"{_f(t.get('compile_s'), '.1f')} | {_f(t.get('step_s') and 1e3 * t['step_s'], '.1f')} | "
-          f"{_f(t.get('tokens_per_s'), ',.0f')} | {_f(t.get('mfu'), '.1%')} | "
-          f"{_f(t.get('executed_mfu'), '.1%')} | {_f(mem and mem / 2 ** 20, ',.0f')} | "
-          f"{_f(d.get('greedy_cached', {}).get('sentences_per_s'), ',.1f')} | "
-          f"{_f(d.get('beam_cached', {}).get('sentences_per_s'), ',.1f')} | "
-          f"{r.get('error', '')[:200]} |")
+        f'| {r["setting"]} | {_f(t.get("params") and t["params"] / 1e6, ".2f")}M | '
+        f'{_f(t.get("compile_s"), ".1f")} | {_f(t.get("step_s") and 1e3 * t["step_s"], ".1f")} | '
+        f'{_f(t.get("tokens_per_s"), ",.0f")} | {_f(t.get("mfu"), ".1%")} | '
+        f'{_f(t.get("executed_mfu"), ".1%")} | {_f(mem and mem / 2**20, ",.0f")} | '
+        f'{_f(d.get("greedy_cached", {}).get("sentences_per_s"), ",.1f")} | '
+        f'{_f(d.get("beam_cached", {}).get("sentences_per_s"), ",.1f")} | '
+        f'{r.get("error", "")[:200]} |'
+      )
   return '\n'.join(lines)
 
 
@@ -242,8 +354,11 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   summary = check(FLAGS.out, FLAGS.dry_run, FLAGS.install, FLAGS.budget_s)
   print(format_summary(summary))
-  bad = [st['name'] for st in summary['stages'] if st['status'] not in ('ok',)
-         and not st['status'].startswith('skipped (')]
+  bad = [
+    st['name']
+    for st in summary['stages']
+    if st['status'] not in ('ok',) and not st['status'].startswith('skipped (')
+  ]
   if bad:
     print(f'stages not ok: {bad}', file=sys.stderr)
     sys.exit(1)

@@ -27,6 +27,7 @@ GPU cluster without SLURM: on host i of N, run
   python -m launch.multihost --coordinator=HOST0:12355 --num_processes=N --process_id=i -- CMD...
 Add `--dry_run` to print the final command instead of running it.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,30 +59,39 @@ def slurm_values(env: Mapping[str, str]) -> dict | None:
   if not nodelist:
     return None
   port = _PORT_BASE + int(env['SLURM_JOB_ID']) % 4096
-  return {'coordinator': f'{first_slurm_host(nodelist)}:{port}',
-          'num_processes': int(env['SLURM_NTASKS']), 'process_id': int(env['SLURM_PROCID'])}
+  return {
+    'coordinator': f'{first_slurm_host(nodelist)}:{port}',
+    'num_processes': int(env['SLURM_NTASKS']),
+    'process_id': int(env['SLURM_PROCID']),
+  }
 
 
 def ompi_values(env: Mapping[str, str]) -> dict | None:
   if 'OMPI_COMM_WORLD_SIZE' not in env or 'OMPI_COMM_WORLD_RANK' not in env:
     return None
-  return {'num_processes': int(env['OMPI_COMM_WORLD_SIZE']),
-          'process_id': int(env['OMPI_COMM_WORLD_RANK'])}
+  return {
+    'num_processes': int(env['OMPI_COMM_WORLD_SIZE']),
+    'process_id': int(env['OMPI_COMM_WORLD_RANK']),
+  }
 
 
 def is_tpu_vm(env: Mapping[str, str]) -> bool:
   """Cloud TPU VMs set TPU_* variables or ship libtpu; JAX then finds its peers by itself."""
-  return any(k in env for k in ('TPU_WORKER_HOSTNAMES', 'TPU_WORKER_ID', 'TPU_ACCELERATOR_TYPE',
-                                'CLOUD_TPU_TASK_ID'))
+  return any(
+    k in env
+    for k in ('TPU_WORKER_HOSTNAMES', 'TPU_WORKER_ID', 'TPU_ACCELERATOR_TYPE', 'CLOUD_TPU_TASK_ID')
+  )
 
 
 def resolve(explicit: Mapping[str, object], env: Mapping[str, str]) -> dict:
   """{'coordinator', 'num_processes', 'process_id'} or {'auto': True} for a TPU pod."""
   if explicit.get('auto'):
     return {'auto': True}
-  values = {'coordinator': env.get('ATTNLAB_COORDINATOR'),
-            'num_processes': env.get('ATTNLAB_NUM_PROCESSES'),
-            'process_id': env.get('ATTNLAB_PROCESS_ID')}
+  values = {
+    'coordinator': env.get('ATTNLAB_COORDINATOR'),
+    'num_processes': env.get('ATTNLAB_NUM_PROCESSES'),
+    'process_id': env.get('ATTNLAB_PROCESS_ID'),
+  }
   values = {k: v for k, v in values.items() if v not in (None, '')}
   values.update({k: v for k, v in explicit.items() if v not in (None, '')})
   for found in (slurm_values(env), ompi_values(env)):
@@ -93,14 +103,20 @@ def resolve(explicit: Mapping[str, object], env: Mapping[str, str]) -> dict:
   missing = [k for k in ('coordinator', 'num_processes', 'process_id') if k not in values]
   if missing:
     raise ValueError(
-        f'multihost: cannot tell {missing} from the environment (no SLURM/Open MPI/TPU variables); '
-        'pass --coordinator=HOST:PORT --num_processes=N --process_id=I')
-  out = {'coordinator': str(values['coordinator']), 'num_processes': int(values['num_processes']),
-         'process_id': int(values['process_id'])}
+      f'multihost: cannot tell {missing} from the environment (no SLURM/Open MPI/TPU variables); '
+      'pass --coordinator=HOST:PORT --num_processes=N --process_id=I'
+    )
+  out = {
+    'coordinator': str(values['coordinator']),
+    'num_processes': int(values['num_processes']),
+    'process_id': int(values['process_id']),
+  }
   if ':' not in out['coordinator']:
     raise ValueError(f'multihost: coordinator {out["coordinator"]!r} needs a port, e.g. HOST:12355')
   if not 0 <= out['process_id'] < out['num_processes']:
-    raise ValueError(f'multihost: process_id {out["process_id"]} outside 0..{out["num_processes"] - 1}')
+    raise ValueError(
+      f'multihost: process_id {out["process_id"]} outside 0..{out["num_processes"] - 1}'
+    )
   return out
 
 
@@ -108,18 +124,23 @@ def distributed_flags(values: Mapping) -> list[str]:
   """The train.main flags for these values."""
   if values.get('auto'):
     return ['--multihost_auto']
-  return [f'--coordinator_address={values["coordinator"]}',
-          f'--num_processes={values["num_processes"]}', f'--process_id={values["process_id"]}']
+  return [
+    f'--coordinator_address={values["coordinator"]}',
+    f'--num_processes={values["num_processes"]}',
+    f'--process_id={values["process_id"]}',
+  ]
 
 
 def parse_args(argv: Sequence[str]) -> tuple[dict, bool, list[str]]:
   """Own flags before '--', the command after it."""
   argv = list(argv)
   if '--' not in argv:
-    raise ValueError('usage: python -m launch.multihost [--coordinator=H:P --num_processes=N '
-                     '--process_id=I | --auto] [--dry_run] -- python -m train.main ...')
+    raise ValueError(
+      'usage: python -m launch.multihost [--coordinator=H:P --num_processes=N '
+      '--process_id=I | --auto] [--dry_run] -- python -m train.main ...'
+    )
   cut = argv.index('--')
-  own, command = argv[:cut], argv[cut + 1:]
+  own, command = argv[:cut], argv[cut + 1 :]
   if not command:
     raise ValueError('multihost: no command after "--"')
   explicit, dry_run = {}, False
@@ -132,8 +153,10 @@ def parse_args(argv: Sequence[str]) -> tuple[dict, bool, list[str]]:
     elif key in ('coordinator', 'num_processes', 'process_id') and value:
       explicit[key] = value
     else:
-      raise ValueError(f'multihost: unknown flag {arg!r}; valid: --coordinator=H:P, '
-                       '--num_processes=N, --process_id=I, --auto, --dry_run')
+      raise ValueError(
+        f'multihost: unknown flag {arg!r}; valid: --coordinator=H:P, '
+        '--num_processes=N, --process_id=I, --auto, --dry_run'
+      )
   return explicit, dry_run, command
 
 

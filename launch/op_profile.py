@@ -10,6 +10,7 @@ busy op time, not of wall-clock time.
   python -m launch.benchmark --config=configs/multi30k.py:size=small --config.batch_size=32 \
       --decode= --profile
 """
+
 from __future__ import annotations
 
 import collections
@@ -21,15 +22,18 @@ import re
 
 # (category, regex on the op_name metadata); the first match wins.
 CATEGORIES = (
-    ('dropout bits', r'threefry|random_bits|bernoulli|_uniform|rbg'),
-    ('output + loss', r'embed\.attend|softmax_cross|logsumexp|cross_entropy|jvp\(\)/|'
-                      r'transpose\(jvp\(\)\)'),
-    ('scan stacking', r'dynamic_update_slice|dynamic_slice'),
-    ('attention', r'attn'),
-    ('feed-forward', r'ffn'),
-    ('layer norm', r'norm'),
-    ('embedding', r'embed'),
-    ('optimizer', r'adam|clip|optax|global_norm|scale_by|apply_updates|tree_map|update'),
+  ('dropout bits', r'threefry|random_bits|bernoulli|_uniform|rbg'),
+  (
+    'output + loss',
+    r'embed\.attend|softmax_cross|logsumexp|cross_entropy|jvp\(\)/|'
+    r'transpose\(jvp\(\)\)',
+  ),
+  ('scan stacking', r'dynamic_update_slice|dynamic_slice'),
+  ('attention', r'attn'),
+  ('feed-forward', r'ffn'),
+  ('layer norm', r'norm'),
+  ('embedding', r'embed'),
+  ('optimizer', r'adam|clip|optax|global_norm|scale_by|apply_updates|tree_map|update'),
 )
 _DOT = re.compile(r'(ynn_fusion|dot|convolution|cublas|gemm|custom-call|.*matmul)')
 
@@ -72,6 +76,7 @@ def breakdown(trace_path: str, hlo_text: str) -> dict:
 def trace_steps(run_step, steps: int, out_dir: str) -> str:
   """Call `run_step()` `steps` times under the profiler; the path of the trace it wrote."""
   import jax  # pylint: disable=import-outside-toplevel
+
   os.makedirs(out_dir, exist_ok=True)
   before = set(glob.glob(os.path.join(out_dir, '**', '*.trace.json.gz'), recursive=True))
   with jax.profiler.trace(out_dir):

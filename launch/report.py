@@ -19,6 +19,7 @@ one bar/line per value of the key with the most values (e.g. panels task × arch
 This module decides what each figure shows; launch/report_plots.py draws it. Results files are
 found through train/layout.py, event files are read with TensorBoard's loader (no TensorFlow).
 """
+
 from __future__ import annotations
 
 import collections
@@ -38,16 +39,26 @@ from launch import report_plots
 from launch import sweep as sweep_lib
 from train import layout
 
-METRICS = ('bleu', 'bleu_lit', 'chrf', 'exact_match', 'exact_match_seen', 'exact_match_longer',
-           'accuracy', 'loss')
+METRICS = (
+  'bleu',
+  'bleu_lit',
+  'chrf',
+  'exact_match',
+  'exact_match_seen',
+  'exact_match_longer',
+  'accuracy',
+  'loss',
+)
 # bleu_lit: the literature's BLEU (lowercased, Moses-tokenized; train/scoring.py) beside bleu
 # (sacreBLEU: cased, 13a, detokenized).
 # exact_match_seen / _longer: lengthgen exact match over examples of task length <= / > the
 # training config's data.train_max_len (count-weighted), i.e. in-distribution vs extrapolation.
 # Results keys per x axis: the task's length (train.data.lengthgen; what train_max_len bounds) and
 # the target's length in tokens (differs for addition and duplicate).
-_BY_LENGTH = {'length': ('exact_match_by_length', 'accuracy_by_length'),
-              'target_length': ('exact_match_by_target_length', 'accuracy_by_target_length')}
+_BY_LENGTH = {
+  'length': ('exact_match_by_length', 'accuracy_by_length'),
+  'target_length': ('exact_match_by_target_length', 'accuracy_by_target_length'),
+}
 _CURVE_TAG = re.compile(r'loss|bleu|chrf|accuracy|exact', re.I)
 _MAX_CURVE_TAGS = 4
 
@@ -63,15 +74,19 @@ def read_scalars(tb_dir: str) -> dict[str, list[tuple[int, float]]]:
   """
   from tensorboard.backend.event_processing import plugin_event_accumulator as tb_events
   from tensorboard.util import tensor_util
+
   series: dict[str, dict[int, float]] = collections.defaultdict(dict)
-  files = sorted(glob.glob(os.path.join(tb_dir, '**', '*tfevents*'), recursive=True),
-                 key=lambda p: (os.path.dirname(p), os.path.basename(p)))
+  files = sorted(
+    glob.glob(os.path.join(tb_dir, '**', '*tfevents*'), recursive=True),
+    key=lambda p: (os.path.dirname(p), os.path.basename(p)),
+  )
   for path in files:
     prefix = os.path.relpath(os.path.dirname(path), tb_dir)
     prefix = '' if prefix == '.' else prefix.replace(os.sep, '/') + '/'
     # One accumulator per file keeps the file order; keep every event, drop none on restarts.
-    events = tb_events.EventAccumulator(path, size_guidance={tb_events.TENSORS: 0},
-                                        purge_orphaned_data=False)
+    events = tb_events.EventAccumulator(
+      path, size_guidance={tb_events.TENSORS: 0}, purge_orphaned_data=False
+    )
     events.Reload()
     for tag in events.Tags()[tb_events.TENSORS]:
       if events.SummaryMetadata(tag).plugin_data.plugin_name != 'scalars':
@@ -90,7 +105,9 @@ def _load_json(path: str) -> Any:
     with open(path) as f:
       return json.load(f)
   except json.JSONDecodeError as e:
-    raise ValueError(f'{path}:{e.lineno}: not valid JSON ({e.msg}); delete or fix the file') from None
+    raise ValueError(
+      f'{path}:{e.lineno}: not valid JSON ({e.msg}); delete or fix the file'
+    ) from None
 
 
 def _newest_results(workdir: str) -> dict[str, str]:
@@ -111,19 +128,31 @@ def collect_runs(root: str) -> list[dict]:
     spec = _load_json(spec_path) if os.path.exists(spec_path) else {}
     done = _load_json(done_path) if os.path.exists(done_path) else None
     files = done['results'] if done else _newest_results(workdir)
-    results = {split: _load_json(os.path.join(workdir, rel)) for split, rel in files.items()
-               if os.path.exists(os.path.join(workdir, rel))}
+    results = {
+      split: _load_json(os.path.join(workdir, rel))
+      for split, rel in files.items()
+      if os.path.exists(os.path.join(workdir, rel))
+    }
     order = {s: i for i, s in enumerate(spec.get('eval_splits', []))}
     results = dict(sorted(results.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
-    runs.append({'name': os.path.basename(workdir), 'workdir': workdir,
-                 'index': spec.get('index', 10**9), 'overrides': spec.get('overrides', {}),
-                 'done': done is not None, 'results': results})
+    runs.append(
+      {
+        'name': os.path.basename(workdir),
+        'workdir': workdir,
+        'index': spec.get('index', 10**9),
+        'overrides': spec.get('overrides', {}),
+        'done': done is not None,
+        'results': results,
+      }
+    )
   runs.sort(key=lambda r: (r['index'], r['name']))
   return runs
 
 
 def setting_of(overrides: dict, seed_keys: Sequence[str]) -> dict:
-  return {k: v for k, v in overrides.items() if k not in seed_keys and k.split('.')[-1] not in seed_keys}
+  return {
+    k: v for k, v in overrides.items() if k not in seed_keys and k.split('.')[-1] not in seed_keys
+  }
 
 
 def group_settings(runs: Sequence[dict], seed_keys: Sequence[str]) -> list[dict]:
@@ -134,13 +163,20 @@ def group_settings(runs: Sequence[dict], seed_keys: Sequence[str]) -> list[dict]
     if setting is None:
       key = run['name']
     else:
-      key = ', '.join(f'{k}={sweep_lib.format_value(v)}' for k, v in sorted(setting.items())) or 'default'
+      key = (
+        ', '.join(f'{k}={sweep_lib.format_value(v)}' for k, v in sorted(setting.items()))
+        or 'default'
+      )
     groups.setdefault(key, {'key': key, 'setting': setting or {}, 'runs': []})['runs'].append(run)
   out = list(groups.values())
   varying = varying_keys(out)
   for g in out:  # keys every setting shares (e.g. a smoke sweep's tiny sizes) stay out of labels
-    g['label'] = ', '.join(f'{k}={sweep_lib.format_value(g["setting"][k])}'
-                           for k in varying if k in g['setting']) or g['key']
+    g['label'] = (
+      ', '.join(
+        f'{k}={sweep_lib.format_value(g["setting"][k])}' for k in varying if k in g['setting']
+      )
+      or g['key']
+    )
   return out
 
 
@@ -176,7 +212,9 @@ def by_length(result: dict, kind: str = 'length') -> dict[int, float]:
   """{length: accuracy} from either results layout ({len: acc} or {len: {'accuracy': acc}})."""
   for key in _BY_LENGTH[kind]:
     if key in result:
-      return {int(k): float(v['accuracy'] if isinstance(v, dict) else v) for k, v in result[key].items()}
+      return {
+        int(k): float(v['accuracy'] if isinstance(v, dict) else v) for k, v in result[key].items()
+      }
   return {}
 
 
@@ -187,9 +225,13 @@ def add_length_split(result: dict, train_max_len: int | None) -> dict:
   if not train_max_len or not isinstance(per_length, dict):
     return result
   out = dict(result)
-  for name, keep in (('exact_match_seen', lambda n: n <= train_max_len),
-                     ('exact_match_longer', lambda n: n > train_max_len)):
-    cells = [v for k, v in per_length.items() if keep(int(k)) and isinstance(v, dict) and v.get('count')]
+  for name, keep in (
+    ('exact_match_seen', lambda n: n <= train_max_len),
+    ('exact_match_longer', lambda n: n > train_max_len),
+  ):
+    cells = [
+      v for k, v in per_length.items() if keep(int(k)) and isinstance(v, dict) and v.get('count')
+    ]
     total = sum(int(v['count']) for v in cells)
     if total:
       out[name] = sum(float(v['accuracy']) * int(v['count']) for v in cells) / total
@@ -210,13 +252,23 @@ def table_rows(groups: Sequence[dict]) -> tuple[list[dict], list[str]]:
         continue
       stats = {}
       for metric in METRICS:
-        values = [float(res[metric]) for res in results if isinstance(res.get(metric), (int, float))]
+        values = [
+          float(res[metric]) for res in results if isinstance(res.get(metric), (int, float))
+        ]
         if values:
           stats[metric] = mean_std(values)
           seen += [metric] if metric not in seen else []
       steps = [int(res['step']) for res in results if 'step' in res]
-      rows.append({'setting': g['label'], 'overrides': g['setting'], 'split': split,
-                   'n_runs': len(results), 'stats': stats, 'steps': steps})
+      rows.append(
+        {
+          'setting': g['label'],
+          'overrides': g['setting'],
+          'split': split,
+          'n_runs': len(results),
+          'stats': stats,
+          'steps': steps,
+        }
+      )
   return rows, [m for m in METRICS if m in seen]
 
 
@@ -232,29 +284,66 @@ def csv_text(rows: Sequence[dict], metrics: Sequence[str]) -> str:
     keys += [k for k in row['overrides'] if k not in keys]
   out = io.StringIO()
   writer = csv.writer(out, lineterminator='\n')
-  writer.writerow(['setting', 'split', *keys, 'n_runs',
-                   *[f'{m}_{s}' for m in metrics for s in ('mean', 'std')], 'best_step', 'steps'])
+  writer.writerow(
+    [
+      'setting',
+      'split',
+      *keys,
+      'n_runs',
+      *[f'{m}_{s}' for m in metrics for s in ('mean', 'std')],
+      'best_step',
+      'steps',
+    ]
+  )
   for row in rows:
     stats = [x for m in metrics for x in (row['stats'].get(m, ('', '')))]
     median = int(np.median(row['steps'])) if row['steps'] else ''
-    writer.writerow([row['setting'], row['split'], *[row['overrides'].get(k, '') for k in keys],
-                     row['n_runs'], *stats, median, ' '.join(map(str, row['steps']))])
+    writer.writerow(
+      [
+        row['setting'],
+        row['split'],
+        *[row['overrides'].get(k, '') for k in keys],
+        row['n_runs'],
+        *stats,
+        median,
+        ' '.join(map(str, row['steps'])),
+      ]
+    )
   return out.getvalue()
 
 
-def markdown_text(root: str, runs: Sequence[dict], rows: Sequence[dict], metrics: Sequence[str],
-                  plots: dict[str, list[str]], common: dict | None = None) -> str:
+def markdown_text(
+  root: str,
+  runs: Sequence[dict],
+  rows: Sequence[dict],
+  metrics: Sequence[str],
+  plots: dict[str, list[str]],
+  common: dict | None = None,
+) -> str:
   n_settings = len({r['setting'] for r in rows})
-  lines = [f'# Sweep report: {os.path.basename(os.path.abspath(root))}', '',
-           f'{len(runs)} runs ({sum(r["done"] for r in runs)} finished) in {n_settings} settings. '
-           'Cells: mean ± sample std over runs (seeds); step: the evaluated checkpoint (median over runs).']
+  lines = [
+    f'# Sweep report: {os.path.basename(os.path.abspath(root))}',
+    '',
+    f'{len(runs)} runs ({sum(r["done"] for r in runs)} finished) in {n_settings} settings. '
+    'Cells: mean ± sample std over runs (seeds); step: the evaluated checkpoint (median over runs).',
+  ]
   if common:
-    lines += ['', 'Every run: ' + ', '.join(f'`{k}={sweep_lib.format_value(v)}`' for k, v in common.items())]
+    lines += [
+      '',
+      'Every run: ' + ', '.join(f'`{k}={sweep_lib.format_value(v)}`' for k, v in common.items()),
+    ]
   for split in dict.fromkeys(r['split'] for r in rows):
-    lines += ['', f'## {split}', '', '| setting | runs | ' + ' | '.join(metrics) + ' | step |',
-              '|---|---:|' + '---:|' * len(metrics) + '---:|']
+    lines += [
+      '',
+      f'## {split}',
+      '',
+      '| setting | runs | ' + ' | '.join(metrics) + ' | step |',
+      '|---|---:|' + '---:|' * len(metrics) + '---:|',
+    ]
     for row in (r for r in rows if r['split'] == split):
-      cells = [_fmt(m, *row['stats'][m], row['n_runs']) if m in row['stats'] else '' for m in metrics]
+      cells = [
+        _fmt(m, *row['stats'][m], row['n_runs']) if m in row['stats'] else '' for m in metrics
+      ]
       step = str(int(np.median(row['steps']))) if row['steps'] else ''
       lines.append(f'| {row["setting"]} | {row["n_runs"]} | ' + ' | '.join(cells) + f' | {step} |')
     lines += [''] + [f'![{os.path.basename(p)}]({p})' for p in plots.get(split, [])]
@@ -264,8 +353,11 @@ def markdown_text(root: str, runs: Sequence[dict], rows: Sequence[dict], metrics
   missing = [r for r in runs if not r['results']]
   if missing:
     lines += ['', '## Runs without results', '']
-    lines += [f'- {r["name"]}: {"finished" if r["done"] else "not finished"}; log: '
-              f'{os.path.join(r["name"], layout.LOG_FILE)}' for r in missing]
+    lines += [
+      f'- {r["name"]}: {"finished" if r["done"] else "not finished"}; log: '
+      f'{os.path.join(r["name"], layout.LOG_FILE)}'
+      for r in missing
+    ]
   return '\n'.join(lines) + '\n'
 
 
@@ -299,8 +391,11 @@ def bar_plot(path: str, panels, split: str, metric: str) -> None:
   for title, items in panels:
     cells = []
     for label, g in items:
-      values = [float(r['results'][split][metric]) for r in g['runs']
-                if split in r['results'] and metric in r['results'][split]]
+      values = [
+        float(r['results'][split][metric])
+        for r in g['runs']
+        if split in r['results'] and metric in r['results'][split]
+      ]
       if values:
         cells.append((label, *mean_std(values)))
     bars.append((title, cells))
@@ -322,8 +417,10 @@ def curve_plot(path: str, panels, tag: str, scalars: dict[str, dict]) -> bool:
   """Learning curves of `tag`, one line per setting (mean over runs); False if none has it."""
   lines = []
   for title, items in panels:
-    curves = [(label, [scalars[r['name']][tag] for r in g['runs'] if scalars[r['name']].get(tag)])
-              for label, g in items]
+    curves = [
+      (label, [scalars[r['name']][tag] for r in g['runs'] if scalars[r['name']].get(tag)])
+      for label, g in items
+    ]
     lines.append((title, [(label, *_mean_curve(c)) for label, c in curves if c]))
   if not any(items for _, items in lines):
     return False
@@ -343,11 +440,22 @@ def length_plot(path: str, panels, split: str, kind: str, train_max_len: int | N
         lengths = sorted(set.intersection(*(set(t) for t in tables)))
         cells.append((label, lengths, [np.mean([t[n] for t in tables]) for n in lengths]))
     lines.append((title, cells))
-  xlabel = ('task length' + (f' (training: 1..{train_max_len})' if train_max_len else '')
-            if kind == 'length' else 'target length (tokens)')
+  xlabel = (
+    'task length' + (f' (training: 1..{train_max_len})' if train_max_len else '')
+    if kind == 'length'
+    else 'target length (tokens)'
+  )
   vline = train_max_len if train_max_len and kind == 'length' else None  # longest trained on
-  report_plots.line_chart(path, lines, xlabel=xlabel, ylabel='exact match', title=split,
-                          ylim=(-0.02, 1.02), vline=vline, marker='.')
+  report_plots.line_chart(
+    path,
+    lines,
+    xlabel=xlabel,
+    ylabel='exact match',
+    title=split,
+    ylim=(-0.02, 1.02),
+    vline=vline,
+    marker='.',
+  )
 
 
 def _train_max_len(runs: Sequence[dict]) -> int | None:
@@ -363,20 +471,30 @@ def _train_max_len(runs: Sequence[dict]) -> int | None:
 def curve_tags(scalars: dict[str, dict], metric: str = 'bleu') -> list[str]:
   """The few curves worth a figure: validation metric and loss first, then the training loss."""
   tags = sorted({t for s in scalars.values() for t in s if _CURVE_TAG.search(t)})
-  order = (rf'(eval|val).*{re.escape(metric)}', r'(eval|val).*loss', r'train.*loss', r'(eval|val)', r'')
+  order = (
+    rf'(eval|val).*{re.escape(metric)}',
+    r'(eval|val).*loss',
+    r'train.*loss',
+    r'(eval|val)',
+    r'',
+  )
   rank = lambda t: next(i for i, pattern in enumerate(order) if re.search(pattern, t))
   return sorted(tags, key=lambda t: (rank(t), t))[:_MAX_CURVE_TAGS]
 
 
 # ---------------------------------------------------------------------------- main
-def make_report(root: str, *, metric: str | None = None, seed_keys: Sequence[str] = ('seed',)) -> dict:
+def make_report(
+  root: str, *, metric: str | None = None, seed_keys: Sequence[str] = ('seed',)
+) -> dict:
   """Writes report.md, report.csv and plots/ under root; returns their paths."""
   if not os.path.isdir(root):
     raise FileNotFoundError(f'{root}: no such directory (pass the --root of launch.sweep)')
   runs = collect_runs(root)
   with_results = [r for r in runs if r['results']]
   if not with_results:
-    raise ValueError(f'{root}: no run has results yet (eval/SPLIT-STEP.json); run launch.sweep first')
+    raise ValueError(
+      f'{root}: no run has results yet (eval/SPLIT-STEP.json); run launch.sweep first'
+    )
   metric = metric or primary_metric(with_results)
   max_len = _train_max_len(with_results)
   for run in with_results:
@@ -398,8 +516,9 @@ def make_report(root: str, *, metric: str | None = None, seed_keys: Sequence[str
         name = f'{kind}-{_safe(split)}.png'
         length_plot(os.path.join(plot_dir, name), panels, split, kind, max_len)
         plots['length'].append(f'plots/{name}')
-  scalars = {r['name']: read_scalars(os.path.join(r['workdir'], layout.TB_DIR))
-             for r in with_results}
+  scalars = {
+    r['name']: read_scalars(os.path.join(r['workdir'], layout.TB_DIR)) for r in with_results
+  }
   for tag in curve_tags(scalars, metric):
     name = f'curves-{_safe(tag)}.png'
     if curve_plot(os.path.join(plot_dir, name), panels, tag, scalars):
@@ -411,17 +530,29 @@ def make_report(root: str, *, metric: str | None = None, seed_keys: Sequence[str
   md, csv_path = os.path.join(root, 'report.md'), os.path.join(root, 'report.csv')
   layout.write_text(csv_path, csv_text(rows, metrics))
   layout.write_text(md, markdown_text(root, runs, rows, metrics, plots, common_overrides(groups)))
-  return {'markdown': md, 'csv': csv_path,
-          'plots': [os.path.join(root, p) for ps in plots.values() for p in ps]}
+  return {
+    'markdown': md,
+    'csv': csv_path,
+    'plots': [os.path.join(root, p) for ps in plots.values() for p in ps],
+  }
 
 
 def main(argv: Sequence[str]) -> int:
   import argparse
-  parser = argparse.ArgumentParser(prog='python -m launch.report', description=__doc__.split('\n')[0])
+
+  parser = argparse.ArgumentParser(
+    prog='python -m launch.report', description=__doc__.split('\n')[0]
+  )
   parser.add_argument('root', help='the --root directory of launch.sweep')
-  parser.add_argument('--metric', default=None, help='metric for the bar charts (default: exact_match, '
-                      'accuracy or bleu, whichever the results carry)')
-  parser.add_argument('--seed_keys', default='seed', help='comma-separated override keys that are seeds')
+  parser.add_argument(
+    '--metric',
+    default=None,
+    help='metric for the bar charts (default: exact_match, '
+    'accuracy or bleu, whichever the results carry)',
+  )
+  parser.add_argument(
+    '--seed_keys', default='seed', help='comma-separated override keys that are seeds'
+  )
   args = parser.parse_args(argv)
   try:
     out = make_report(args.root, metric=args.metric, seed_keys=tuple(args.seed_keys.split(',')))

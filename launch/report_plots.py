@@ -4,6 +4,7 @@ Arrays in, PNG out: launch.report decides what goes in each panel (facets, means
 this module only draws. Same style as launch/plots.py: a bare matplotlib `Figure` (no pyplot,
 so no global state and no GUI backend), written with the repo's atomic writer.
 """
+
 from __future__ import annotations
 
 import io
@@ -18,7 +19,7 @@ MAX_COLUMNS = 4
 DPI = 100
 
 # [(panel title, [(legend or tick label, ...data)])]; an empty title gets the chart's default.
-Bars = Sequence[tuple[str, Sequence[tuple[str, float, float]]]]                 # label, mean, std
+Bars = Sequence[tuple[str, Sequence[tuple[str, float, float]]]]  # label, mean, std
 Lines = Sequence[tuple[str, Sequence[tuple[str, Sequence[float], Sequence[float]]]]]  # label, x, y
 
 
@@ -47,17 +48,31 @@ def bar_chart(path: str, panels: Bars, *, ylabel: str, title: str) -> str:
   fig, axes = panel_figure(len(panels))
   for ax, (panel_title, items) in zip(axes, panels):
     labels = [label for label, _, _ in items]
-    ax.bar(range(len(items)), [m for _, m, _ in items], yerr=[s for _, _, s in items], capsize=3,
-           color='tab:blue', alpha=0.8)
+    ax.bar(
+      range(len(items)),
+      [m for _, m, _ in items],
+      yerr=[s for _, _, s in items],
+      capsize=3,
+      color='tab:blue',
+      alpha=0.8,
+    )
     ax.set_xticks(range(len(items)), labels, rotation=40, ha='right', fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(panel_title or title, fontsize=9)
   return save_png(fig, path)
 
 
-def line_chart(path: str, panels: Lines, *, xlabel: str, ylabel: str, title: str,
-               ylim: tuple[float, float] | None = None, vline: float | None = None,
-               **line_style) -> str:
+def line_chart(
+  path: str,
+  panels: Lines,
+  *,
+  xlabel: str,
+  ylabel: str,
+  title: str,
+  ylim: tuple[float, float] | None = None,
+  vline: float | None = None,
+  **line_style,
+) -> str:
   """One line per item; `vline` draws a dashed gray marker at that x in every panel."""
   fig, axes = panel_figure(len(panels))
   for ax, (panel_title, items) in zip(axes, panels):

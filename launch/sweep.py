@@ -24,6 +24,7 @@ Backends:
   With `--slurm_nodes>1` each task starts one process per node (`srun`) through `launch.multihost`.
 - print: prints the commands, one run per block.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -61,7 +62,9 @@ def split_config_spec(spec: str) -> tuple[str, str | None]:
 def load_config_module(path: str):
   """Imports a config file by path (configs are plain modules that import no project code)."""
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'config file {path!r} does not exist; pass --config=configs/NAME.py[:ARG]')
+    raise FileNotFoundError(
+      f'config file {path!r} does not exist; pass --config=configs/NAME.py[:ARG]'
+    )
   name = '_attnlab_sweep_config_' + re.sub(r'\W', '_', os.path.abspath(path))
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
@@ -76,7 +79,9 @@ def get_sweep(module, name: str, arg: str | None = None) -> list[dict[str, Any]]
     source = getattr(module, 'SWEEPS', None)
   where = getattr(module, '__file__', module)
   if source is None:
-    raise ValueError(f'{where} defines no sweeps: add `def sweep(name)` or a dict `SWEEPS = {{name: [...]}}`')
+    raise ValueError(
+      f'{where} defines no sweeps: add `def sweep(name)` or a dict `SWEEPS = {{name: [...]}}`'
+    )
   if isinstance(source, dict):
     if name not in source:
       raise ValueError(f'unknown sweep {name!r} in {where}; valid choices: {sorted(source)}')
@@ -127,8 +132,10 @@ def run_name(overrides: dict[str, Any]) -> str:
     parts.append(f'{key}-{value}')
   name = re.sub(r'[^A-Za-z0-9._+=-]+', '_', '__'.join(parts)).strip('._') or 'run'
   if len(name) > _MAX_NAME:
-    digest = hashlib.sha1(json.dumps(overrides, sort_keys=True, default=repr).encode()).hexdigest()[:10]
-    name = name[:_MAX_NAME - 11] + '_' + digest
+    digest = hashlib.sha1(json.dumps(overrides, sort_keys=True, default=repr).encode()).hexdigest()[
+      :10
+    ]
+    name = name[: _MAX_NAME - 11] + '_' + digest
   return name
 
 
@@ -144,6 +151,7 @@ def shared_overrides(sweep_runs: Sequence[dict]) -> set[str]:
 @dataclasses.dataclass
 class Run:
   """One run of a sweep: where it lives and the commands that make it."""
+
   index: int
   name: str
   workdir: str
@@ -156,19 +164,44 @@ class Run:
     return os.path.exists(os.path.join(self.workdir, DONE_FILE))
 
 
-def plan_runs(*, config: str, sweep_runs: Sequence[dict], root: str, eval_splits: Sequence[str],
-              checkpoint: str = 'best', extra: Sequence[str] = (), python: str = sys.executable,
-              train_module: str = 'train.main', eval_module: str = 'train.evaluate') -> list[Run]:
+def plan_runs(
+  *,
+  config: str,
+  sweep_runs: Sequence[dict],
+  root: str,
+  eval_splits: Sequence[str],
+  checkpoint: str = 'best',
+  extra: Sequence[str] = (),
+  python: str = sys.executable,
+  train_module: str = 'train.main',
+  eval_module: str = 'train.evaluate',
+) -> list[Run]:
   """The train and evaluate command of every run; `extra` are '--config.K=V' flags for all runs."""
   runs = []
   shared = shared_overrides(sweep_runs)
   for i, overrides in enumerate(sweep_runs):
     name = run_name({k: v for k, v in overrides.items() if k not in shared})
     workdir = os.path.join(os.path.abspath(root), name)
-    train = [python, '-m', train_module, f'--config={config}', f'--workdir={workdir}',
-             *override_flags(overrides), *extra]
-    evals = [[python, '-m', eval_module, f'--workdir={workdir}', f'--checkpoint={checkpoint}',
-              f'--split={split}'] for split in eval_splits]
+    train = [
+      python,
+      '-m',
+      train_module,
+      f'--config={config}',
+      f'--workdir={workdir}',
+      *override_flags(overrides),
+      *extra,
+    ]
+    evals = [
+      [
+        python,
+        '-m',
+        eval_module,
+        f'--workdir={workdir}',
+        f'--checkpoint={checkpoint}',
+        f'--split={split}',
+      ]
+      for split in eval_splits
+    ]
     runs.append(Run(i, name, workdir, dict(overrides), train, evals))
   return runs
 
@@ -182,7 +215,9 @@ def default_eval_splits(config_path: str, arg: str | None, module=None) -> list[
   except (AttributeError, KeyError, TypeError):
     splits = []
   if not splits:
-    raise ValueError(f'{config_path} sets no config.data.eval_splits; pass --eval_splits=SPLIT[,SPLIT]')
+    raise ValueError(
+      f'{config_path} sets no config.data.eval_splits; pass --eval_splits=SPLIT[,SPLIT]'
+    )
   return splits
 
 
@@ -203,8 +238,11 @@ def mark_done(workdir: str, splits: Sequence[str], seconds: float | None = None)
   missing = [s for s in splits if s not in results]
   if missing:
     raise RuntimeError(f'{workdir}: evaluation wrote no eval/{{split}}-STEP.json for {missing}')
-  marker = {'results': results,
-            'finished': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'seconds': seconds}
+  marker = {
+    'results': results,
+    'finished': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+    'seconds': seconds,
+  }
   write_json_atomic(os.path.join(workdir, DONE_FILE), marker)
   return marker
 
@@ -242,17 +280,28 @@ def check_spec(run: Run) -> None:
   with open(path) as f:
     old = json.load(f).get('train_cmd', [])
   if old[1:] != run.train_cmd[1:]:  # [0] is the interpreter: a moved venv is fine
-    raise ValueError(f'{run.workdir} holds a run trained with\n  {shlex.join(old[1:])}\n'
-                     f'not\n  {shlex.join(run.train_cmd[1:])}\npick another --root for these settings')
+    raise ValueError(
+      f'{run.workdir} holds a run trained with\n  {shlex.join(old[1:])}\n'
+      f'not\n  {shlex.join(run.train_cmd[1:])}\npick another --root for these settings'
+    )
 
 
 def write_spec(run: Run, *, config: str, sweep: str, eval_splits: Sequence[str]) -> None:
   check_spec(run)
   os.makedirs(run.workdir, exist_ok=True)
-  write_json_atomic(os.path.join(run.workdir, SPEC_FILE), {
-      'name': run.name, 'index': run.index, 'overrides': run.overrides, 'config': config,
-      'sweep': sweep, 'eval_splits': list(eval_splits), 'train_cmd': run.train_cmd,
-      'eval_cmds': run.eval_cmds})
+  write_json_atomic(
+    os.path.join(run.workdir, SPEC_FILE),
+    {
+      'name': run.name,
+      'index': run.index,
+      'overrides': run.overrides,
+      'config': config,
+      'sweep': sweep,
+      'eval_splits': list(eval_splits),
+      'train_cmd': run.train_cmd,
+      'eval_cmds': run.eval_cmds,
+    },
+  )
 
 
 # ---------------------------------------------------------------------------- local backend
@@ -287,7 +336,9 @@ class LocalRunner:
     log.flush()
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     # Own process group, so stopping a run reaches the trainer's children too.
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+      cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
     with self._lock:
       self._procs.add(proc)
     try:
@@ -324,8 +375,10 @@ class LocalRunner:
     """Runs every unfinished run; returns {name: status} including 'skipped' ones."""
     status = {r.name: 'skipped' for r in runs if r.done}
     todo = [r for r in runs if not r.done]
-    self.say(f'sweep: {len(runs)} runs, {len(status)} already done, {len(todo)} to run, '
-             f'{self.parallel} at a time')
+    self.say(
+      f'sweep: {len(runs)} runs, {len(status)} already done, {len(todo)} to run, '
+      f'{self.parallel} at a time'
+    )
 
     def work(run: Run) -> str:
       if self._stop.is_set():
@@ -346,48 +399,81 @@ class LocalRunner:
 def summarize(status: dict[str, str]) -> tuple[str, bool]:
   """One line per not-ok run plus totals; ok means every run is done or skipped."""
   bad = {n: s for n, s in status.items() if s not in ('done', 'skipped')}
-  counts = {k: sum(s.startswith(k) for s in status.values()) for k in ('done', 'skipped', 'failed', 'stopped')}
+  counts = {
+    k: sum(s.startswith(k) for s in status.values())
+    for k in ('done', 'skipped', 'failed', 'stopped')
+  }
   lines = [f'  {s}: {n}' for n, s in sorted(bad.items())]
   lines.append('sweep: ' + ', '.join(f'{v} {k}' for k, v in counts.items()))
   return '\n'.join(lines), not bad
 
 
 # ---------------------------------------------------------------------------- slurm / print backends
-def slurm_script(runs: Sequence[Run], *, root: str, sweep: str, eval_splits: Sequence[str],
-                 python: str = sys.executable, nodes: int = 1, time_limit: str = '',
-                 partition: str = '', gpus_per_node: int = 0, cpus_per_task: int = 0,
-                 max_parallel: int = 0, sbatch_lines: Sequence[str] = (),
-                 repo: str | None = None) -> str:
+def slurm_script(
+  runs: Sequence[Run],
+  *,
+  root: str,
+  sweep: str,
+  eval_splits: Sequence[str],
+  python: str = sys.executable,
+  nodes: int = 1,
+  time_limit: str = '',
+  partition: str = '',
+  gpus_per_node: int = 0,
+  cpus_per_task: int = 0,
+  max_parallel: int = 0,
+  sbatch_lines: Sequence[str] = (),
+  repo: str | None = None,
+) -> str:
   """An sbatch array script: task i runs run i (train, evaluate, mark done), skipping done runs."""
   root = os.path.abspath(root)
   repo = os.path.abspath(repo or os.getcwd())
   array = f'0-{len(runs) - 1}' + (f'%{max_parallel}' if max_parallel else '')
-  head = ['#!/bin/bash',
-          f'# {len(runs)} runs of sweep {sweep!r}, written by launch.sweep. Submit with:',
-          f'#   sbatch {shlex.quote(os.path.join(root, "sweep.sbatch"))}',
-          f'#SBATCH --job-name=attnlab-{re.sub(r"[^A-Za-z0-9_-]", "_", sweep)}',
-          f'#SBATCH --array={array}',
-          f'#SBATCH --nodes={nodes}',
-          '#SBATCH --ntasks-per-node=1',
-          f'#SBATCH --output={os.path.join(root, "slurm-%A_%a.out")}']
+  head = [
+    '#!/bin/bash',
+    f'# {len(runs)} runs of sweep {sweep!r}, written by launch.sweep. Submit with:',
+    f'#   sbatch {shlex.quote(os.path.join(root, "sweep.sbatch"))}',
+    f'#SBATCH --job-name=attnlab-{re.sub(r"[^A-Za-z0-9_-]", "_", sweep)}',
+    f'#SBATCH --array={array}',
+    f'#SBATCH --nodes={nodes}',
+    '#SBATCH --ntasks-per-node=1',
+    f'#SBATCH --output={os.path.join(root, "slurm-%A_%a.out")}',
+  ]
   head += [f'#SBATCH --time={time_limit}'] * bool(time_limit)
   head += [f'#SBATCH --partition={partition}'] * bool(partition)
   head += [f'#SBATCH --gpus-per-node={gpus_per_node}'] * bool(gpus_per_node)
   head += [f'#SBATCH --cpus-per-task={cpus_per_task}'] * bool(cpus_per_task)
   head += [f'#SBATCH {line.strip()}' for line in sbatch_lines if line.strip()]
-  body = ['set -euo pipefail', f'cd {shlex.quote(repo)}',
-          'case "${SLURM_ARRAY_TASK_ID:?run this script with sbatch}" in']
+  body = [
+    'set -euo pipefail',
+    f'cd {shlex.quote(repo)}',
+    'case "${SLURM_ARRAY_TASK_ID:?run this script with sbatch}" in',
+  ]
   # One process per node; multihost turns SLURM's environment into jax.distributed flags.
-  launcher = ['srun', '--ntasks-per-node=1', python, '-m', 'launch.multihost', '--'] if nodes > 1 else []
+  launcher = (
+    ['srun', '--ntasks-per-node=1', python, '-m', 'launch.multihost', '--'] if nodes > 1 else []
+  )
   for run in runs:
     workdir = shlex.quote(run.workdir)
-    body += [f'  {run.index})  # {run.name}',
-             f'    if [ -f {workdir}/{DONE_FILE} ]; then echo "already done: {run.name}"; exit 0; fi',
-             '    ' + shlex.join(launcher + run.train_cmd)]
+    body += [
+      f'  {run.index})  # {run.name}',
+      f'    if [ -f {workdir}/{DONE_FILE} ]; then echo "already done: {run.name}"; exit 0; fi',
+      '    ' + shlex.join(launcher + run.train_cmd),
+    ]
     body += ['    ' + shlex.join(cmd) for cmd in run.eval_cmds]
-    body += ['    ' + shlex.join([python, '-m', 'launch.sweep', f'--mark_done={run.workdir}',
-                                  f'--eval_splits={",".join(eval_splits)}']),
-             '    ;;']
+    body += [
+      '    '
+      + shlex.join(
+        [
+          python,
+          '-m',
+          'launch.sweep',
+          f'--mark_done={run.workdir}',
+          f'--eval_splits={",".join(eval_splits)}',
+        ]
+      ),
+      '    ;;',
+    ]
   body += ['  *) echo "no run for array task $SLURM_ARRAY_TASK_ID" >&2; exit 1 ;;', 'esac']
   return '\n'.join(head + [''] + body) + '\n'
 
@@ -404,26 +490,40 @@ def print_commands(runs: Sequence[Run]) -> str:
 # ---------------------------------------------------------------------------- CLI
 def _define_flags():
   from absl import flags
-  flags.DEFINE_string('config', None, 'Config file with a sweep, configs/NAME.py[:ARG]; ARG goes to every run.')
+
+  flags.DEFINE_string(
+    'config', None, 'Config file with a sweep, configs/NAME.py[:ARG]; ARG goes to every run.'
+  )
   flags.DEFINE_string('sweep', None, 'Name of the sweep defined in the config file (e.g. smoke).')
   flags.DEFINE_string('root', None, 'Directory that holds one workdir per run.')
   flags.DEFINE_integer('parallel', 1, 'local: how many runs at a time.')
   flags.DEFINE_enum('backend', 'local', ['local', 'slurm', 'print'], 'Where the runs go.')
-  flags.DEFINE_list('eval_splits', None, 'Splits to evaluate after training (default config.data.eval_splits).')
-  flags.DEFINE_string('checkpoint', 'best',
-                      'Checkpoint train.evaluate scores: best | latest | STEP | avg_last:N.')
-  flags.DEFINE_multi_string('set', [], 'KEY=VALUE config override for every run (e.g. --set=total_steps=100).')
+  flags.DEFINE_list(
+    'eval_splits', None, 'Splits to evaluate after training (default config.data.eval_splits).'
+  )
+  flags.DEFINE_string(
+    'checkpoint', 'best', 'Checkpoint train.evaluate scores: best | latest | STEP | avg_last:N.'
+  )
+  flags.DEFINE_multi_string(
+    'set', [], 'KEY=VALUE config override for every run (e.g. --set=total_steps=100).'
+  )
   flags.DEFINE_string('python', sys.executable, 'Python interpreter in the commands.')
-  flags.DEFINE_string('train_module', 'train.main', 'Module run for training (tests swap in a stub).')
+  flags.DEFINE_string(
+    'train_module', 'train.main', 'Module run for training (tests swap in a stub).'
+  )
   flags.DEFINE_string('eval_module', 'train.evaluate', 'Module run for evaluation.')
   flags.DEFINE_integer('slurm_nodes', 1, 'slurm: nodes per run (>1 starts one process per node).')
   flags.DEFINE_string('slurm_time', '', 'slurm: --time per run, e.g. 04:00:00.')
   flags.DEFINE_string('slurm_partition', '', 'slurm: --partition.')
   flags.DEFINE_integer('slurm_gpus_per_node', 0, 'slurm: --gpus-per-node.')
   flags.DEFINE_integer('slurm_cpus_per_task', 0, 'slurm: --cpus-per-task.')
-  flags.DEFINE_integer('slurm_max_parallel', 0, 'slurm: at most this many array tasks at once (0: no cap).')
+  flags.DEFINE_integer(
+    'slurm_max_parallel', 0, 'slurm: at most this many array tasks at once (0: no cap).'
+  )
   flags.DEFINE_multi_string('slurm_sbatch', [], 'slurm: extra #SBATCH option, e.g. --account=abc.')
-  flags.DEFINE_string('mark_done', None, 'Internal (slurm script): write WORKDIR/DONE.json after evaluation.')
+  flags.DEFINE_string(
+    'mark_done', None, 'Internal (slurm script): write WORKDIR/DONE.json after evaluation.'
+  )
   return flags.FLAGS
 
 
@@ -437,6 +537,7 @@ def main(argv) -> int:
 
 def _main(argv) -> int:
   from absl import flags
+
   FLAGS = flags.FLAGS
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments {argv[1:]}; config overrides go in --set=KEY=VALUE')
@@ -456,9 +557,17 @@ def _main(argv) -> int:
     if not sep or not key:
       raise ValueError(f'--set={item!r}: expected KEY=VALUE, e.g. --set=total_steps=100')
     extra.append(f'--config.{key}={value}')
-  runs = plan_runs(config=FLAGS.config, sweep_runs=sweep_runs, root=FLAGS.root, eval_splits=splits,
-                   checkpoint=FLAGS.checkpoint, extra=extra, python=FLAGS.python,
-                   train_module=FLAGS.train_module, eval_module=FLAGS.eval_module)
+  runs = plan_runs(
+    config=FLAGS.config,
+    sweep_runs=sweep_runs,
+    root=FLAGS.root,
+    eval_splits=splits,
+    checkpoint=FLAGS.checkpoint,
+    extra=extra,
+    python=FLAGS.python,
+    train_module=FLAGS.train_module,
+    eval_module=FLAGS.eval_module,
+  )
   if FLAGS.backend == 'print':
     print(print_commands(runs))
     return 0
@@ -469,14 +578,25 @@ def _main(argv) -> int:
     write_spec(run, config=FLAGS.config, sweep=FLAGS.sweep, eval_splits=splits)
   if FLAGS.backend == 'slurm':
     script = slurm_script(
-        runs, root=FLAGS.root, sweep=FLAGS.sweep, eval_splits=splits, python=FLAGS.python,
-        nodes=FLAGS.slurm_nodes, time_limit=FLAGS.slurm_time, partition=FLAGS.slurm_partition,
-        gpus_per_node=FLAGS.slurm_gpus_per_node, cpus_per_task=FLAGS.slurm_cpus_per_task,
-        max_parallel=FLAGS.slurm_max_parallel, sbatch_lines=FLAGS.slurm_sbatch)
+      runs,
+      root=FLAGS.root,
+      sweep=FLAGS.sweep,
+      eval_splits=splits,
+      python=FLAGS.python,
+      nodes=FLAGS.slurm_nodes,
+      time_limit=FLAGS.slurm_time,
+      partition=FLAGS.slurm_partition,
+      gpus_per_node=FLAGS.slurm_gpus_per_node,
+      cpus_per_task=FLAGS.slurm_cpus_per_task,
+      max_parallel=FLAGS.slurm_max_parallel,
+      sbatch_lines=FLAGS.slurm_sbatch,
+    )
     target = os.path.join(FLAGS.root, 'sweep.sbatch')
     layout.write_text(target, script)
-    print(f'wrote {target} ({len(runs)} array tasks). Submit with:\n  sbatch {shlex.quote(target)}\n'
-          f'then: python -m launch.report {shlex.quote(FLAGS.root)}')
+    print(
+      f'wrote {target} ({len(runs)} array tasks). Submit with:\n  sbatch {shlex.quote(target)}\n'
+      f'then: python -m launch.report {shlex.quote(FLAGS.root)}'
+    )
     return 0
   runner = LocalRunner(FLAGS.parallel)
   signal.signal(signal.SIGTERM, runner.stop)
@@ -492,4 +612,5 @@ def _main(argv) -> int:
 
 if __name__ == '__main__':
   from train import cli
+
   cli.run(main, define_flags=_define_flags)

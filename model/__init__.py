@@ -3,6 +3,7 @@
 `build_model(cfg)` validates the config and returns the module; `count_params(params)` counts
 parameters. Analytic FLOPs (for MFU) are measurements: train/metrics.py `flops_per_token`.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,10 @@ def build_model(cfg: Any) -> nn.Module:
   mc = make_config(cfg)
   if mc.arch == 'rnn':
     from model.rnn import RNNSeq2Seq
+
     return RNNSeq2Seq(mc)
   from model.transformer import DecoderOnly, EncoderDecoder
+
   return EncoderDecoder(mc) if mc.arch == 'encoder_decoder' else DecoderOnly(mc)
 
 

@@ -33,6 +33,7 @@ when that collection is mutable (`module.apply(..., mutable=['intermediates'])`)
 path they are computed beside the kernel for that purpose only, so training and decoding run the
 same computation whether or not anyone asks.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -134,32 +135,36 @@ def softmax_weights(logits, mask, bias, dtype):
 
 # ---------------------------------------------------------------- registry of attention kinds
 def scaled_dot_logits(module: nn.Module, q: jax.Array, k: jax.Array) -> jax.Array:
-  return dot_scores(q, k) * (module.cfg.hd ** -0.5)
+  return dot_scores(q, k) * (module.cfg.hd**-0.5)
 
 
 def additive_logits(module: nn.Module, q: jax.Array, k: jax.Array) -> jax.Array:
   cfg = module.cfg
-  v_vec = module.param('score_v', nn.with_logical_partitioning(
-      nn.initializers.normal(cfg.hd ** -0.5), ('heads', 'kv')), (cfg.num_heads, cfg.hd))
+  v_vec = module.param(
+    'score_v',
+    nn.with_logical_partitioning(nn.initializers.normal(cfg.hd**-0.5), ('heads', 'kv')),
+    (cfg.num_heads, cfg.hd),
+  )
   return additive_scores(q, k, v_vec.astype(q.dtype))
 
 
 @dataclasses.dataclass(frozen=True)
 class Kind:
   """One attention kind. A new softmax scoring is one `logits` function plus one entry."""
-  logits: Callable | None      # (module, q, k) -> softmax logits [B,H,T,S]; None: linear attention
-  takes: frozenset[str]        # the position-scheme hooks it can take (positions.HOOKS)
-  fused: bool = False          # logits are q.k / sqrt(D): may run as jax.nn.dot_product_attention
-  shared_qk: bool = False      # one projection for queries and keys (so no grouped K/V heads)
+
+  logits: Callable | None  # (module, q, k) -> softmax logits [B,H,T,S]; None: linear attention
+  takes: frozenset[str]  # the position-scheme hooks it can take (positions.HOOKS)
+  fused: bool = False  # logits are q.k / sqrt(D): may run as jax.nn.dot_product_attention
+  shared_qk: bool = False  # one projection for queries and keys (so no grouped K/V heads)
 
 
 _ALL = frozenset(pos_lib.HOOKS)
 # The order is the order of every choice list and error message.
 KINDS: dict[str, Kind] = {
-    'dot': Kind(scaled_dot_logits, _ALL, fused=True),
-    'additive': Kind(additive_logits, frozenset({'embed', 'bias'})),
-    'shared_qk': Kind(scaled_dot_logits, _ALL, fused=True, shared_qk=True),
-    'linear': Kind(None, frozenset({'embed', 'rotate'})),
+  'dot': Kind(scaled_dot_logits, _ALL, fused=True),
+  'additive': Kind(additive_logits, frozenset({'embed', 'bias'})),
+  'shared_qk': Kind(scaled_dot_logits, _ALL, fused=True, shared_qk=True),
+  'linear': Kind(None, frozenset({'embed', 'rotate'})),
 }
 # Softmax attention kernels (an implementation choice, not a kind): xla / cudnn =
 # jax.nn.dot_product_attention(implementation=...); auto = xla; einsum = the explicit path the other
@@ -179,6 +184,7 @@ class Attention(nn.Module):
   state) into the 'cache' collection at `cache_index`; cross-attention projects the encoder output
   once, when the cache is created, and reuses it on every later step.
   """
+
   cfg: object
   position: str = 'none'
   is_self: bool = True
@@ -213,7 +219,9 @@ class Attention(nn.Module):
         k, v = self._append(k, v, mask.shape[-1], cache_index)
       out = self._softmax(kind, scheme, q, k, v, mask, bias, q_pos, k_pos)
     out = constrain(out, ('batch', 'length', 'heads', 'kv'))
-    return DenseGeneral((cfg.d_model,), ('heads', 'kv', 'embed'), in_dims=2, dtype=dt, name='out')(out)
+    return DenseGeneral((cfg.d_model,), ('heads', 'kv', 'embed'), in_dims=2, dtype=dt, name='out')(
+      out
+    )
 
   def _append(self, k, v, length, index):
     b, _, nk, d = k.shape

@@ -4,6 +4,7 @@ Validation lives here so a bad combination fails at build time, before any param
 The choice lists of position schemes and attention kinds, and the (attention x position) refusal
 table, are derived from the two registries: `positions.SCHEMES` and `attention.KINDS`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,6 +32,7 @@ UNSUPPORTED = {kind: attn_lib.unsupported(kind) for kind in ATTENTIONS}
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Every field of `config.model` (docs/contracts.md); None fields are resolved by properties."""
+
   arch: str = 'encoder_decoder'
   vocab_size: int = 0
   d_model: int = 256
@@ -127,21 +129,29 @@ def validate(c: ModelConfig) -> None:
     if getattr(c, key) is not None:
       _choice(key, getattr(c, key), POSITIONS)
   if c.vocab_size <= 0:
-    raise ValueError('model.vocab_size must be > 0 (the trainer sets it from the tokenizer when 0).')
+    raise ValueError(
+      'model.vocab_size must be > 0 (the trainer sets it from the tokenizer when 0).'
+    )
   for key in ('d_model', 'num_heads', 'd_ff', 'num_layers', 'rnn_hidden'):
     if getattr(c, key) <= 0:
       raise ValueError(f'model.{key}={getattr(c, key)} must be > 0.')
   if c.arch == 'rnn':
     return  # the RNN ignores heads / positions / attention kind
   if c.head_dim is None and c.d_model % c.num_heads:
-    raise ValueError(f'model.d_model={c.d_model} is not divisible by model.num_heads={c.num_heads}; '
-                     'change one or set model.head_dim.')
+    raise ValueError(
+      f'model.d_model={c.d_model} is not divisible by model.num_heads={c.num_heads}; '
+      'change one or set model.head_dim.'
+    )
   if c.kv_heads <= 0 or c.num_heads % c.kv_heads:
-    raise ValueError(f'model.num_kv_heads={c.num_kv_heads} must divide model.num_heads={c.num_heads}.')
+    raise ValueError(
+      f'model.num_kv_heads={c.num_kv_heads} must divide model.num_heads={c.num_heads}.'
+    )
   kind = attn_lib.KINDS[c.attention]
   if kind.shared_qk and c.kv_heads != c.num_heads:
-    raise ValueError(f'model.attention={c.attention} uses one matrix for queries and keys, so '
-                     'model.num_kv_heads must be None or equal to model.num_heads.')
+    raise ValueError(
+      f'model.attention={c.attention} uses one matrix for queries and keys, so '
+      'model.num_kv_heads must be None or equal to model.num_heads.'
+    )
   used = [p for p in POSITIONS if p in (c.enc_pos, c.dec_pos)]
   for name in used:
     check = pos_lib.SCHEMES[name].check
@@ -154,23 +164,32 @@ def validate(c: ModelConfig) -> None:
   for key, pos in stacks:
     if pos in UNSUPPORTED[c.attention]:
       ok = [p for p in POSITIONS if p not in UNSUPPORTED[c.attention]]
-      raise ValueError(f'model.{key}={pos!r} is not supported with model.attention={c.attention!r}; '
-                       f'choose one of {ok} (or another attention).')
+      raise ValueError(
+        f'model.{key}={pos!r} is not supported with model.attention={c.attention!r}; '
+        f'choose one of {ok} (or another attention).'
+      )
   if c.attention_impl == 'cudnn':
     why = []
     if not kind.fused:
       why.append(f'model.attention={c.attention!r} (cuDNN computes softmax(q.k) only)')
     for name in used:
       if pos_lib.SCHEMES[name].relative is not None:
-        why.append(f"position {name!r} (its relative terms enter the scores and the values)")
+        why.append(f'position {name!r} (its relative terms enter the scores and the values)')
     if c.attention_dropout > 0:
-      why.append(f'model.attention_dropout={c.attention_dropout} (not supported by the fused kernel)')
+      why.append(
+        f'model.attention_dropout={c.attention_dropout} (not supported by the fused kernel)'
+      )
     if c.dtype != 'bfloat16':
       why.append(f"model.dtype={c.dtype!r} (cuDNN's fused attention needs 'bfloat16')")
     if why:
-      raise ValueError('model.attention_impl=cudnn cannot run this model: ' + '; '.join(why) +
-                       ". Use model.attention_impl=auto (or xla / einsum).")
+      raise ValueError(
+        'model.attention_impl=cudnn cannot run this model: '
+        + '; '.join(why)
+        + '. Use model.attention_impl=auto (or xla / einsum).'
+      )
   if c.t5_num_buckets < 4 or c.t5_max_distance <= c.t5_num_buckets // 4:
-    raise ValueError('model.t5_num_buckets must be >= 4 and model.t5_max_distance > num_buckets / 4.')
+    raise ValueError(
+      'model.t5_num_buckets must be >= 4 and model.t5_max_distance > num_buckets / 4.'
+    )
   if c.shaw_max_distance < 1:
     raise ValueError('model.shaw_max_distance must be >= 1.')

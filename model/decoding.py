@@ -7,6 +7,7 @@ source), then `decode` on one token per step. Decoder-only prompts (`[bos] + inp
 right-aligned so all rows continue at the same cache slot; left padding is invisible to the model
 because it has segment 0, and positions are explicit, so every position scheme stays correct.
 """
+
 from __future__ import annotations
 
 import functools
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from model.vocab import BOS, EOS, PAD
+
 METHODS = ('greedy', 'beam', 'sample')
 
 
@@ -24,8 +26,21 @@ def length_penalty(length, alpha):
   return ((5.0 + length) / 6.0) ** alpha
 
 
-def generate(module, params, batch, *, method='greedy', beam_size=4, alpha=0.6, max_len_margin=50,
-             max_len=None, temperature=1.0, top_k=0, top_p=1.0, rng=None):
+def generate(
+  module,
+  params,
+  batch,
+  *,
+  method='greedy',
+  beam_size=4,
+  alpha=0.6,
+  max_len_margin=50,
+  max_len=None,
+  temperature=1.0,
+  top_k=0,
+  top_p=1.0,
+  rng=None,
+):
   """Decode `batch['inputs']` -> int32 [B, L]: tokens without BOS, EOS included, 0 after EOS.
 
   Row b may produce at most (its source length + max_len_margin) tokens (EOS is forced at that
@@ -60,9 +75,15 @@ def generate(module, params, batch, *, method='greedy', beam_size=4, alpha=0.6, 
     limits = np.full(inputs.shape[0], total)
   fn = _compiled(module, method, int(beam_size) if method == 'beam' else 1, int(total), int(top_k))
   rng = jax.random.key(0) if rng is None else rng
-  out = fn(variables, {k: jnp.asarray(v) for k, v in arrays.items()},
-           jnp.asarray(limits, jnp.int32), rng, jnp.float32(alpha), jnp.float32(temperature),
-           jnp.float32(top_p))
+  out = fn(
+    variables,
+    {k: jnp.asarray(v) for k, v in arrays.items()},
+    jnp.asarray(limits, jnp.int32),
+    rng,
+    jnp.float32(alpha),
+    jnp.float32(temperature),
+    jnp.float32(top_p),
+  )
   out = np.asarray(out)
   return np.pad(out, ((0, 0), (0, out_len - out.shape[1])))  # PAD after EOS, width as promised
 
@@ -86,25 +107,33 @@ def _prompt(module, variables, batch):
   k = jnp.arange(s + 1)[None, :] - (s - n)[:, None]  # index into [bos] + inputs; < 0 is padding
   body = jnp.take_along_axis(inputs, jnp.clip(k - 1, 0, s - 1), axis=1)
   tokens = jnp.where(k == 0, BOS, jnp.where(k > 0, body, PAD)).astype(jnp.int32)
-  return None, None, (tokens, jnp.maximum(k, 0).astype(jnp.int32), (k >= 0).astype(jnp.int32)), n + 1
+  return (
+    None,
+    None,
+    (tokens, jnp.maximum(k, 0).astype(jnp.int32), (k >= 0).astype(jnp.int32)),
+    n + 1,
+  )
 
 
 def _repeat(x, k):
   return None if x is None else jnp.repeat(x, k, axis=0)
 
 
-def _search(module, method, beam, total, top_k, variables, batch, limits, rng, alpha, temperature,
-            top_p):
+def _search(
+  module, method, beam, total, top_k, variables, batch, limits, rng, alpha, temperature, top_p
+):
   encoded, src_seg, (tokens, pos, seg), next_pos = _prompt(module, variables, batch)
   if beam > 1:
     encoded, src_seg, tokens, pos, seg, next_pos = (
-        _repeat(x, beam) for x in (encoded, src_seg, tokens, pos, seg, next_pos))
+      _repeat(x, beam) for x in (encoded, src_seg, tokens, pos, seg, next_pos)
+    )
   cache_len = tokens.shape[1] + total
 
   def step(cache, tok, p, sg):
     v = dict(variables) if cache is None else {**variables, 'cache': cache}
-    logits, mut = module.apply(v, tok, p, sg, encoded, src_seg, cache_len, method='decode',
-                               mutable=['cache'])
+    logits, mut = module.apply(
+      v, tok, p, sg, encoded, src_seg, cache_len, method='decode', mutable=['cache']
+    )
     return logits[:, -1].astype(jnp.float32), mut['cache']
 
   logits, cache = step(None, tokens, pos, seg)
@@ -112,8 +141,9 @@ def _search(module, method, beam, total, top_k, variables, batch, limits, rng, a
   next_fn = lambda cache, tok, t: step(cache, tok[:, None], (next_pos + t)[:, None], one)
   if method == 'beam':
     return _beam(next_fn, logits, cache, limits, beam, total, alpha)
-  return _greedy_or_sample(next_fn, logits, cache, limits, total, method == 'sample', rng,
-                           temperature, top_k, top_p)
+  return _greedy_or_sample(
+    next_fn, logits, cache, limits, total, method == 'sample', rng, temperature, top_k, top_p
+  )
 
 
 def _log_probs(logits, t, limits):
@@ -133,12 +163,14 @@ def filter_logits(logits, temperature, top_k, top_p):
     logits = jnp.where(logits < kth, -jnp.inf, logits)
   probs = jax.nn.softmax(logits, axis=-1)
   sorted_p = -jnp.sort(-probs, axis=-1)
-  before = jnp.cumsum(sorted_p, axis=-1) - sorted_p          # mass strictly above each token
+  before = jnp.cumsum(sorted_p, axis=-1) - sorted_p  # mass strictly above each token
   cutoff = jnp.min(jnp.where(before < top_p, sorted_p, jnp.inf), axis=-1, keepdims=True)
   return jnp.where(probs < cutoff, -jnp.inf, logits)
 
 
-def _greedy_or_sample(next_fn, logits, cache, limits, total, sample, rng, temperature, top_k, top_p):
+def _greedy_or_sample(
+  next_fn, logits, cache, limits, total, sample, rng, temperature, top_k, top_p
+):
   b = logits.shape[0]
 
   def body(c):
@@ -233,21 +265,32 @@ class Uncached:
   def _recompute(self, variables, tokens, positions, segments, encoded, src_seg, max_len):
     b, t = tokens.shape
     cache = variables.get('cache') or {
-        'tokens': jnp.zeros((b, max_len), jnp.int32),
-        'positions': jnp.zeros((b, max_len), jnp.int32),
-        'segments': jnp.zeros((b, max_len), jnp.int32), 'index': jnp.zeros((), jnp.int32)}
+      'tokens': jnp.zeros((b, max_len), jnp.int32),
+      'positions': jnp.zeros((b, max_len), jnp.int32),
+      'segments': jnp.zeros((b, max_len), jnp.int32),
+      'index': jnp.zeros((), jnp.int32),
+    }
     index = cache['index']
-    new = {k: jax.lax.dynamic_update_slice(cache[k], v, (0, index))
-           for k, v in (('tokens', tokens), ('positions', positions), ('segments', segments))}
+    new = {
+      k: jax.lax.dynamic_update_slice(cache[k], v, (0, index))
+      for k, v in (('tokens', tokens), ('positions', positions), ('segments', segments))
+    }
     widths = sorted(set(list(range(UNCACHED_CHUNK, max_len, UNCACHED_CHUNK)) + [max_len]))
     widths = [w for w in widths if w >= t]
 
     def branch(w):
       def run(_):
-        logits = self.module.apply({'params': variables['params']}, new['tokens'][:, :w],
-                                   new['segments'][:, :w], new['positions'][:, :w], encoded,
-                                   src_seg, method=_full_decoder)
+        logits = self.module.apply(
+          {'params': variables['params']},
+          new['tokens'][:, :w],
+          new['segments'][:, :w],
+          new['positions'][:, :w],
+          encoded,
+          src_seg,
+          method=_full_decoder,
+        )
         return jax.lax.dynamic_slice_in_dim(logits, index, t, axis=1)
+
       return run
 
     which = jnp.minimum(jnp.searchsorted(jnp.asarray(widths), index + t), len(widths) - 1)

@@ -4,6 +4,7 @@ Every parameter is created through `nn.with_logical_partitioning`, so `module.in
 params whose axis names (`vocab, embed, heads, kv, mlp, relpos`; `layers` added by nn.scan) the
 trainer maps onto the mesh with `config.mesh_rules`.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -27,6 +28,7 @@ class DenseGeneral(nn.Module):
 
   `axes` names every kernel axis (inputs first). Fan-in init over all contracted axes.
   """
+
   features: tuple[int, ...]
   axes: tuple
   in_dims: int = 1
@@ -35,18 +37,25 @@ class DenseGeneral(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    in_shape = x.shape[x.ndim - self.in_dims:]
+    in_shape = x.shape[x.ndim - self.in_dims :]
     shape = tuple(in_shape) + tuple(self.features)
     n_in = len(in_shape)
     init = nn.initializers.variance_scaling(
-        1.0, 'fan_in', 'truncated_normal', in_axis=tuple(range(n_in)),
-        out_axis=tuple(range(n_in, len(shape))))
+      1.0,
+      'fan_in',
+      'truncated_normal',
+      in_axis=tuple(range(n_in)),
+      out_axis=tuple(range(n_in, len(shape))),
+    )
     kernel = self.param('kernel', nn.with_logical_partitioning(init, tuple(self.axes)), shape)
     contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
     y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), (contract, ((), ())))
     if self.use_bias:
-      bias = self.param('bias', nn.with_logical_partitioning(
-          nn.initializers.zeros_init(), tuple(self.axes[n_in:])), tuple(self.features))
+      bias = self.param(
+        'bias',
+        nn.with_logical_partitioning(nn.initializers.zeros_init(), tuple(self.axes[n_in:])),
+        tuple(self.features),
+      )
       y = y + bias.astype(self.dtype)
     return y
 
@@ -57,13 +66,16 @@ class LayerNorm(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     return nn.LayerNorm(
-        epsilon=1e-6, dtype=self.dtype,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ('embed',)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('embed',)))(x)
+      epsilon=1e-6,
+      dtype=self.dtype,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ('embed',)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('embed',)),
+    )(x)
 
 
 class Embed(nn.Module):
   """Token embedding table [vocab, embed]; `attend` gives the tied output projection."""
+
   vocab_size: int
   d_model: int
   dtype: jnp.dtype = jnp.float32
@@ -71,9 +83,11 @@ class Embed(nn.Module):
   def setup(self):
     # std d^-1/2, so the sqrt(d) scale of the paper gives unit-variance inputs and tied logits
     # of unit variance at init.
-    self.table = self.param('embedding', nn.with_logical_partitioning(
-        nn.initializers.normal(self.d_model ** -0.5), ('vocab', 'embed')),
-        (self.vocab_size, self.d_model))
+    self.table = self.param(
+      'embedding',
+      nn.with_logical_partitioning(nn.initializers.normal(self.d_model**-0.5), ('vocab', 'embed')),
+      (self.vocab_size, self.d_model),
+    )
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     return jnp.take(self.table, ids, axis=0).astype(self.dtype)
@@ -84,6 +98,7 @@ class Embed(nn.Module):
 
 class EmbedInput(nn.Module):
   """Token embedding (scaled by sqrt(d_model) if configured) + additive position scheme + dropout."""
+
   cfg: object
   position: str
   deterministic: bool = True
@@ -103,6 +118,7 @@ class EmbedInput(nn.Module):
 
 class FeedForward(nn.Module):
   """relu / gelu: W2 act(W1 x + b1) + b2 (the paper's FFN); swiglu: W2 (silu(W1 x) * W3 x)."""
+
   cfg: object
   deterministic: bool = True
 

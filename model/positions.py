@@ -23,6 +23,7 @@ cannot reach (the learned table, checked by the decoder for its cache). `module`
 (created with `module.param`). Cross-attention always uses `none`. Which hooks each attention kind
 can take is recorded in attention.KINDS; the (attention x position) refusal table derives from it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,14 +54,19 @@ def check_learned_length(length: int, cfg, what: str, alternative: str) -> None:
   Positions are data and cannot raise under jit; a row's positions stay below its width (and a
   decode cache's length), so checking those static sizes covers every path."""
   if length > cfg.max_len:
-    raise ValueError(f'position=learned: {what} {length} tokens needs model.max_len >= {length} '
-                     f'(it is {cfg.max_len}); raise --config.model.max_len or {alternative}.')
+    raise ValueError(
+      f'position=learned: {what} {length} tokens needs model.max_len >= {length} '
+      f'(it is {cfg.max_len}); raise --config.model.max_len or {alternative}.'
+    )
 
 
 def learned_embed(module: nn.Module, positions: jax.Array, cfg) -> jax.Array:
   check_learned_length(positions.shape[-1], cfg, 'a sequence of', 'use a relative scheme')
-  table = module.param('pos_table', nn.with_logical_partitioning(
-      nn.initializers.normal(cfg.d_model ** -0.5), (None, 'embed')), (cfg.max_len, cfg.d_model))
+  table = module.param(
+    'pos_table',
+    nn.with_logical_partitioning(nn.initializers.normal(cfg.d_model**-0.5), (None, 'embed')),
+    (cfg.max_len, cfg.d_model),
+  )
   return jnp.take(table, positions, axis=0, mode='clip')
 
 
@@ -78,8 +84,9 @@ def apply_rotary(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> j
 
 
 # ---------------------------------------------------------------- bias: t5, alibi
-def t5_bucket(relative: jax.Array, bidirectional: bool, num_buckets: int = 32,
-              max_distance: int = 128) -> jax.Array:
+def t5_bucket(
+  relative: jax.Array, bidirectional: bool, num_buckets: int = 32, max_distance: int = 128
+) -> jax.Array:
   """Raffel et al. 2020 bucket of `relative = key_pos - query_pos`.
 
   Half the buckets (per direction) hold exact small distances, the rest grow logarithmically up to
@@ -94,29 +101,37 @@ def t5_bucket(relative: jax.Array, bidirectional: bool, num_buckets: int = 32,
   else:
     dist = jnp.maximum(-relative, 0)
   exact = n // 2
-  log_ratio = jnp.log(jnp.maximum(dist, 1).astype(jnp.float32) / exact) / math.log(max_distance / exact)
+  log_ratio = jnp.log(jnp.maximum(dist, 1).astype(jnp.float32) / exact) / math.log(
+    max_distance / exact
+  )
   large = exact + (log_ratio * (n - exact)).astype(jnp.int32)
   large = jnp.minimum(large, n - 1)
   return offset + jnp.where(dist < exact, dist, large)
 
 
 def t5_bias(module: nn.Module, q_pos: jax.Array, k_pos: jax.Array, cfg, bidirectional: bool):
-  table = module.param('t5_table', nn.with_logical_partitioning(
-      nn.initializers.normal(1.0), ('relpos', 'heads')), (cfg.t5_num_buckets, cfg.num_heads))
-  bucket = t5_bucket(k_pos[:, None, :] - q_pos[:, :, None], bidirectional,
-                     cfg.t5_num_buckets, cfg.t5_max_distance)          # [B,Tq,Tk]
+  table = module.param(
+    't5_table',
+    nn.with_logical_partitioning(nn.initializers.normal(1.0), ('relpos', 'heads')),
+    (cfg.t5_num_buckets, cfg.num_heads),
+  )
+  bucket = t5_bucket(
+    k_pos[:, None, :] - q_pos[:, :, None], bidirectional, cfg.t5_num_buckets, cfg.t5_max_distance
+  )  # [B,Tq,Tk]
   return jnp.transpose(jnp.take(table, bucket, axis=0), (0, 3, 1, 2))  # [B,H,Tq,Tk]
 
 
 def alibi_slopes(num_heads: int) -> list[float]:
   """Press et al. 2022: geometric slopes 2^(-8/n), 2^(-16/n), ...; for n not a power of two,
   the slopes of the largest power of two m < n plus every other slope of 2m."""
+
   def geometric(n):
     return [2.0 ** (-8.0 * (i + 1) / n) for i in range(n)]
+
   m = 2 ** int(math.floor(math.log2(num_heads)))
   if m == num_heads:
     return geometric(num_heads)
-  return geometric(m) + geometric(2 * m)[0::2][:num_heads - m]
+  return geometric(m) + geometric(2 * m)[0::2][: num_heads - m]
 
 
 def alibi_bias(module: nn.Module, q_pos: jax.Array, k_pos: jax.Array, cfg, bidirectional: bool):
@@ -130,7 +145,7 @@ def alibi_bias(module: nn.Module, q_pos: jax.Array, k_pos: jax.Array, cfg, bidir
 def shaw_tables(module: nn.Module, cfg):
   """Relative key and value embeddings a^K, a^V: [2k+1, head_dim], shared across heads."""
   size = 2 * cfg.shaw_max_distance + 1
-  init = nn.with_logical_partitioning(nn.initializers.normal(cfg.hd ** -0.5), ('relpos', 'kv'))
+  init = nn.with_logical_partitioning(nn.initializers.normal(cfg.hd**-0.5), ('relpos', 'kv'))
   return module.param('shaw_k', init, (size, cfg.hd)), module.param('shaw_v', init, (size, cfg.hd))
 
 
@@ -158,8 +173,10 @@ def shaw_relative(module: nn.Module, q_pos: jax.Array, k_pos: jax.Array, cfg):
   """Shaw et al. 2018 per layer: q_i.a^K_ij / sqrt(D) on the logits, sum_j w_ij a^V_ij on the output."""
   table_k, table_v = shaw_tables(module, cfg)
   index = shaw_index(q_pos, k_pos, cfg.shaw_max_distance)
-  return (lambda q: shaw_logits(q, table_k, index) * (cfg.hd ** -0.5),
-          lambda weights: shaw_values(weights, table_v, index))
+  return (
+    lambda q: shaw_logits(q, table_k, index) * (cfg.hd**-0.5),
+    lambda weights: shaw_values(weights, table_v, index),
+  )
 
 
 # ---------------------------------------------------------------- checks
@@ -167,22 +184,28 @@ def _even(name: str, attr: str, what: str):
   def check(cfg):
     value = getattr(cfg, attr)
     return f'model.position={name} needs an even {what}, got {value}.' if value % 2 else None
+
   return check
 
 
 def _learned_check(cfg):
-  return None if cfg.max_len > 0 else 'model.position=learned needs model.max_len > 0 (size of the table).'
+  return (
+    None
+    if cfg.max_len > 0
+    else 'model.position=learned needs model.max_len > 0 (size of the table).'
+  )
 
 
 # ---------------------------------------------------------------- registry
 @dataclasses.dataclass(frozen=True)
 class Scheme:
   """One position scheme: at most one of the hooks below (see the table at the top)."""
-  embed: Callable | None = None      # (module, pos, cfg) -> [B,T,d_model], added to the embeddings
-  rotate: Callable | None = None     # (x, pos) -> x, applied to q and k of self-attention
-  bias: Callable | None = None       # (module, q_pos, k_pos, cfg, bidirectional) -> [B,H,Tq,Tk]
-  relative: Callable | None = None   # (module, q_pos, k_pos, cfg) -> (logit_term, value_term)
-  check: Callable | None = None      # (cfg) -> error message or None
+
+  embed: Callable | None = None  # (module, pos, cfg) -> [B,T,d_model], added to the embeddings
+  rotate: Callable | None = None  # (x, pos) -> x, applied to q and k of self-attention
+  bias: Callable | None = None  # (module, q_pos, k_pos, cfg, bidirectional) -> [B,H,Tq,Tk]
+  relative: Callable | None = None  # (module, q_pos, k_pos, cfg) -> (logit_term, value_term)
+  check: Callable | None = None  # (cfg) -> error message or None
   check_length: Callable | None = None  # (length, cfg, what, alternative): raise if out of reach
 
   @property
@@ -194,12 +217,12 @@ HOOKS = ('embed', 'rotate', 'bias', 'relative')
 
 # The order is the order of every choice list and error message.
 SCHEMES: dict[str, Scheme] = {
-    'none': Scheme(),
-    'sinusoidal': Scheme(embed=sinusoidal_embed, check=_even('sinusoidal', 'd_model', 'd_model')),
-    'learned': Scheme(embed=learned_embed, check=_learned_check, check_length=check_learned_length),
-    'shaw': Scheme(relative=shaw_relative),
-    't5': Scheme(bias=t5_bias),
-    'rotary': Scheme(rotate=apply_rotary, check=_even('rotary', 'hd', 'head_dim')),
-    'alibi': Scheme(bias=alibi_bias),
+  'none': Scheme(),
+  'sinusoidal': Scheme(embed=sinusoidal_embed, check=_even('sinusoidal', 'd_model', 'd_model')),
+  'learned': Scheme(embed=learned_embed, check=_learned_check, check_length=check_learned_length),
+  'shaw': Scheme(relative=shaw_relative),
+  't5': Scheme(bias=t5_bias),
+  'rotary': Scheme(rotate=apply_rotary, check=_even('rotary', 'hd', 'head_dim')),
+  'alibi': Scheme(bias=alibi_bias),
 }
 NAMES = tuple(SCHEMES)

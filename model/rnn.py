@@ -9,6 +9,7 @@ baseline, behind the same `__call__ / encode / decode` interface as model/transf
   directions, and the decoder attends only to its own segment's source.
 - Decoding cache: the recurrent state, the last segment id and W_k h_j (computed once per source).
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -41,15 +42,22 @@ def lstm_update(gates_x, hc_state, wh, b):
 
 class Cell(nn.Module):
   """Recurrent weights of one GRU/LSTM; `in_features` inputs are projected by `input_proj`."""
+
   kind: str
   hidden: int
 
   def setup(self):
     g = 3 if self.kind == 'gru' else 4
-    self.wh = self.param('recurrent', nn.with_logical_partitioning(
-        nn.initializers.orthogonal(), (None, 'mlp')), (self.hidden, g * self.hidden))
-    self.b = self.param('bias', nn.with_logical_partitioning(
-        nn.initializers.zeros_init(), ('mlp',)), (g * self.hidden,))
+    self.wh = self.param(
+      'recurrent',
+      nn.with_logical_partitioning(nn.initializers.orthogonal(), (None, 'mlp')),
+      (self.hidden, g * self.hidden),
+    )
+    self.b = self.param(
+      'bias',
+      nn.with_logical_partitioning(nn.initializers.zeros_init(), ('mlp',)),
+      (g * self.hidden,),
+    )
     self.n_state = 1 if self.kind == 'gru' else 2
 
   def updater(self):
@@ -71,8 +79,9 @@ class Cell(nn.Module):
       state = update(gx, state)
       return (state, sg), state[:, 0]
 
-    (state, last), hs = jax.lax.scan(step, (state0, prev_seg),
-                                     (jnp.swapaxes(gates_x, 0, 1), jnp.swapaxes(seg, 0, 1)))
+    (state, last), hs = jax.lax.scan(
+      step, (state0, prev_seg), (jnp.swapaxes(gates_x, 0, 1), jnp.swapaxes(seg, 0, 1))
+    )
     return jnp.swapaxes(hs, 0, 1), state, last
 
 
@@ -90,13 +99,15 @@ class RNNSeq2Seq(nn.Module):
     self.fwd, self.bwd = Cell(cfg.rnn_cell, h), Cell(cfg.rnn_cell, h)
     self.dec_in_x = gates('dec_in_x', 'embed')
     fan_in = lambda: nn.initializers.variance_scaling(1.0, 'fan_in', 'truncated_normal')
-    self.dec_in_ctx = self.param('dec_in_ctx', nn.with_logical_partitioning(
-        fan_in(), (None, 'mlp')), (2 * h, g * h))
+    self.dec_in_ctx = self.param(
+      'dec_in_ctx', nn.with_logical_partitioning(fan_in(), (None, 'mlp')), (2 * h, g * h)
+    )
     self.dec = Cell(cfg.rnn_cell, h)
     self.att_q = self.param('att_q', nn.with_logical_partitioning(fan_in(), (None, 'mlp')), (h, h))
     self.att_k = DenseGeneral((h,), (None, 'mlp'), name='att_k')
-    self.att_v = self.param('att_v', nn.with_logical_partitioning(
-        nn.initializers.normal(h ** -0.5), ('mlp',)), (h,))
+    self.att_v = self.param(
+      'att_v', nn.with_logical_partitioning(nn.initializers.normal(h**-0.5), ('mlp',)), (h,)
+    )
     self.out = DenseGeneral((cfg.d_model,), (None, 'embed'), use_bias=True, name='out')
     if not cfg.tie_output:
       self.logits_proj = DenseGeneral((cfg.vocab_size,), ('embed', 'vocab'), name='logits')
@@ -121,18 +132,22 @@ class RNNSeq2Seq(nn.Module):
   def _decoder(self, ids, seg, encoded, keys, src_seg, state0, prev_seg, deterministic):
     """Teacher-forced decoder over ids [B,T] from (state0, prev_seg). Returns logits, state, seg."""
     emb = self._embed(self.target_embed, ids, deterministic)
-    gx = self.dec_in_x(emb)                        # the embedding part of the cell input, all steps
+    gx = self.dec_in_x(emb)  # the embedding part of the cell input, all steps
     w_ctx, w_q, v_att, update = self.dec_in_ctx, self.att_q, self.att_v, self.dec.updater()
     b = ids.shape[0]
-    state0 = jnp.zeros((b, (1 if self.cfg.rnn_cell == 'gru' else 2), self.cfg.rnn_hidden)) if state0 is None else state0
+    state0 = (
+      jnp.zeros((b, (1 if self.cfg.rnn_cell == 'gru' else 2), self.cfg.rnn_hidden))
+      if state0 is None
+      else state0
+    )
     prev_seg = jnp.zeros((b,), jnp.int32) if prev_seg is None else prev_seg
 
     def step(carry, xs):
       state, prev = carry
       g, sg = xs
       state = jnp.where((sg != prev)[:, None, None], 0.0, state)
-      q = state[:, 0] @ w_q                                             # [B,H]
-      score = jnp.tanh(q[:, None] + keys) @ v_att                       # [B,S]
+      q = state[:, 0] @ w_q  # [B,H]
+      score = jnp.tanh(q[:, None] + keys) @ v_att  # [B,S]
       ok = (src_seg == sg[:, None]) & (src_seg > 0)
       alpha = jax.nn.softmax(jnp.where(ok, score, -1e9), axis=-1)
       ctx = jnp.einsum('bs,bsd->bd', alpha, encoded)
@@ -140,7 +155,8 @@ class RNNSeq2Seq(nn.Module):
       return (state, sg), (state[:, 0], ctx)
 
     (state, last), (hs, ctxs) = jax.lax.scan(
-        step, (state0, prev_seg), (jnp.swapaxes(gx, 0, 1), jnp.swapaxes(seg, 0, 1)))
+      step, (state0, prev_seg), (jnp.swapaxes(gx, 0, 1), jnp.swapaxes(seg, 0, 1))
+    )
     hs, ctxs = jnp.swapaxes(hs, 0, 1), jnp.swapaxes(ctxs, 0, 1)
     out = jnp.tanh(self.out(jnp.concatenate([hs, ctxs, emb], axis=-1)))
     out = self._drop(out, deterministic)
@@ -151,8 +167,9 @@ class RNNSeq2Seq(nn.Module):
     encoded = self.encode(batch, deterministic)
     _, src_seg, _ = segments_positions(batch, 'inputs', 'inputs')
     ids, seg, _ = segments_positions(batch, 'decoder_inputs', 'targets')
-    logits, _, _ = self._decoder(ids, seg, encoded, self.att_k(encoded), src_seg, None, None,
-                                 deterministic)
+    logits, _, _ = self._decoder(
+      ids, seg, encoded, self.att_k(encoded), src_seg, None, None, deterministic
+    )
     return logits
 
   @nn.compact
@@ -160,8 +177,14 @@ class RNNSeq2Seq(nn.Module):
     del positions, max_cache_len  # order is the recurrence; no K/V list to size
     b = tokens.shape[0]
     keys = self.variable('cache', 'keys', lambda: self.att_k(encoded))
-    state = self.variable('cache', 'state', jnp.zeros, (b, (1 if self.cfg.rnn_cell == 'gru' else 2), self.cfg.rnn_hidden))
+    state = self.variable(
+      'cache',
+      'state',
+      jnp.zeros,
+      (b, (1 if self.cfg.rnn_cell == 'gru' else 2), self.cfg.rnn_hidden),
+    )
     prev = self.variable('cache', 'prev_segment', jnp.zeros, (b,), jnp.int32)
     logits, state.value, prev.value = self._decoder(
-        tokens, segments, encoded, keys.value, src_segments, state.value, prev.value, True)
+      tokens, segments, encoded, keys.value, src_segments, state.value, prev.value, True
+    )
     return logits

@@ -9,6 +9,7 @@ Every model exposes the same three entry points, which the trainer and `model.de
   one cached step over t >= 1 new tokens; call with `mutable=['cache']`. The first call (no
   'cache' collection) creates the cache with room for `max_cache_len` tokens.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -38,7 +39,9 @@ class _Sublayers(nn.Module):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout, name=f'{name}_dropout')
     if cfg.norm == 'pre':
-      return x + drop(fn(LayerNorm(cfg.jdtype, name=f'{name}_norm')(x)), deterministic=self.deterministic)
+      return x + drop(
+        fn(LayerNorm(cfg.jdtype, name=f'{name}_norm')(x)), deterministic=self.deterministic
+      )
     y = x + drop(fn(x), deterministic=self.deterministic)
     return LayerNorm(cfg.jdtype, name=f'{name}_norm')(y)
 
@@ -50,7 +53,9 @@ class EncoderLayer(_Sublayers):
   @nn.compact
   def __call__(self, x, mask, bias, pos):
     cfg = self.cfg
-    attn = Attention(cfg, cfg.enc_pos, is_self=True, deterministic=self.deterministic, name='self_attn')
+    attn = Attention(
+      cfg, cfg.enc_pos, is_self=True, deterministic=self.deterministic, name='self_attn'
+    )
     x = self.residual(x, lambda h: attn(h, h, mask, bias, pos, pos), 'attn')
     x = self.residual(x, FeedForward(cfg, self.deterministic, name='ffn'), 'ffn')
     return constrain(x, ('batch', 'length', 'embed')), None
@@ -65,12 +70,24 @@ class DecoderLayer(_Sublayers):
   @nn.compact
   def __call__(self, x, encoded, self_mask, bias, q_pos, k_pos, cross_mask, cache_index):
     cfg = self.cfg
-    attn = Attention(cfg, cfg.dec_pos, is_self=True, decode=self.decode,
-                     deterministic=self.deterministic, name='self_attn')
+    attn = Attention(
+      cfg,
+      cfg.dec_pos,
+      is_self=True,
+      decode=self.decode,
+      deterministic=self.deterministic,
+      name='self_attn',
+    )
     x = self.residual(x, lambda h: attn(h, h, self_mask, bias, q_pos, k_pos, cache_index), 'attn')
     if self.cross:
-      xattn = Attention(cfg, 'none', is_self=False, decode=self.decode,
-                        deterministic=self.deterministic, name='cross_attn')
+      xattn = Attention(
+        cfg,
+        'none',
+        is_self=False,
+        decode=self.decode,
+        deterministic=self.deterministic,
+        name='cross_attn',
+      )
       x = self.residual(x, lambda h: xattn(h, encoded, cross_mask), 'cross')
     x = self.residual(x, FeedForward(cfg, self.deterministic, name='ffn'), 'ffn')
     return constrain(x, ('batch', 'length', 'embed')), None
@@ -84,9 +101,14 @@ def run_layers(parent, layer_cls, n: int, x, args, **kwargs):
     layer_cls = nn.remat(layer_cls, policy=policy, prevent_cse=not cfg.scan_layers)
   if cfg.scan_layers:
     # cache leaves keep batch on axis 0 (layers on axis 1) so decoding can reorder beams uniformly.
-    stack = nn.scan(layer_cls, variable_axes={'params': 0, 'cache': 1},
-                    split_rngs={'params': True, 'dropout': True}, in_axes=(nn.broadcast,) * len(args),
-                    length=n, metadata_params={nn.PARTITION_NAME: 'layers'})
+    stack = nn.scan(
+      layer_cls,
+      variable_axes={'params': 0, 'cache': 1},
+      split_rngs={'params': True, 'dropout': True},
+      in_axes=(nn.broadcast,) * len(args),
+      length=n,
+      metadata_params={nn.PARTITION_NAME: 'layers'},
+    )
     x, _ = stack(cfg, name='layers', **kwargs)(x, *args)
     return x
   for i in range(n):
@@ -109,7 +131,9 @@ class Encoder(nn.Module):
     x = EmbedInput(cfg, cfg.enc_pos, deterministic, name='embed_input')(self.embed, ids, pos)
     mask = make_mask(seg, seg)
     bias = _position_bias(self, cfg.enc_pos, pos, pos, bidirectional=True)
-    x = run_layers(self, EncoderLayer, cfg.enc_layers, x, (mask, bias, pos), deterministic=deterministic)
+    x = run_layers(
+      self, EncoderLayer, cfg.enc_layers, x, (mask, bias, pos), deterministic=deterministic
+    )
     if cfg.norm == 'pre':
       x = LayerNorm(cfg.jdtype, name='final_norm')(x)
     return x
@@ -121,8 +145,18 @@ class Decoder(nn.Module):
   cross: bool = True
 
   @nn.compact
-  def __call__(self, ids, seg, pos, encoded=None, src_seg=None, deterministic=True, decode=False,
-               max_cache_len=0, return_hidden=False):
+  def __call__(
+    self,
+    ids,
+    seg,
+    pos,
+    encoded=None,
+    src_seg=None,
+    deterministic=True,
+    decode=False,
+    max_cache_len=0,
+    return_hidden=False,
+  ):
     cfg = self.cfg
     x = EmbedInput(cfg, cfg.dec_pos, deterministic, name='embed_input')(self.embed, ids, pos)
     k_pos, k_seg, cache_index = pos, seg, None
@@ -142,9 +176,16 @@ class Decoder(nn.Module):
     self_mask = make_mask(seg, k_seg, pos, k_pos, causal=True)
     bias = _position_bias(self, cfg.dec_pos, pos, k_pos, bidirectional=False)
     cross_mask = make_mask(seg, src_seg) if self.cross else None
-    x = run_layers(self, DecoderLayer, cfg.dec_layers, x,
-                   (encoded, self_mask, bias, pos, k_pos, cross_mask, cache_index),
-                   cross=self.cross, decode=decode, deterministic=deterministic)
+    x = run_layers(
+      self,
+      DecoderLayer,
+      cfg.dec_layers,
+      x,
+      (encoded, self_mask, bias, pos, k_pos, cross_mask, cache_index),
+      cross=self.cross,
+      decode=decode,
+      deterministic=deterministic,
+    )
     if cfg.norm == 'pre':
       x = LayerNorm(cfg.jdtype, name='final_norm')(x)
     if return_hidden and cfg.tie_output:  # the trainer's fused output projection + loss
@@ -152,7 +193,9 @@ class Decoder(nn.Module):
     if cfg.tie_output:
       logits = self.embed.attend(x)
     else:
-      logits = DenseGeneral((cfg.vocab_size,), ('embed', 'vocab'), dtype=cfg.jdtype, name='logits')(x)
+      logits = DenseGeneral((cfg.vocab_size,), ('embed', 'vocab'), dtype=cfg.jdtype, name='logits')(
+        x
+      )
     return constrain(logits.astype(jnp.float32), ('batch', 'length', 'vocab'))
 
 
@@ -177,11 +220,12 @@ class EncoderDecoder(nn.Module):
     encoded = self.encode(batch, deterministic)
     _, src_seg, _ = segments_positions(batch, 'inputs', 'inputs')
     ids, seg, pos = segments_positions(batch, 'decoder_inputs', 'targets')
-    return self.decoder(ids, seg, pos, encoded, src_seg, deterministic,
-                        return_hidden=return_hidden)
+    return self.decoder(ids, seg, pos, encoded, src_seg, deterministic, return_hidden=return_hidden)
 
   def decode(self, tokens, positions, segments, encoded, src_segments, max_cache_len):
-    return self.decoder(tokens, segments, positions, encoded, src_segments, True, True, max_cache_len)
+    return self.decoder(
+      tokens, segments, positions, encoded, src_segments, True, True, max_cache_len
+    )
 
 
 class DecoderOnly(nn.Module):

@@ -18,6 +18,7 @@ computes the row updates of its shard, the (row id, update) lists are all-gather
 V x D) and every device applies the same scatter to its replica, so replicas stay identical and
 the result equals the single-device step.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-OBJECTIVES = ("cbow", "skipgram")
-SUBSAMPLING = ("word2vec_c", "paper", "none")
+OBJECTIVES = ('cbow', 'skipgram')
+SUBSAMPLING = ('word2vec_c', 'paper', 'none')
 
 
 # ------------------------------------------------------------------ distributions (NumPy)
@@ -36,27 +37,27 @@ def noise_distribution(counts: np.ndarray, power: float = 0.75) -> np.ndarray:
   weights = np.asarray(counts, np.float64) ** power
   total = weights.sum()
   if total <= 0:
-    raise ValueError("noise_distribution: all counts are zero; the corpus is empty.")
+    raise ValueError('noise_distribution: all counts are zero; the corpus is empty.')
   return weights / total
 
 
-def keep_probability(counts: np.ndarray, sample: float, variant: str = "word2vec_c") -> np.ndarray:
+def keep_probability(counts: np.ndarray, sample: float, variant: str = 'word2vec_c') -> np.ndarray:
   """Probability of keeping each occurrence of a word under frequent-word subsampling.
 
   `word2vec_c` (also gensim's): keep = (sqrt(f / (s*T)) + 1) * s*T / f, with f the count and T
   the total count; `paper` (Mikolov et al. 2013b): keep = sqrt(s*T / f). Both are clipped to 1.
   """
   counts = np.asarray(counts, np.float64)
-  if variant == "none" or sample <= 0:
+  if variant == 'none' or sample <= 0:
     return np.ones_like(counts)
   threshold = sample * counts.sum()
   safe = np.maximum(counts, 1e-12)
-  if variant == "word2vec_c":
+  if variant == 'word2vec_c':
     keep = (np.sqrt(safe / threshold) + 1.0) * threshold / safe
-  elif variant == "paper":
+  elif variant == 'paper':
     keep = np.sqrt(threshold / safe)
   else:
-    raise ValueError(f"subsampling={variant!r}: choose one of {SUBSAMPLING}.")
+    raise ValueError(f'subsampling={variant!r}: choose one of {SUBSAMPLING}.')
   return np.minimum(keep, 1.0)
 
 
@@ -71,7 +72,7 @@ def noise_table(probs: np.ndarray, size: int = 10_000_000) -> np.ndarray:
 def init_params(rng: jax.Array, vocab_size: int, dim: int) -> dict:
   """word2vec.c init: inputs uniform in [-0.5/dim, 0.5/dim), outputs zero."""
   w_in = (jax.random.uniform(rng, (vocab_size, dim), jnp.float32) - 0.5) / dim
-  return {"input": w_in, "output": jnp.zeros((vocab_size, dim), jnp.float32)}
+  return {'input': w_in, 'output': jnp.zeros((vocab_size, dim), jnp.float32)}
 
 
 # ------------------------------------------------------------------ one step (per device)
@@ -81,38 +82,38 @@ def _row_updates(params, batch, lr, objective):
   batch: w [B] centre ids, ctx [B, C] context ids (V = empty slot), neg [B, K] noise ids.
   Returns (loss_sum, pairs, (in_ids [B*C], in_upd [B*C, D]), (out_ids [B*(K+1)], out_upd)).
   """
-  w_in, w_out = params["input"], params["output"]
+  w_in, w_out = params['input'], params['output']
   vocab, dim = w_in.shape
-  w_B, ctx_BC, neg_BK = batch["w"], batch["ctx"], batch["neg"]
+  w_B, ctx_BC, neg_BK = batch['w'], batch['ctx'], batch['neg']
   ctx_mask_BC = (ctx_BC < vocab) & (w_B < vocab)[:, None]  # an empty centre has no pairs
-  tgt_BT = jnp.concatenate([w_B[:, None], neg_BK], axis=1)            # T = K + 1
+  tgt_BT = jnp.concatenate([w_B[:, None], neg_BK], axis=1)  # T = K + 1
   label_T = jnp.zeros(tgt_BT.shape[1], jnp.float32).at[0].set(1.0)
   # word2vec.c skips a noise draw that equals the centre word.
   tgt_mask_BT = (tgt_BT != w_B[:, None]).at[:, 0].set(True) & (w_B < vocab)[:, None]
-  h_BCD = w_in.at[ctx_BC].get(mode="fill", fill_value=0.0)
-  o_BTD = w_out.at[tgt_BT].get(mode="fill", fill_value=0.0)
-  if objective == "cbow":
+  h_BCD = w_in.at[ctx_BC].get(mode='fill', fill_value=0.0)
+  o_BTD = w_out.at[tgt_BT].get(mode='fill', fill_value=0.0)
+  if objective == 'cbow':
     n_B = ctx_mask_BC.sum(1)
     live_B = (n_B > 0).astype(jnp.float32)
     hbar_BD = h_BCD.sum(1) / jnp.maximum(n_B, 1)[:, None]
-    logit_BT = jnp.einsum("bd,btd->bt", hbar_BD, o_BTD)
+    logit_BT = jnp.einsum('bd,btd->bt', hbar_BD, o_BTD)
     m_BT = tgt_mask_BT * live_B[:, None]
     g_BT = (label_T - jax.nn.sigmoid(logit_BT)) * m_BT * lr
     loss = -(jax.nn.log_sigmoid(jnp.where(label_T > 0, logit_BT, -logit_BT)) * m_BT).sum()
     pairs = live_B.sum()
-    dh_BD = jnp.einsum("bt,btd->bd", g_BT, o_BTD)
+    dh_BD = jnp.einsum('bt,btd->bd', g_BT, o_BTD)
     dh_BCD = dh_BD[:, None, :] * ctx_mask_BC[..., None]
     do_BTD = g_BT[..., None] * hbar_BD[:, None, :]
-  elif objective == "skipgram":
-    logit_BCT = jnp.einsum("bcd,btd->bct", h_BCD, o_BTD)
+  elif objective == 'skipgram':
+    logit_BCT = jnp.einsum('bcd,btd->bct', h_BCD, o_BTD)
     m_BCT = ctx_mask_BC[..., None] * tgt_mask_BT[:, None, :]
     g_BCT = (label_T - jax.nn.sigmoid(logit_BCT)) * m_BCT * lr
     loss = -(jax.nn.log_sigmoid(jnp.where(label_T > 0, logit_BCT, -logit_BCT)) * m_BCT).sum()
     pairs = ctx_mask_BC.sum().astype(jnp.float32)
-    dh_BCD = jnp.einsum("bct,btd->bcd", g_BCT, o_BTD)
-    do_BTD = jnp.einsum("bct,bcd->btd", g_BCT, h_BCD)
+    dh_BCD = jnp.einsum('bct,btd->bcd', g_BCT, o_BTD)
+    do_BTD = jnp.einsum('bct,bcd->btd', g_BCT, h_BCD)
   else:
-    raise ValueError(f"objective={objective!r}: choose one of {OBJECTIVES}.")
+    raise ValueError(f'objective={objective!r}: choose one of {OBJECTIVES}.')
   in_upd = (ctx_BC.reshape(-1), dh_BCD.reshape(-1, dim))
   out_upd = (tgt_BT.reshape(-1), do_BTD.reshape(-1, dim))
   return loss, pairs, in_upd, out_upd
@@ -121,8 +122,8 @@ def _row_updates(params, batch, lr, objective):
 def _apply(params, in_upd, out_upd):
   """Scatter-add the row updates; ids >= V (empty slots) are dropped."""
   return {
-    "input": params["input"].at[in_upd[0]].add(in_upd[1], mode="drop"),
-    "output": params["output"].at[out_upd[0]].add(out_upd[1], mode="drop"),
+    'input': params['input'].at[in_upd[0]].add(in_upd[1], mode='drop'),
+    'output': params['output'].at[out_upd[0]].add(out_upd[1], mode='drop'),
   }
 
 

@@ -4,6 +4,7 @@ Compiling, not running, dominates almost every test here. Backend optimisation l
 expensive LLVM passes) cuts that by ~40% on the model tests; results stay within every test's
 tolerance. The performance numbers come from launch/benchmark.py, which uses the default flags.
 """
+
 CHEAP_CODEGEN = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
 
 

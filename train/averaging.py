@@ -16,6 +16,7 @@ Fewer than N checkpoints is an error that names how many exist: keep more with
 validation metric, which may then be one of the N). Steps come from the checkpoints that exist,
 so their spacing is `checkpoint_every` (and `eval_every`: validation steps are saved too).
 """
+
 from __future__ import annotations
 
 import json
@@ -40,10 +41,11 @@ def parse(which: str) -> int | None:
   """N for 'avg_last:N', None for any other --checkpoint value; ValueError for a bad N."""
   if not str(which).startswith(PREFIX):
     return None
-  n = str(which)[len(PREFIX):]
+  n = str(which)[len(PREFIX) :]
   if not n.isdigit() or int(n) < 1:
-    raise ValueError(f'--checkpoint={which!r}: N in avg_last:N must be a positive integer, '
-                     f'e.g. avg_last:10')
+    raise ValueError(
+      f'--checkpoint={which!r}: N in avg_last:N must be a positive integer, e.g. avg_last:10'
+    )
   return int(n)
 
 
@@ -52,9 +54,10 @@ def last_steps(workdir: str, n: int) -> list[int]:
   steps = sorted(int(s) for s in checkpointing.list_steps(workdir))
   if len(steps) < n:
     raise ValueError(
-        f'--checkpoint=avg_last:{n}: {workdir}/{checkpointing.CKPT_DIR} has only {len(steps)} '
-        f'checkpoint(s) {steps}; train with --config.keep_checkpoints={n} (or more) to keep '
-        f'the last {n}, or average fewer')
+      f'--checkpoint=avg_last:{n}: {workdir}/{checkpointing.CKPT_DIR} has only {len(steps)} '
+      f'checkpoint(s) {steps}; train with --config.keep_checkpoints={n} (or more) to keep '
+      f'the last {n}, or average fewer'
+    )
   return steps[-n:]
 
 
@@ -73,25 +76,27 @@ def average_trees(trees) -> dict:
     tree = jax.tree.map(np.asarray, tree)
     if total is None:
       first = tree
-      total = jax.tree.map(
-          lambda x: x.astype(np.float64) if _is_float(x.dtype) else x, tree)
+      total = jax.tree.map(lambda x: x.astype(np.float64) if _is_float(x.dtype) else x, tree)
     else:
+
       def add(acc, x, ref):
         if x.shape != ref.shape or x.dtype != ref.dtype:
-          raise ValueError(f'cannot average arrays of {x.shape} {x.dtype} and '
-                           f'{ref.shape} {ref.dtype}')
+          raise ValueError(
+            f'cannot average arrays of {x.shape} {x.dtype} and {ref.shape} {ref.dtype}'
+          )
         if _is_float(ref.dtype):
           return acc + x.astype(np.float64)
         if not np.array_equal(x, ref):
           raise ValueError(f'cannot average differing non-float arrays ({ref.dtype})')
         return acc
+
       total = jax.tree.map(add, total, tree, first)
     count += 1
   if not count:
     raise ValueError('nothing to average')
   return jax.tree.map(
-      lambda acc, ref: (acc / count).astype(ref.dtype)
-      if _is_float(ref.dtype) else acc, total, first)
+    lambda acc, ref: (acc / count).astype(ref.dtype) if _is_float(ref.dtype) else acc, total, first
+  )
 
 
 def average_dir(workdir: str, steps) -> str:
@@ -106,7 +111,8 @@ def _complete(path: str, steps) -> bool:
   except (OSError, ValueError):
     return False
   return info.get('steps') == sorted(int(s) for s in steps) and os.path.isdir(
-      os.path.join(path, 'params'))
+    os.path.join(path, 'params')
+  )
 
 
 def read_params(path: str):
@@ -117,8 +123,7 @@ def read_params(path: str):
   meta = ckptr.metadata(os.path.join(path, 'params')).item_metadata.tree
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
-  return ckptr.restore(os.path.join(path, 'params'),
-                       ocp.args.StandardRestore(target))
+  return ckptr.restore(os.path.join(path, 'params'), ocp.args.StandardRestore(target))
 
 
 def write_average(workdir: str, steps, params) -> str:
@@ -131,18 +136,22 @@ def write_average(workdir: str, steps, params) -> str:
   tmp = tempfile.mkdtemp(dir=root, prefix=f'.tmp-{os.path.basename(final)}-')
   try:
     ocp.Checkpointer(ocp.StandardCheckpointHandler()).save(
-        os.path.join(os.path.abspath(tmp), 'params'), ocp.args.StandardSave(params))
-    info = {'steps': steps, 'checkpoint': f'{PREFIX}{len(steps)}',
-            'source': os.path.join(os.path.abspath(workdir), checkpointing.CKPT_DIR),
-            'method': 'element-wise mean of params (float64 sum, cast to each dtype)'}
+      os.path.join(os.path.abspath(tmp), 'params'), ocp.args.StandardSave(params)
+    )
+    info = {
+      'steps': steps,
+      'checkpoint': f'{PREFIX}{len(steps)}',
+      'source': os.path.join(os.path.abspath(workdir), checkpointing.CKPT_DIR),
+      'method': 'element-wise mean of params (float64 sum, cast to each dtype)',
+    }
     layout.write_json(os.path.join(tmp, INFO_FILE), info, sort_keys=False)
-    os.chmod(tmp, 0o755)                  # mkdtemp makes it private; results are shared
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; results are shared
     if os.path.isdir(final) and not _complete(final, steps):
-      shutil.rmtree(final)                # stale or partial (e.g. other steps, same name)
+      shutil.rmtree(final)  # stale or partial (e.g. other steps, same name)
     try:
       os.rename(tmp, final)
     except OSError:
-      if not _complete(final, steps):     # another evaluator finished first: use its copy
+      if not _complete(final, steps):  # another evaluator finished first: use its copy
         raise
   finally:
     if os.path.isdir(tmp):
@@ -156,7 +165,8 @@ def averaged_params(workdir: str, steps, config=None):
   del config  # the checkpoints describe themselves (as in checkpointing.restore_params)
   path = average_dir(workdir, steps)
   if not _complete(path, steps):
-    mean = average_trees(jax.device_get(checkpointing.restore_params(workdir, int(s)))
-                         for s in steps)
+    mean = average_trees(
+      jax.device_get(checkpointing.restore_params(workdir, int(s))) for s in steps
+    )
     write_average(workdir, steps, mean)
   return read_params(path)

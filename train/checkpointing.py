@@ -8,6 +8,7 @@ else loss). A step that fails to restore is moved to WORKDIR/checkpoints_bad/ wi
 and the previous one is used. Averages of several steps (train/averaging.py, `avg_last:N`)
 live in WORKDIR/averaged/, outside this manager's view: never resumed from, never `latest`.
 """
+
 import base64
 import contextlib
 import dataclasses
@@ -34,11 +35,11 @@ class _OrbaxNotices(std_logging.Filter):
   translate, plots read checkpoints that way on purpose) announces 'Given directory is read
   only', and every save without metrics (saves between validations) 'Requested
   `tracked_metric`; did not provide metrics'. Installed on the absl logger Orbax writes to."""
+
   MESSAGES = ('Given directory is read only', 'Requested `tracked_metric`; did not provide')
 
   def filter(self, record):
-    return not (record.levelno == std_logging.WARNING and
-                str(record.msg).startswith(self.MESSAGES))
+    return not (record.levelno == std_logging.WARNING and str(record.msg).startswith(self.MESSAGES))
 
 
 if not any(isinstance(f, _OrbaxNotices) for f in logging.get_absl_logger().filters):
@@ -46,6 +47,7 @@ if not any(isinstance(f, _OrbaxNotices) for f in logging.get_absl_logger().filte
 
 
 # ----------------------------------------------------------------------------- data iterator state
+
 
 class DataStateHandler(ocp.CheckpointHandler):
   """Each process writes its own iterator state (process_I-of-N.json) into the step directory.
@@ -56,8 +58,11 @@ class DataStateHandler(ocp.CheckpointHandler):
 
   def save(self, directory: epath.Path, args: 'DataStateSave'):
     state = args.state
-    payload = ({'bytes_b64': base64.b64encode(state).decode()} if isinstance(state, bytes)
-               else {'json': state})
+    payload = (
+      {'bytes_b64': base64.b64encode(state).decode()}
+      if isinstance(state, bytes)
+      else {'json': state}
+    )
     name = f'process_{jax.process_index()}-of-{jax.process_count()}.json'
     (directory / name).write_text(json.dumps(payload))
 
@@ -65,8 +70,10 @@ class DataStateHandler(ocp.CheckpointHandler):
     del args
     path = directory / f'process_{jax.process_index()}-of-{jax.process_count()}.json'
     if not path.exists():
-      raise FileNotFoundError(f'{path}: no data state for this process (was the run started '
-                              f'with a different number of processes?)')
+      raise FileNotFoundError(
+        f'{path}: no data state for this process (was the run started '
+        f'with a different number of processes?)'
+      )
     payload = json.loads(path.read_text())
     return base64.b64decode(payload['bytes_b64']) if 'bytes_b64' in payload else payload['json']
 
@@ -94,6 +101,7 @@ class DataStateRestore(ocp.args.CheckpointArgs):
 
 # ----------------------------------------------------------------------------- manager
 
+
 def _score(metrics):
   """Higher is better: BLEU when present, else negative validation loss."""
   if metrics is None:
@@ -106,24 +114,35 @@ def _score(metrics):
 
 
 def make_manager(workdir, *, keep=2, save_every=1, read_only=False, async_save=True):
-  policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+  policy = ocp.checkpoint_managers.AnyPreservationPolicy(
+    [
       ocp.checkpoint_managers.LatestN(n=max(int(keep), 1)),
-      ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: _score(m) or -np.inf, n=1,
-                                    keep_checkpoints_without_metrics=False),
-  ])
+      ocp.checkpoint_managers.BestN(
+        get_metric_fn=lambda m: _score(m) or -np.inf, n=1, keep_checkpoints_without_metrics=False
+      ),
+    ]
+  )
   options = ocp.CheckpointManagerOptions(
-      save_interval_steps=0 if read_only else max(int(save_every), 1),
-      preservation_policy=policy,
-      # best_fn makes Orbax write each step's metrics (preservation uses the policy above).
-      best_fn=lambda m: _score(m) or -np.inf, best_mode='max',
-      enable_async_checkpointing=async_save, read_only=read_only, create=not read_only,
-      cleanup_tmp_directories=not read_only)
+    save_interval_steps=0 if read_only else max(int(save_every), 1),
+    preservation_policy=policy,
+    # best_fn makes Orbax write each step's metrics (preservation uses the policy above).
+    best_fn=lambda m: _score(m) or -np.inf,
+    best_mode='max',
+    enable_async_checkpointing=async_save,
+    read_only=read_only,
+    create=not read_only,
+    cleanup_tmp_directories=not read_only,
+  )
   return ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, CKPT_DIR)), options=options,
-      item_names=('params', 'train', 'data'),
-      item_handlers={'params': ocp.StandardCheckpointHandler(),
-                     'train': ocp.StandardCheckpointHandler(),
-                     'data': DataStateHandler()})
+    os.path.abspath(os.path.join(workdir, CKPT_DIR)),
+    options=options,
+    item_names=('params', 'train', 'data'),
+    item_handlers={
+      'params': ocp.StandardCheckpointHandler(),
+      'train': ocp.StandardCheckpointHandler(),
+      'data': DataStateHandler(),
+    },
+  )
 
 
 def _abstract(tree):
@@ -135,8 +154,12 @@ class Checkpointer:
 
   def __init__(self, workdir, config, async_save=True):
     self.workdir = workdir
-    self.manager = make_manager(workdir, keep=config.get('keep_checkpoints', 2),
-                                save_every=config.checkpoint_every, async_save=async_save)
+    self.manager = make_manager(
+      workdir,
+      keep=config.get('keep_checkpoints', 2),
+      save_every=config.checkpoint_every,
+      async_save=async_save,
+    )
 
   def save(self, state, data_state, metrics=None, force=False):
     """Starts an async save of `state` at state.step; returns whether one was started."""
@@ -144,11 +167,15 @@ class Checkpointer:
     if step in self.manager.all_steps():
       return False
     return self.manager.save(
-        step, force=force, metrics=metrics,
-        args=ocp.args.Composite(
-            params=ocp.args.StandardSave(state.params),
-            train=ocp.args.StandardSave({'step': state.step, 'opt_state': state.opt_state}),
-            data=DataStateSave(data_state)))
+      step,
+      force=force,
+      metrics=metrics,
+      args=ocp.args.Composite(
+        params=ocp.args.StandardSave(state.params),
+        train=ocp.args.StandardSave({'step': state.step, 'opt_state': state.opt_state}),
+        data=DataStateSave(data_state),
+      ),
+    )
 
   def restore_latest(self, state):
     """(state, data_state) from the newest step that restores, or (None, None).
@@ -157,21 +184,33 @@ class Checkpointer:
     """
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
-        out = self.manager.restore(step, args=ocp.args.Composite(
+        out = self.manager.restore(
+          step,
+          args=ocp.args.Composite(
             params=ocp.args.StandardRestore(_abstract(state.params)),
             train=ocp.args.StandardRestore(
-                _abstract({'step': state.step, 'opt_state': state.opt_state})),
-            data=DataStateRestore()))
+              _abstract({'step': state.step, 'opt_state': state.opt_state})
+            ),
+            data=DataStateRestore(),
+          ),
+        )
         if int(out.train['step']) != step:
           raise ValueError(f'checkpoint {step} holds step {int(out.train["step"])}')
       except Exception as e:  # pylint: disable=broad-except
-        logging.warning('checkpoint %d in %s failed to restore (%s: %s); moving it to %s/ and '
-                        'trying the previous one', step, self.workdir, type(e).__name__,
-                        str(e)[:300], BAD_DIR)
+        logging.warning(
+          'checkpoint %d in %s failed to restore (%s: %s); moving it to %s/ and '
+          'trying the previous one',
+          step,
+          self.workdir,
+          type(e).__name__,
+          str(e)[:300],
+          BAD_DIR,
+        )
         self._set_aside(step)
         continue
-      new = state.replace(step=out.train['step'], params=out.params,
-                          opt_state=out.train['opt_state'])
+      new = state.replace(
+        step=out.train['step'], params=out.params, opt_state=out.train['opt_state']
+      )
       return new, out.data
     return None, None
 
@@ -189,6 +228,7 @@ class Checkpointer:
         os.replace(src, dst)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
       multihost_utils.sync_global_devices(f'attnlab_set_aside_{step}')
     self.manager.reload()
 
@@ -200,6 +240,7 @@ class Checkpointer:
 
 
 # ----------------------------------------------------------------------------- contract functions
+
 
 @contextlib.contextmanager
 def _reader(workdir):
@@ -244,17 +285,17 @@ def restore_params(workdir, step, config=None):
   del config  # the checkpoint describes itself; kept for the contract's signature
   with _reader(workdir) as manager:
     if step not in manager.all_steps():
-      raise FileNotFoundError(f'{workdir}/{CKPT_DIR}: no checkpoint for step {step}; '
-                              f'available: {sorted(manager.all_steps())}')
+      raise FileNotFoundError(
+        f'{workdir}/{CKPT_DIR}: no checkpoint for step {step}; '
+        f'available: {sorted(manager.all_steps())}'
+      )
     try:
       meta = manager.item_metadata(step)['params']
       if meta is None:
         raise ValueError('its params metadata is missing')
       device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                            meta)
-      out = manager.restore(step, args=ocp.args.Composite(
-          params=ocp.args.StandardRestore(target)))
+      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
+      out = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
     except Exception as e:  # pylint: disable=broad-except  # TensorStore, Orbax, JSON, OS errors
       raise CheckpointUnreadable(step, workdir, e) from None
   return out.params

@@ -9,6 +9,7 @@ traceback. `ATTNLAB_TRACEBACK=1` re-raises instead, for debugging attnlab itself
   if __name__ == '__main__':
     cli.run(main, define_flags=define_flags, required=('config', 'workdir'))
 """
+
 from __future__ import annotations
 
 import os
@@ -58,14 +59,18 @@ def parse_flags(argv: Sequence[str]):
     fail(f'{one_line(e)} (--helpshort lists the flags)', USAGE_EXIT)
   except (AttributeError, KeyError) as e:  # ml_collections: --config.KEY that the config lacks
     given = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')]
-    fail(f'a --config.KEY override names a key the config does not have ({one_line(e)}); '
-         f'overrides given: {given}; see the config file for the keys', USAGE_EXIT)
+    fail(
+      f'a --config.KEY override names a key the config does not have ({one_line(e)}); '
+      f'overrides given: {given}; see the config file for the keys',
+      USAGE_EXIT,
+    )
   except Exception as e:  # pylint: disable=broad-except  # e.g. a config file that fails to load
     fail(f'cannot parse the command line: {type(e).__name__}: {one_line(e)}', USAGE_EXIT)
 
 
 def guarded(main: Callable) -> Callable:
   """`main` with user errors turned into one line and an exit code."""
+
   def wrapper(argv):
     if os.environ.get(TRACEBACK_ENV):
       return main(argv)
@@ -75,11 +80,13 @@ def guarded(main: Callable) -> Callable:
       fail(one_line(e), USAGE_EXIT)
     except USER_ERRORS as e:
       fail(one_line(e), RUNTIME_EXIT)
+
   return wrapper
 
 
-def run(main: Callable, *, define_flags: Callable | None = None,
-        required: Sequence[str] = ()) -> None:
+def run(
+  main: Callable, *, define_flags: Callable | None = None, required: Sequence[str] = ()
+) -> None:
   """Defines the flags, marks `required` ones, and runs `main` under `guarded`."""
   if define_flags is not None:
     define_flags()

@@ -3,6 +3,7 @@
 `validate` runs before anything is built or compiled, so a typo such as
 `--config.model.position=bogus` fails in a second with the list of valid values.
 """
+
 import json
 import os
 
@@ -15,36 +16,53 @@ from train import layout
 # Choice-valued keys and their valid values (docs/contracts.md). None is allowed where the
 # contract says "None -> fall back to ...".
 CHOICES = {
-    'dropout_rng_impl': ('threefry2x32', 'rbg', 'unsafe_rbg'),
-    'data.name': ('multi30k', 'lengthgen', 'text'),
-    'data.tokenizer': ('unigram', 'bpe', 'char'),
-    'data.length_policy': ('filter', 'truncate'),
-    'data.batching': ('bucket', 'pack'),
-    'data.preprocess': ('raw', 'lc_norm_tok'),
-    # model.*: the model package's lists (model/config.py; schemes and kinds from their registries).
-    'model.arch': model_config.ARCHS,
-    'model.position': model_config.POSITIONS,
-    'model.encoder_position': (None,) + model_config.POSITIONS,
-    'model.decoder_position': (None,) + model_config.POSITIONS,
-    'model.attention': model_config.ATTENTIONS,
-    'model.attention_impl': model_config.ATTENTION_IMPLS,
-    'model.ffn': model_config.FFNS,
-    'model.norm': model_config.NORMS,
-    'model.remat': model_config.REMATS,
-    'model.dtype': model_config.DTYPES,
-    'model.rnn_cell': model_config.RNN_CELLS,
-    'optim.schedule': ('rsqrt', 'cosine', 'constant'),
-    'eval.decode': ('beam', 'greedy'),
-    'eval.train_decode': (None, 'beam', 'greedy'),
+  'dropout_rng_impl': ('threefry2x32', 'rbg', 'unsafe_rbg'),
+  'data.name': ('multi30k', 'lengthgen', 'text'),
+  'data.tokenizer': ('unigram', 'bpe', 'char'),
+  'data.length_policy': ('filter', 'truncate'),
+  'data.batching': ('bucket', 'pack'),
+  'data.preprocess': ('raw', 'lc_norm_tok'),
+  # model.*: the model package's lists (model/config.py; schemes and kinds from their registries).
+  'model.arch': model_config.ARCHS,
+  'model.position': model_config.POSITIONS,
+  'model.encoder_position': (None,) + model_config.POSITIONS,
+  'model.decoder_position': (None,) + model_config.POSITIONS,
+  'model.attention': model_config.ATTENTIONS,
+  'model.attention_impl': model_config.ATTENTION_IMPLS,
+  'model.ffn': model_config.FFNS,
+  'model.norm': model_config.NORMS,
+  'model.remat': model_config.REMATS,
+  'model.dtype': model_config.DTYPES,
+  'model.rnn_cell': model_config.RNN_CELLS,
+  'optim.schedule': ('rsqrt', 'cosine', 'constant'),
+  'eval.decode': ('beam', 'greedy'),
+  'eval.train_decode': (None, 'beam', 'greedy'),
 }
 
 # Keys added after runs were already written: a resolved config without them is still valid.
-OPTIONAL = ('dropout_rng_impl', 'loss_chunk_tokens', 'model.attention_impl', 'patience', 'data.preprocess')
+OPTIONAL = (
+  'dropout_rng_impl',
+  'loss_chunk_tokens',
+  'model.attention_impl',
+  'patience',
+  'data.preprocess',
+)
 
-POSITIVE_INTS = ('total_steps', 'batch_size', 'log_every', 'checkpoint_every',
-                 'model.d_model', 'model.num_heads', 'model.num_layers', 'model.d_ff',
-                 'optim.grad_accum_steps')
-NON_NEGATIVE_INTS = ('patience', 'loss_chunk_tokens',)
+POSITIVE_INTS = (
+  'total_steps',
+  'batch_size',
+  'log_every',
+  'checkpoint_every',
+  'model.d_model',
+  'model.num_heads',
+  'model.num_layers',
+  'model.d_ff',
+  'optim.grad_accum_steps',
+)
+NON_NEGATIVE_INTS = (
+  'patience',
+  'loss_chunk_tokens',
+)
 
 
 def _get(config, dotted):
@@ -85,8 +103,10 @@ def validate(config):
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
       errors.append(f'--config.{key}={value!r} must be a non-negative integer (0 = off)')
   if config.batch_size % config.optim.grad_accum_steps:
-    errors.append(f'batch_size={config.batch_size} is not divisible by '
-                  f'optim.grad_accum_steps={config.optim.grad_accum_steps}')
+    errors.append(
+      f'batch_size={config.batch_size} is not divisible by '
+      f'optim.grad_accum_steps={config.optim.grad_accum_steps}'
+    )
   for axis in ('data', 'fsdp', 'tensor'):
     size = config.mesh[axis]
     if not isinstance(size, int) or (size < 1 and not (axis == 'data' and size == -1)):
@@ -96,13 +116,18 @@ def validate(config):
       errors.append(f'mesh_rules entry {rule!r} is not a (logical_axis, mesh_axes) pair')
   if config.data.name == 'lengthgen':
     from train.data import lengthgen  # pylint: disable=import-outside-toplevel
+
     if config.data.task not in lengthgen.TASKS:
-      errors.append(f'--config.data.task={config.data.task!r} is not a lengthgen task; choose '
-                    f'one of: {", ".join(lengthgen.TASKS)}')
+      errors.append(
+        f'--config.data.task={config.data.task!r} is not a lengthgen task; choose '
+        f'one of: {", ".join(lengthgen.TASKS)}'
+      )
   preprocess = config.data.get('preprocess', 'raw')
   if preprocess in CHOICES['data.preprocess'][1:] and config.data.name != 'multi30k':
-    errors.append(f'--config.data.preprocess={preprocess!r} applies to multi30k '
-                  f'only (data.name={config.data.name!r}); use raw')
+    errors.append(
+      f'--config.data.preprocess={preprocess!r} applies to multi30k '
+      f'only (data.name={config.data.name!r}); use raw'
+    )
   if errors:
     raise ValueError('invalid config:\n  ' + '\n  '.join(errors))
   _validate_model(config.model)

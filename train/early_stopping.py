@@ -11,6 +11,7 @@ that step's checkpoint is saved). A resumed run keeps only the entries up to the
 restored, so after kill -9 the counter is rebuilt exactly as the uninterrupted run had it.
 No JAX here: launch.sweep reads STOPPED_FILE to tell an early-stopped run from a cut-off one.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,9 +27,9 @@ HISTORY_FILE = layout.HISTORY_FILE
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
-  best_step: int | None       # step of the best score so far (None before any score)
+  best_step: int | None  # step of the best score so far (None before any score)
   best_score: float | None
-  evals_since_best: int       # validations after the best one that did not beat it
+  evals_since_best: int  # validations after the best one that did not beat it
   stop: bool
 
 
@@ -76,33 +77,50 @@ class EarlyStopping:
   def update(self, step: int, metrics: dict[str, float], score: float | None) -> bool:
     """Records one validation (`score` from checkpointing._score); True = stop now."""
     self.history = [h for h in self.history if h['step'] < step]
-    self.history.append({'step': int(step), 'score': None if score is None else float(score),
-                         'metrics': {k: float(v) for k, v in metrics.items()}})
+    self.history.append(
+      {
+        'step': int(step),
+        'score': None if score is None else float(score),
+        'metrics': {k: float(v) for k, v in metrics.items()},
+      }
+    )
     self._save_history()
     return self.stopped
 
   def summary(self, step: int) -> str:
     d = self.decision
-    return (f'early stopping at step {step}: validation did not improve for '
-            f'{d.evals_since_best} evaluations (patience {self.patience}); best score '
-            f'{d.best_score:.4f} at step {d.best_step} ({self._metric()}); see '
-            f'{os.path.join(self.workdir, STOPPED_FILE)}')
+    return (
+      f'early stopping at step {step}: validation did not improve for '
+      f'{d.evals_since_best} evaluations (patience {self.patience}); best score '
+      f'{d.best_score:.4f} at step {d.best_step} ({self._metric()}); see '
+      f'{os.path.join(self.workdir, STOPPED_FILE)}'
+    )
 
   def resume_message(self, step: int) -> str:
-    return (f'this run stopped early at step {step} (validation did not improve for '
-            f'{self.decision.evals_since_best} evaluations, patience {self.patience}; see '
-            f'{os.path.join(self.workdir, STOPPED_FILE)}): not training further. To go on, '
-            f'relaunch with a larger --config.patience, or 0 to turn early stopping off')
+    return (
+      f'this run stopped early at step {step} (validation did not improve for '
+      f'{self.decision.evals_since_best} evaluations, patience {self.patience}; see '
+      f'{os.path.join(self.workdir, STOPPED_FILE)}): not training further. To go on, '
+      f'relaunch with a larger --config.patience, or 0 to turn early stopping off'
+    )
 
   def write_stopped(self, step: int) -> None:
     d = self.decision
     if self.write:
-      layout.write_json(os.path.join(self.workdir, STOPPED_FILE), {
+      layout.write_json(
+        os.path.join(self.workdir, STOPPED_FILE),
+        {
           'reason': f'no improvement in {self._metric()} for {d.evals_since_best} validations '
-                    f'(patience {self.patience})',
-          'step': int(step), 'best_step': d.best_step, 'best_score': d.best_score,
-          'metric': self._metric(), 'patience': self.patience, 'history': self.history},
-                        sort_keys=False)
+          f'(patience {self.patience})',
+          'step': int(step),
+          'best_step': d.best_step,
+          'best_score': d.best_score,
+          'metric': self._metric(),
+          'patience': self.patience,
+          'history': self.history,
+        },
+        sort_keys=False,
+      )
 
   def clear_stale(self) -> None:
     """Removes stopped.json when this run goes on training (its final checkpoint was lost, or
@@ -117,5 +135,6 @@ class EarlyStopping:
 
   def _save_history(self) -> None:
     if self.write:
-      layout.write_json(os.path.join(self.workdir, HISTORY_FILE), {'history': self.history},
-                        sort_keys=False)
+      layout.write_json(
+        os.path.join(self.workdir, HISTORY_FILE), {'history': self.history}, sort_keys=False
+      )

@@ -19,6 +19,7 @@ Results file names are built by `results_name` and read back by `parse_results_n
 else spells them. No JAX here (launch.sweep and launch.report import it). The module is called
 `layout`, not `workdir`, because every caller already has a variable named `workdir`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,18 +55,21 @@ RESULTS_EXT = '.json'
 HYP_EXT = '.hyp.txt'
 # split (greedy, so a split may contain '-'), optional avg{N}@, step, optional -tag (decode
 # settings: 'greedy', 'beam4-a0.6'; it starts with a letter, so it never reads as a step).
-_RESULTS_RE = re.compile(r'(?P<split>.+)-(?:avg(?P<n>\d+)@)?(?P<step>\d+)'
-                         r'(?:-(?P<tag>[A-Za-z][^/]*?))?' + re.escape(RESULTS_EXT))
+_RESULTS_RE = re.compile(
+  r'(?P<split>.+)-(?:avg(?P<n>\d+)@)?(?P<step>\d+)'
+  r'(?:-(?P<tag>[A-Za-z][^/]*?))?' + re.escape(RESULTS_EXT)
+)
 
 
 # ---------------------------------------------------------------------------- eval results
 @dataclasses.dataclass(frozen=True)
 class ResultsName:
   """What a results file name says: split, step, how many checkpoints were averaged, decoding."""
+
   split: str
   step: int
   averaged: int = 0  # N of an avg_last:N result; 0 for a single checkpoint
-  tag: str = ''      # decode settings when they are not the config's default
+  tag: str = ''  # decode settings when they are not the config's default
 
   @property
   def label(self) -> str:
@@ -104,12 +108,13 @@ def results_path(workdir: str, split: str, step: int, *, averaged: int = 0, tag:
 
 def hypotheses_path(results_file: str) -> str:
   """The hypotheses file beside a results file (any path: --output names its own)."""
-  stem = results_file[:-len(RESULTS_EXT)] if results_file.endswith(RESULTS_EXT) else results_file
+  stem = results_file[: -len(RESULTS_EXT)] if results_file.endswith(RESULTS_EXT) else results_file
   return stem + HYP_EXT
 
 
-def latest_results(workdir: str, splits: Sequence[str] | None = None, *,
-                   averaged: bool = True) -> dict[str, str]:
+def latest_results(
+  workdir: str, splits: Sequence[str] | None = None, *, averaged: bool = True
+) -> dict[str, str]:
   """{split: 'eval/NAME.json'}: per split, the newest results file (by mtime; the first listed
   wins a tie) written with the default decode settings; what the last evaluate call wrote.
 
@@ -119,8 +124,12 @@ def latest_results(workdir: str, splits: Sequence[str] | None = None, *,
   found: dict[str, tuple[float, str]] = {}
   for name in os.listdir(directory) if os.path.isdir(directory) else []:
     parsed = parse_results_name(name)
-    if (parsed is None or parsed.tag or (parsed.averaged and not averaged)
-        or (splits is not None and parsed.split not in splits)):
+    if (
+      parsed is None
+      or parsed.tag
+      or (parsed.averaged and not averaged)
+      or (splits is not None and parsed.split not in splits)
+    ):
       continue
     mtime = os.path.getmtime(os.path.join(directory, name))
     if parsed.split not in found or mtime > found[parsed.split][0]:
@@ -193,18 +202,29 @@ class WorkdirLock:
     except BlockingIOError:
       f.close()
       h = self.holder()
-      who = (f"pid {h.get('pid', '?')} on {h.get('host', '?')} since {h.get('since', '?')}"
-             if h else 'another process')
+      who = (
+        f'pid {h.get("pid", "?")} on {h.get("host", "?")} since {h.get("since", "?")}'
+        if h
+        else 'another process'
+      )
       raise WorkdirBusy(
-          f'{self.path.parent} is being trained by {who} ({h.get("command", "?")}); wait for it, '
-          f'stop it (kill -TERM {h.get("pid", "PID")} saves and exits), or pick another '
-          f'--workdir') from None
+        f'{self.path.parent} is being trained by {who} ({h.get("command", "?")}); wait for it, '
+        f'stop it (kill -TERM {h.get("pid", "PID")} saves and exits), or pick another '
+        f'--workdir'
+      ) from None
     stale = self.holder()
     f.seek(0)
     f.truncate()
-    f.write(json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
-                        'since': time.strftime('%Y-%m-%d %H:%M:%S'),
-                        'command': ' '.join(sys.argv)[:300]}))
+    f.write(
+      json.dumps(
+        {
+          'pid': os.getpid(),
+          'host': socket.gethostname(),
+          'since': time.strftime('%Y-%m-%d %H:%M:%S'),
+          'command': ' '.join(sys.argv)[:300],
+        }
+      )
+    )
     f.flush()
     self._file = f
     return stale
@@ -212,7 +232,7 @@ class WorkdirLock:
   def release(self) -> None:
     if self._file is not None:
       self._file.seek(0)
-      self._file.truncate()                # a clean exit leaves no holder behind
+      self._file.truncate()  # a clean exit leaves no holder behind
       self._file.flush()
       fcntl.flock(self._file, fcntl.LOCK_UN)
       self._file.close()

@@ -3,6 +3,7 @@ trains, validates, checkpoints, and stops on schedule, on patience, on SIGTERM o
 
 `train.main` is its command line; tests and launchers call `train_and_evaluate` directly.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,13 +49,15 @@ def check_finite(pending, last_saved) -> None:
     loss, gnorm = (float(x) for x in jax.device_get((m['loss'], m['grad_norm'])))
     if not (np.isfinite(loss) and np.isfinite(gnorm)):
       raise NaNLossError(
-          f'loss={loss} grad_norm={gnorm} at step {step}: training diverged and was stopped. '
-          f'The last good checkpoint is step {last_saved} (nothing non-finite was saved). '
-          f'Try a lower --config.optim.learning_rate, longer --config.optim.warmup_steps, '
-          f'or --config.optim.clip_norm=1.0.')
+        f'loss={loss} grad_norm={gnorm} at step {step}: training diverged and was stopped. '
+        f'The last good checkpoint is step {last_saved} (nothing non-finite was saved). '
+        f'Try a lower --config.optim.learning_rate, longer --config.optim.warmup_steps, '
+        f'or --config.optim.clip_norm=1.0.'
+      )
 
 
 # ============================================================================= validation
+
 
 def run_validation(config, module, params, tokenizer, val_batches, step) -> dict[str, float]:
   """{'val_loss', 'val_accuracy', 'val_bleu'/'val_exact_match' if decoding is on; for multi30k
@@ -67,21 +70,34 @@ def run_validation(config, module, params, tokenizer, val_batches, step) -> dict
   if n > 0:
     t0 = time.time()
     scores = evaluate.decode_and_score(
-        config, module, params, tokenizer, config.data.eval_splits[0], max_sentences=n,
-        decode=config.eval.get('train_decode') or config.eval.decode)
+      config,
+      module,
+      params,
+      tokenizer,
+      config.data.eval_splits[0],
+      max_sentences=n,
+      decode=config.eval.get('train_decode') or config.eval.decode,
+    )
     for key in ('bleu', 'bleu_lit', 'chrf', 'exact_match'):
       if scores.get(key) is not None:
         result[f'val_{key}'] = float(scores[key])
-    logging.info('step %d: decoded %d %s sentences in %.1fs', step, n,
-                 config.data.eval_splits[0], time.time() - t0)
+    logging.info(
+      'step %d: decoded %d %s sentences in %.1fs',
+      step,
+      n,
+      config.data.eval_splits[0],
+      time.time() - t0,
+    )
   return result
 
 
 # ============================================================================= set-up
 
+
 @dataclasses.dataclass
 class Run:
   """Everything the loop works with, built once by `build_run`."""
+
   config: Any
   workdir: str
   tokenizer: Any
@@ -114,8 +130,11 @@ def init_embeddings(state, shardings, config, workdir):
   """word2vec vectors for the token table(s) (`model.embed_init`); a resumed run overwrites
   them with its checkpoint."""
   params = embed_init.init_embeddings_from(
-      state.params, config.model.embed_init, std=config.model.d_model ** -0.5,
-      tokenizer_dir=os.path.join(workdir, 'tokenizer'))
+    state.params,
+    config.model.embed_init,
+    std=config.model.d_model**-0.5,
+    tokenizer_dir=os.path.join(workdir, 'tokenizer'),
+  )
   logging.info('embeddings initialised from word2vec run %s', config.model.embed_init)
   return state.replace(params=jax.device_put(params, shardings.params))
 
@@ -123,17 +142,21 @@ def init_embeddings(state, shardings, config, workdir):
 def build_run(config, workdir, devices=None) -> Run:
   """Config, tokenizer, model, mesh, data, state (restored when a checkpoint exists)."""
   pid, nproc = jax.process_index(), jax.process_count()
-  data.build(config)                       # idempotent; usually done by train.data.prepare
+  data.build(config)  # idempotent; usually done by train.data.prepare
   tokenizer = data.get_tokenizer(config)
   config = config_io.resolve(config, tokenizer.vocab_size)
   prepare_workdir(config, workdir, tokenizer, pid)
 
   mesh = mesh_lib.make_mesh(config.mesh, devices)
-  logging.info('mesh %s over %d devices (%s)', dict(mesh.shape), jax.device_count(),
-               jax.devices()[0].device_kind)
+  logging.info(
+    'mesh %s over %d devices (%s)',
+    dict(mesh.shape),
+    jax.device_count(),
+    jax.devices()[0].device_kind,
+  )
   train_iter = data.make_train_iterator(config, tokenizer, process_index=pid, process_count=nproc)
   start_state = train_iter.get_state()
-  example = next(train_iter)               # shapes for init only; the iterator is rewound
+  example = next(train_iter)  # shapes for init only; the iterator is rewound
   train_iter.set_state(start_state)
   t = trainer.setup(config, mesh, example)
   state = t.state
@@ -148,12 +171,27 @@ def build_run(config, workdir, devices=None) -> Run:
     train_iter.set_state(data_state)
     logging.info('resumed from step %d', int(state.step))
   stopper = early_stopping.EarlyStopping(  # patience; history truncated to this step
-      workdir, config.get('patience', 0), int(jax.device_get(state.step)), write=pid == 0)
-  return Run(config, workdir, tokenizer, t.module, mesh, t.tx, train_iter, state, t.shardings,
-             ckpt, restored is not None, stopper, t.step_fn)
+    workdir, config.get('patience', 0), int(jax.device_get(state.step)), write=pid == 0
+  )
+  return Run(
+    config,
+    workdir,
+    tokenizer,
+    t.module,
+    mesh,
+    t.tx,
+    train_iter,
+    state,
+    t.shardings,
+    ckpt,
+    restored is not None,
+    stopper,
+    t.step_fn,
+  )
 
 
 # ============================================================================= the loop
+
 
 class Loop:
   """The step loop over a built `Run`: logging, validation, checkpoints, stopping."""
@@ -163,15 +201,19 @@ class Loop:
     config = run.config
     self.step = int(jax.device_get(run.state.step))
     self.last_saved = self.step if run.restored else None
-    self.pending = []                      # (step, device metrics) not yet checked for NaN
+    self.pending = []  # (step, device metrics) not yet checked for NaN
     self.flops_cache = {}
     self.val_split = config.data.eval_splits[0] if config.data.eval_splits else None
     self.val_batches = None
     self.writer = metrics_lib.Writer(run.workdir)
-    self.meter = metrics_lib.Meter(config.total_steps, run.mesh.size,
-                                   jax.devices()[0].device_kind, config.model.dtype)
-    self.hash_log = (open(os.path.join(run.workdir, f'batches-p{jax.process_index()}.txt'), 'a')
-                     if config.get('log_batch_hashes') else None)
+    self.meter = metrics_lib.Meter(
+      config.total_steps, run.mesh.size, jax.devices()[0].device_kind, config.model.dtype
+    )
+    self.hash_log = (
+      open(os.path.join(run.workdir, f'batches-p{jax.process_index()}.txt'), 'a')
+      if config.get('log_batch_hashes')
+      else None
+    )
 
   def close(self):
     self.writer.close()
@@ -207,7 +249,7 @@ class Loop:
     if shape not in self.flops_cache:
       self.flops_cache[shape] = metrics_lib.batch_flops(r.config.model, batch) * nproc
     self.meter.add(float(np.sum(batch['weights'])) * nproc, self.flops_cache[shape])
-    if first:                              # leave the first step's compile out of the rates
+    if first:  # leave the first step's compile out of the rates
       jax.block_until_ready(m['loss'])
       self.meter.reset(time.time())
 
@@ -215,10 +257,12 @@ class Loop:
     values = jax.device_get(self.pending[-1][1])
     self.check_pending()
     rates = self.meter.rates(self.step)
-    metrics_lib.log(metrics_lib.console_line(self.step, self.run.config.total_steps, values,
-                                             rates))
-    self.writer.scalars(self.step, {k: values[k] for k in ('loss', 'nll', 'accuracy', 'lr',
-                                                           'grad_norm', 'param_norm')}, 'train')
+    metrics_lib.log(metrics_lib.console_line(self.step, self.run.config.total_steps, values, rates))
+    self.writer.scalars(
+      self.step,
+      {k: values[k] for k in ('loss', 'nll', 'accuracy', 'lr', 'grad_norm', 'param_norm')},
+      'train',
+    )
     self.writer.scalars(self.step, rates, 'perf')
     self.meter.reset(time.time())
 
@@ -227,22 +271,23 @@ class Loop:
     self.check_pending()
     if self.val_batches is None:
       n = int(r.config.eval.get('loss_sentences', 0) or 0) or None
-      self.val_batches = data.make_eval_batches(r.config, r.tokenizer, self.val_split,
-                                                max_examples=n)
-    result = run_validation(r.config, r.module, r.state.params, r.tokenizer, self.val_batches,
-                            self.step)
-    metrics_lib.log(f'step {self.step} | ' + ' | '.join(
-        f'{k} {v:.4f}' for k, v in result.items()))
+      self.val_batches = data.make_eval_batches(
+        r.config, r.tokenizer, self.val_split, max_examples=n
+      )
+    result = run_validation(
+      r.config, r.module, r.state.params, r.tokenizer, self.val_batches, self.step
+    )
+    metrics_lib.log(f'step {self.step} | ' + ' | '.join(f'{k} {v:.4f}' for k, v in result.items()))
     self.writer.scalars(self.step, {k[4:]: v for k, v in result.items()}, 'eval')
     self.writer.flush()
-    self.meter.reset(time.time())          # validation time is not training throughput
+    self.meter.reset(time.time())  # validation time is not training throughput
     return result
 
   # --- the loop ------------------------------------------------------------------------------
   def __call__(self, preemption: runtime.Preemption) -> str:
     r, config = self.run, self.run.config
     if runtime.agreed(r.stopper.stopped and self.step < config.total_steps):
-      r.stopper.write_stopped(self.step)   # again, in case a kill came before it was written
+      r.stopper.write_stopped(self.step)  # again, in case a kill came before it was written
       logging.warning('%s', r.stopper.resume_message(self.step))
       return 'stopped_early'
     r.stopper.clear_stale()
@@ -251,8 +296,7 @@ class Loop:
       if preemption.any_process():
         self.save(force=True)
         r.ckpt.wait()
-        logging.warning('preempted at step %d; checkpoint saved, exiting with status 0',
-                        self.step)
+        logging.warning('preempted at step %d; checkpoint saved, exiting with status 0', self.step)
         return 'preempted'
       self.train_step(first)
       first = False
@@ -266,12 +310,12 @@ class Loop:
       eval_metrics, stop = None, False
       if is_eval and self.val_split:
         eval_metrics = self.validate()
-        stop = runtime.agreed(r.stopper.update(step, eval_metrics,
-                                               checkpointing._score(eval_metrics))
-                              and not is_last)
+        stop = runtime.agreed(
+          r.stopper.update(step, eval_metrics, checkpointing._score(eval_metrics)) and not is_last
+        )
       if is_ckpt:
         self.save(metrics=eval_metrics, force=is_last or is_eval)
-      if stop:                             # patience ran out: this step's checkpoint is final
+      if stop:  # patience ran out: this step's checkpoint is final
         r.ckpt.wait()
         r.stopper.write_stopped(step)
         logging.warning('%s', r.stopper.summary(step))
@@ -289,10 +333,14 @@ def train_and_evaluate(config, workdir, devices=None) -> str:
   """
   lock = layout.WorkdirLock(workdir) if jax.process_index() == 0 else None
   if lock is not None:
-    stale = lock.acquire()                 # before anything is written: WorkdirBusy if taken
+    stale = lock.acquire()  # before anything is written: WorkdirBusy if taken
     if stale:
-      logging.warning('took over %s from pid %s on %s, which is no longer running', lock.path,
-                      stale.get('pid', '?'), stale.get('host', '?'))
+      logging.warning(
+        'took over %s from pid %s on %s, which is no longer running',
+        lock.path,
+        stale.get('pid', '?'),
+        stale.get('host', '?'),
+      )
   preemption = runtime.Preemption()
   run = None
   loop = None

@@ -12,6 +12,7 @@ Two forms with the same value:
   process was 3.48 s (chunks of 2048) and 3.32 s (1024) against 3.34 s unfused. Off by default
   (`config.loss_chunk_tokens = 0`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -55,8 +56,12 @@ def cross_entropy_sums(logits, targets, weights, label_smoothing=0.0):
     loss = nll
   label_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
   correct = (label_logit >= jnp.max(logits, axis=-1)).astype(jnp.float32)
-  return {'loss': jnp.sum(loss * weights), 'nll': jnp.sum(nll * weights),
-          'tokens': jnp.sum(weights), 'correct': jnp.sum(correct * weights)}
+  return {
+    'loss': jnp.sum(loss * weights),
+    'nll': jnp.sum(nll * weights),
+    'tokens': jnp.sum(weights),
+    'correct': jnp.sum(correct * weights),
+  }
 
 
 def chunk_length(batch: int, length: int, chunk_tokens: int) -> int:
@@ -70,8 +75,7 @@ def chunk_length(batch: int, length: int, chunk_tokens: int) -> int:
 
 def _chunk_pass(x, table, targets, weights, conf, low):
   """Sums and gradients for one chunk: x [B,c,D], targets/weights [B,c]."""
-  logits = jnp.einsum('bcd,vd->bcv', x, table.astype(x.dtype),
-                      preferred_element_type=jnp.float32)
+  logits = jnp.einsum('bcd,vd->bcv', x, table.astype(x.dtype), preferred_element_type=jnp.float32)
   top = jnp.max(logits, axis=-1)
   e = jnp.exp(logits - top[..., None])
   total = jnp.sum(e, axis=-1)
@@ -106,8 +110,8 @@ def _fused_forward(hidden, table, targets, weights, label_smoothing, chunk_token
     return dtable + dt, (sums, dx)
 
   dtable, (sums, dx) = jax.lax.scan(
-      body, jnp.zeros(table.shape, jnp.float32),
-      (split(hidden), split(targets), split(weights)))
+    body, jnp.zeros(table.shape, jnp.float32), (split(hidden), split(targets), split(weights))
+  )
   loss, nll, correct = (jnp.sum(s) for s in sums)
   tokens = jnp.sum(weights)
   loss = loss - entropy * tokens
@@ -117,8 +121,9 @@ def _fused_forward(hidden, table, targets, weights, label_smoothing, chunk_token
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def fused_cross_entropy_sums(hidden, table, targets, weights, label_smoothing=0.0,
-                             chunk_tokens=2048):
+def fused_cross_entropy_sums(
+  hidden, table, targets, weights, label_smoothing=0.0, chunk_tokens=2048
+):
   """`cross_entropy_sums(hidden . table^T, targets, weights, label_smoothing)`, chunked.
 
   hidden [B, T, D] (final decoder states), table [V, D] (the tied embedding). Chunks are

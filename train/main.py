@@ -12,6 +12,7 @@ JAX finds the cluster itself (SLURM, Cloud TPU).
 
 This module is the command line only: the loop is train/loop.py, process set-up train/runtime.py.
 """
+
 from absl import flags
 from ml_collections import config_flags
 
@@ -37,13 +38,17 @@ def main(argv):
     raise cli.UsageError(f'unexpected arguments: {argv[1:]}')
   config = FLAGS.config
   try:
-    config_io.validate(config)             # before anything is built or compiled
+    config_io.validate(config)  # before anything is built or compiled
   except ValueError as e:
     raise cli.UsageError(str(e)) from None
   runtime.setup_runtime()
   runtime.maybe_initialize_distributed(
-      config, coordinator_address=FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
-      process_id=FLAGS.process_id, auto=FLAGS.multihost_auto)
+    config,
+    coordinator_address=FLAGS.coordinator_address,
+    num_processes=FLAGS.num_processes,
+    process_id=FLAGS.process_id,
+    auto=FLAGS.multihost_auto,
+  )
   loop.train_and_evaluate(config, FLAGS.workdir)
 
 

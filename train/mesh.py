@@ -1,4 +1,5 @@
 """The device mesh ('data', 'fsdp', 'tensor') and how params and batches are laid out on it."""
+
 import jax
 import numpy as np
 from flax import linen as nn
@@ -12,13 +13,17 @@ def mesh_shape(mesh_cfg, num_devices):
   fsdp, tensor, data = int(mesh_cfg.fsdp), int(mesh_cfg.tensor), int(mesh_cfg.data)
   if data == -1:
     if num_devices % (fsdp * tensor):
-      raise ValueError(f'{num_devices} devices cannot be split into mesh.fsdp={fsdp} x '
-                       f'mesh.tensor={tensor}; pick sizes whose product divides {num_devices}')
+      raise ValueError(
+        f'{num_devices} devices cannot be split into mesh.fsdp={fsdp} x '
+        f'mesh.tensor={tensor}; pick sizes whose product divides {num_devices}'
+      )
     data = num_devices // (fsdp * tensor)
   if data * fsdp * tensor != num_devices:
-    raise ValueError(f'mesh data={data} x fsdp={fsdp} x tensor={tensor} = '
-                     f'{data * fsdp * tensor} devices, but {num_devices} are available; '
-                     f'set --config.mesh.data=-1 to use them all')
+    raise ValueError(
+      f'mesh data={data} x fsdp={fsdp} x tensor={tensor} = '
+      f'{data * fsdp * tensor} devices, but {num_devices} are available; '
+      f'set --config.mesh.data=-1 to use them all'
+    )
   return data, fsdp, tensor
 
 

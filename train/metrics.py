@@ -4,6 +4,7 @@ FLOPs per token come from `flops_per_token` (analytic: encoder, decoder self- an
 cross-attention, FFN and logits; training = 3 x forward). MFU divides achieved FLOP/s by the
 accelerator's dense peak; on CPU there is no meaningful peak, so achieved GFLOP/s is shown.
 """
+
 import math
 import os
 import time
@@ -19,16 +20,16 @@ from train import layout
 # Dense peak TFLOP/s per chip by (device_kind substring, compute dtype). float32 on NVIDIA means
 # TF32 tensor cores (XLA's default matmul precision there). First match wins: order matters.
 PEAK_TFLOPS = (
-    ('H200', {'bfloat16': 989.0, 'float32': 494.0}),
-    ('H100 PCIe', {'bfloat16': 756.0, 'float32': 378.0}),  # before 'H100': first match wins
-    ('H100 NVL', {'bfloat16': 835.0, 'float32': 418.0}),
-    ('H100', {'bfloat16': 989.0, 'float32': 494.0}),   # SXM
-    ('A100', {'bfloat16': 312.0, 'float32': 156.0}),
-    ('TPU v5p', {'bfloat16': 459.0, 'float32': 459.0}),
-    ('TPU v5 lite', {'bfloat16': 197.0, 'float32': 197.0}),   # v5e reports "TPU v5 lite"
-    ('TPU v5e', {'bfloat16': 197.0, 'float32': 197.0}),
-    ('TPU v5', {'bfloat16': 459.0, 'float32': 459.0}),        # v5p reports "TPU v5"
-    ('TPU v4', {'bfloat16': 275.0, 'float32': 275.0}),
+  ('H200', {'bfloat16': 989.0, 'float32': 494.0}),
+  ('H100 PCIe', {'bfloat16': 756.0, 'float32': 378.0}),  # before 'H100': first match wins
+  ('H100 NVL', {'bfloat16': 835.0, 'float32': 418.0}),
+  ('H100', {'bfloat16': 989.0, 'float32': 494.0}),  # SXM
+  ('A100', {'bfloat16': 312.0, 'float32': 156.0}),
+  ('TPU v5p', {'bfloat16': 459.0, 'float32': 459.0}),
+  ('TPU v5 lite', {'bfloat16': 197.0, 'float32': 197.0}),  # v5e reports "TPU v5 lite"
+  ('TPU v5e', {'bfloat16': 197.0, 'float32': 197.0}),
+  ('TPU v5', {'bfloat16': 459.0, 'float32': 459.0}),  # v5p reports "TPU v5"
+  ('TPU v4', {'bfloat16': 275.0, 'float32': 275.0}),
 )
 
 
@@ -42,15 +43,16 @@ def peak_flops(device_kind, dtype='float32'):
 
 # ----------------------------------------------------------------------------- analytic FLOPs
 
+
 def _attention_flops(mc: ModelConfig, q_len: float, kv_len: float, proj_kv: bool) -> float:
   """Forward FLOPs (2 per multiply-add) of one attention block for q_len queries over kv_len keys."""
   d, h, k, hd = mc.d_model, mc.num_heads, mc.kv_heads, mc.hd
-  f = 2 * q_len * d * h * hd * 2                 # query and output projections
+  f = 2 * q_len * d * h * hd * 2  # query and output projections
   if proj_kv:
     f += 2 * kv_len * d * k * hd * (1 if mc.attention == 'shared_qk' else 2)
   if mc.attention == 'additive':
-    f += q_len * kv_len * h * hd * 3             # add, tanh, dot with v
-  f += 2 * q_len * kv_len * h * hd * 2           # scores and weighted sum of values
+    f += q_len * kv_len * h * hd * 3  # add, tanh, dot with v
+  f += 2 * q_len * kv_len * h * hd * 2  # scores and weighted sum of values
   return f
 
 
@@ -71,8 +73,8 @@ def flops_per_token(cfg: Any, src_len: int, tgt_len: int, training: bool = True)
   s, t, d, v = float(src_len), float(tgt_len), mc.d_model, mc.vocab_size
   if mc.arch == 'rnn':
     hid, gates = mc.rnn_hidden, (3 if mc.rnn_cell == 'gru' else 4)
-    enc = 2 * s * 2 * gates * (d + hid) * hid * 2             # two directions
-    dec = 2 * t * gates * (d + 2 * hid + hid) * hid          # input = embedding + context
+    enc = 2 * s * 2 * gates * (d + hid) * hid * 2  # two directions
+    dec = 2 * t * gates * (d + 2 * hid + hid) * hid  # input = embedding + context
     att = 2 * t * s * hid * 2 + 2 * s * 2 * hid * hid + t * s * hid * 3 + 2 * t * 2 * hid * hid
     out = 2 * t * (hid + 2 * hid) * d + 2 * t * d * v
     total, tokens = enc + dec + att + out, t
@@ -82,8 +84,9 @@ def flops_per_token(cfg: Any, src_len: int, tgt_len: int, training: bool = True)
     total, tokens = mc.dec_layers * layer + 2 * n * d * v, n
   else:
     enc = mc.enc_layers * (_attention_flops(mc, s, s, True) + _ffn_flops(mc, s))
-    dec = mc.dec_layers * (_attention_flops(mc, t, t, True) + _attention_flops(mc, t, s, True)
-                           + _ffn_flops(mc, t))
+    dec = mc.dec_layers * (
+      _attention_flops(mc, t, t, True) + _attention_flops(mc, t, s, True) + _ffn_flops(mc, t)
+    )
     total, tokens = enc + dec + 2 * t * d * v, t
   return (3.0 if training else 1.0) * total / tokens
 
@@ -129,18 +132,26 @@ class Meter:
     dt = max(now - self.t0, 1e-9)
     step_time = dt / max(self.steps, 1)
     flops_s = self.flops / dt
-    return {'tokens_per_s': self.tokens / dt, 'step_time': step_time,
-            'gflops_per_s': flops_s / 1e9,
-            'mfu': flops_s / (self.peak * self.num_devices) if self.peak else None,
-            'eta_s': step_time * max(self.total_steps - step, 0)}
+    return {
+      'tokens_per_s': self.tokens / dt,
+      'step_time': step_time,
+      'gflops_per_s': flops_s / 1e9,
+      'mfu': flops_s / (self.peak * self.num_devices) if self.peak else None,
+      'eta_s': step_time * max(self.total_steps - step, 0),
+    }
 
 
 def console_line(step, total, metrics, rates):
-  util = (f'mfu {100 * rates["mfu"]:.1f}%' if rates.get('mfu') is not None
-          else f'{rates["gflops_per_s"]:.1f} GFLOP/s')
-  return (f'step {step}/{total} | loss {metrics["loss"]:.4f} | lr {metrics["lr"]:.2e} | '
-          f'gnorm {metrics["grad_norm"]:.3f} | {rates["tokens_per_s"]:,.0f} tgt tok/s | '
-          f'{1000 * rates["step_time"]:.0f} ms/step | {util} | eta {format_eta(rates["eta_s"])}')
+  util = (
+    f'mfu {100 * rates["mfu"]:.1f}%'
+    if rates.get('mfu') is not None
+    else f'{rates["gflops_per_s"]:.1f} GFLOP/s'
+  )
+  return (
+    f'step {step}/{total} | loss {metrics["loss"]:.4f} | lr {metrics["lr"]:.2e} | '
+    f'gnorm {metrics["grad_norm"]:.3f} | {rates["tokens_per_s"]:,.0f} tgt tok/s | '
+    f'{1000 * rates["step_time"]:.0f} ms/step | {util} | eta {format_eta(rates["eta_s"])}'
+  )
 
 
 class Writer:
@@ -150,6 +161,7 @@ class Writer:
     self._w = None
     if jax.process_index() == 0:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+
       self._w = SummaryWriter(os.path.join(workdir, layout.TB_DIR), flush_secs=30)
 
   def scalars(self, step, values, prefix):

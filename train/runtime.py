@@ -1,5 +1,6 @@
 """Process set-up shared by the CLIs: quiet library logs, the persistent compile cache,
 distributed initialisation, preemption (SIGTERM) and host-side agreement between processes."""
+
 from __future__ import annotations
 
 import logging as std_logging
@@ -16,6 +17,7 @@ from train.data import paths
 
 class QuietLibraries(std_logging.Filter):
   """Drops INFO records from Orbax / grain / etils internals: they would bury the progress line."""
+
   NOISY = (os.sep + 'orbax' + os.sep, os.sep + 'grain' + os.sep, os.sep + 'etils' + os.sep)
 
   def filter(self, record):
@@ -31,8 +33,9 @@ def setup_runtime() -> None:
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 2.0)
 
 
-def maybe_initialize_distributed(config, *, coordinator_address=None, num_processes=None,
-                                 process_id=None, auto=False) -> None:
+def maybe_initialize_distributed(
+  config, *, coordinator_address=None, num_processes=None, process_id=None, auto=False
+) -> None:
   """jax.distributed.initialize() when flags, config or a multi-task SLURM job ask for it."""
   explicit = coordinator_address is not None
   slurm = int(os.environ.get('SLURM_NTASKS', '1')) > 1
@@ -41,12 +44,18 @@ def maybe_initialize_distributed(config, *, coordinator_address=None, num_proces
   if jax.config.jax_platforms in (None, '', 'cpu') or 'cpu' in str(jax.config.jax_platforms):
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU cross-process sums
   if explicit:
-    jax.distributed.initialize(coordinator_address, num_processes=num_processes,
-                               process_id=process_id)
+    jax.distributed.initialize(
+      coordinator_address, num_processes=num_processes, process_id=process_id
+    )
   else:
     jax.distributed.initialize()
-  logging.info('process %d of %d, %d local / %d global devices', jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
+  logging.info(
+    'process %d of %d, %d local / %d global devices',
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
 
 
 class Preemption:

@@ -3,6 +3,7 @@
 Everything here is a function of its arguments (no globals, no hidden RNG), so the same
 step can be jitted for one CPU or a multi-host mesh and compared exactly in tests.
 """
+
 import dataclasses
 import functools
 from typing import Any
@@ -22,12 +23,13 @@ from train import mesh as mesh_lib
 
 @struct.dataclass
 class TrainState:
-  step: jax.Array     # int32 scalar: optimizer steps taken
-  params: Any         # unboxed parameter tree
-  opt_state: Any      # optax state (same layout as params for Adam moments)
+  step: jax.Array  # int32 scalar: optimizer steps taken
+  params: Any  # unboxed parameter tree
+  opt_state: Any  # optax state (same layout as params for Adam moments)
 
 
 # ----------------------------------------------------------------------------- optimizer
+
 
 def learning_rate_schedule(optim_cfg, total_steps):
   """Linear warmup to `learning_rate`, then rsqrt (paper), cosine to 0, or constant.
@@ -39,7 +41,7 @@ def learning_rate_schedule(optim_cfg, total_steps):
   kind = optim_cfg.schedule
 
   def schedule(count):
-    s = jnp.asarray(count, jnp.float32) + 1.0   # optax counts from 0; the paper from 1
+    s = jnp.asarray(count, jnp.float32) + 1.0  # optax counts from 0; the paper from 1
     ramp = s / warmup
     if kind == 'rsqrt':
       return peak * jnp.minimum(ramp, jnp.sqrt(warmup / s))
@@ -71,7 +73,7 @@ def make_optimizer(config):
 
 # ----------------------------------------------------------------------------- loss
 
-cross_entropy_sums = loss_lib.cross_entropy_sums   # re-exported: the contract's name
+cross_entropy_sums = loss_lib.cross_entropy_sums  # re-exported: the contract's name
 
 
 def fused_loss_chunk(config) -> int:
@@ -84,8 +86,7 @@ def fused_loss_chunk(config) -> int:
 
 
 def _apply(module, params, batch, rng, deterministic):
-  return module.apply({'params': params}, batch, deterministic=deterministic,
-                      rngs={'dropout': rng})
+  return module.apply({'params': params}, batch, deterministic=deterministic, rngs={'dropout': rng})
 
 
 def loss_sums_and_grads(params, batch, rng, *, module, label_smoothing, chunk_tokens=0):
@@ -97,10 +98,12 @@ def loss_sums_and_grads(params, batch, rng, *, module, label_smoothing, chunk_to
 
   def f(p):
     if chunk_tokens:
-      hidden, table = module.apply({'params': p}, batch, deterministic=False,
-                                   rngs={'dropout': rng}, return_hidden=True)
-      sums = loss_lib.fused_cross_entropy_sums(hidden, table, batch['targets'], batch['weights'],
-                                               label_smoothing, chunk_tokens)
+      hidden, table = module.apply(
+        {'params': p}, batch, deterministic=False, rngs={'dropout': rng}, return_hidden=True
+      )
+      sums = loss_lib.fused_cross_entropy_sums(
+        hidden, table, batch['targets'], batch['weights'], label_smoothing, chunk_tokens
+      )
     else:
       logits = _apply(module, p, batch, rng, deterministic=False)
       sums = cross_entropy_sums(logits, batch['targets'], batch['weights'], label_smoothing)
@@ -110,19 +113,20 @@ def loss_sums_and_grads(params, batch, rng, *, module, label_smoothing, chunk_to
   return sums, grads
 
 
-def loss_and_grads(params, batch, rng, *, module, label_smoothing, accum_steps=1,
-                   chunk_tokens=0):
+def loss_and_grads(params, batch, rng, *, module, label_smoothing, accum_steps=1, chunk_tokens=0):
   """Mean loss per non-padding target token and its gradient, over `accum_steps` slices.
 
   Micro-batch a takes rows a, a + A, a + 2A, ... so each slice stays spread over every
   device of the data axes. Sums are accumulated and divided once by the total token count:
   the result equals the full-batch gradient exactly, whatever the padding per slice.
   """
-  fn = functools.partial(loss_sums_and_grads, module=module, label_smoothing=label_smoothing,
-                         chunk_tokens=chunk_tokens)
+  fn = functools.partial(
+    loss_sums_and_grads, module=module, label_smoothing=label_smoothing, chunk_tokens=chunk_tokens
+  )
   if accum_steps == 1:
     sums, grads = fn(params, batch, rng)
   else:
+
     def split(x):
       x = x.reshape((x.shape[0] // accum_steps, accum_steps) + x.shape[1:])
       return jnp.swapaxes(x, 0, 1)
@@ -134,19 +138,24 @@ def loss_and_grads(params, batch, rng, *, module, label_smoothing, accum_steps=1
       s, g = fn(params, mb, jax.random.fold_in(rng, i))
       return jax.tree.map(jnp.add, carry, (s, g)), None
 
-    zeros = jax.tree.map(jnp.zeros_like, (jax.eval_shape(lambda: fn(params, jax.tree.map(
-        lambda x: x[0], micro), rng))))
+    zeros = jax.tree.map(
+      jnp.zeros_like, (jax.eval_shape(lambda: fn(params, jax.tree.map(lambda x: x[0], micro), rng)))
+    )
     (sums, grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum_steps), micro))
   denom = jnp.maximum(sums['tokens'], 1.0)
   grads = jax.tree.map(lambda g: g / denom, grads)
-  metrics = {'loss': sums['loss'] / denom, 'nll': sums['nll'] / denom,
-             'accuracy': sums['correct'] / denom, 'tokens': sums['tokens']}
+  metrics = {
+    'loss': sums['loss'] / denom,
+    'nll': sums['nll'] / denom,
+    'accuracy': sums['correct'] / denom,
+    'tokens': sums['tokens'],
+  }
   return metrics, grads
 
 
 # ----------------------------------------------------------------------------- steps
 
-DROPOUT_RNG_IMPLS = config_io.CHOICES['dropout_rng_impl']   # the first is the default
+DROPOUT_RNG_IMPLS = config_io.CHOICES['dropout_rng_impl']  # the first is the default
 
 
 def dropout_rng(seed, step, impl=DROPOUT_RNG_IMPLS[0]):
@@ -160,8 +169,9 @@ def dropout_rng(seed, step, impl=DROPOUT_RNG_IMPLS[0]):
   (`python -m launch.benchmark ... --profile --sweep='dropout_rng_impl=threefry2x32;...'`).
   """
   if impl not in DROPOUT_RNG_IMPLS:
-    raise ValueError(f'dropout_rng_impl={impl!r} is not valid; choose one of: '
-                     f'{", ".join(DROPOUT_RNG_IMPLS)}')
+    raise ValueError(
+      f'dropout_rng_impl={impl!r} is not valid; choose one of: {", ".join(DROPOUT_RNG_IMPLS)}'
+    )
   return jax.random.fold_in(jax.random.key(seed + 1, impl=impl), step)
 
 
@@ -170,9 +180,14 @@ def train_step(state, batch, *, module, tx, config):
   # .get: configs written before the key existed resume with JAX's default generator.
   rng = dropout_rng(config.seed, state.step, config.get('dropout_rng_impl', DROPOUT_RNG_IMPLS[0]))
   metrics, grads = loss_and_grads(
-      state.params, batch, rng, module=module,
-      label_smoothing=float(config.optim.label_smoothing),
-      accum_steps=int(config.optim.grad_accum_steps), chunk_tokens=fused_loss_chunk(config))
+    state.params,
+    batch,
+    rng,
+    module=module,
+    label_smoothing=float(config.optim.label_smoothing),
+    accum_steps=int(config.optim.grad_accum_steps),
+    chunk_tokens=fused_loss_chunk(config),
+  )
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics['grad_norm'] = optax.global_norm(grads)
@@ -202,11 +217,15 @@ def eval_loss(module, params, batches, config=None):
   if totals is None or totals['tokens'] == 0:
     raise ValueError('eval_loss got no target tokens: the evaluation batches are empty')
   n = float(totals['tokens'])
-  return {'loss': float(totals['nll']) / n, 'tokens': int(n),
-          'accuracy': float(totals['correct']) / n}
+  return {
+    'loss': float(totals['nll']) / n,
+    'tokens': int(n),
+    'accuracy': float(totals['correct']) / n,
+  }
 
 
 # ----------------------------------------------------------------------------- state on a mesh
+
 
 def _init_boxed(module, tx, batch, rng):
   params = module.init({'params': rng, 'dropout': rng}, batch, deterministic=True)['params']
@@ -225,8 +244,11 @@ def create_train_state(module, tx, config, mesh, example_batch):
   abstract = jax.eval_shape(init, batch, rng)
   shardings = mesh_lib.logical_shardings(abstract, mesh, config.mesh_rules)
   replicated = NamedSharding(mesh, P())
-  state = jax.jit(lambda b, r: nn.unbox(init(b, r)),
-                  in_shardings=(replicated, replicated), out_shardings=shardings)(batch, rng)
+  state = jax.jit(
+    lambda b, r: nn.unbox(init(b, r)),
+    in_shardings=(replicated, replicated),
+    out_shardings=shardings,
+  )(batch, rng)
   return state, shardings
 
 
@@ -235,13 +257,18 @@ def jit_train_step(module, tx, config, mesh, state_shardings):
   step = functools.partial(train_step, module=module, tx=tx, config=config)
   data = mesh_lib.batch_sharding(mesh)
   replicated = NamedSharding(mesh, P())
-  return jax.jit(step, in_shardings=(state_shardings, data),
-                 out_shardings=(state_shardings, replicated), donate_argnums=0)
+  return jax.jit(
+    step,
+    in_shardings=(state_shardings, data),
+    out_shardings=(state_shardings, replicated),
+    donate_argnums=0,
+  )
 
 
 @dataclasses.dataclass
 class Training:
   """What training and benchmarking both build from a config: one function, `setup`."""
+
   module: Any
   tx: Any
   state: TrainState
@@ -256,5 +283,4 @@ def setup(config, mesh, example_batch) -> Training:
   module = model.build_model(config.model)
   tx, _ = make_optimizer(config)
   state, shardings = create_train_state(module, tx, config, mesh, example_batch)
-  return Training(module, tx, state, shardings,
-                  jit_train_step(module, tx, config, mesh, shardings))
+  return Training(module, tx, state, shardings, jit_train_step(module, tx, config, mesh, shardings))

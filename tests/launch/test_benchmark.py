@@ -1,5 +1,6 @@
 """launch.benchmark: the CLI on a shrunken tiny config (JSON keys, positive numbers, never speed),
 the helpers it is built from, and that uncached decoding reproduces cached decoding exactly."""
+
 import json
 import os
 import subprocess
@@ -19,19 +20,35 @@ from model import vocab
 from tests.xla_flags import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SHRINK = ['--config.model.d_model=32', '--config.model.d_ff=64', '--config.model.num_layers=1',
-          '--config.model.num_heads=2', '--config.data.vocab_size=64', '--config.batch_size=8']
+SHRINK = [
+  '--config.model.d_model=32',
+  '--config.model.d_ff=64',
+  '--config.model.num_layers=1',
+  '--config.model.num_heads=2',
+  '--config.data.vocab_size=64',
+  '--config.batch_size=8',
+]
 
 
-@pytest.mark.slow   # ~60 s of CPU: one train-step and four decoder compiles in a subprocess
+@pytest.mark.slow  # ~60 s of CPU: one train-step and four decoder compiles in a subprocess
 def test_cli_tiny_config_json(tmp_path):
   out = tmp_path / 'bench.json'
   # Cheaper XLA codegen: this test checks the JSON, not speed, and compiling dominates it.
   env = dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
-  cmd = [sys.executable, '-m', 'launch.benchmark', '--config=configs/multi30k.py:size=tiny',
-         '--data=synthetic', '--synthetic_len=8', '--steps=2', '--decode_len=8', '--decode_batch=2',
-         '--decode_repeats=1', '--sweep=model.position=rotary',
-         f'--json={out}'] + SHRINK
+  cmd = [
+    sys.executable,
+    '-m',
+    'launch.benchmark',
+    '--config=configs/multi30k.py:size=tiny',
+    '--data=synthetic',
+    '--synthetic_len=8',
+    '--steps=2',
+    '--decode_len=8',
+    '--decode_batch=2',
+    '--decode_repeats=1',
+    '--sweep=model.position=rotary',
+    f'--json={out}',
+  ] + SHRINK
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   assert '| position=rotary |' in proc.stdout
@@ -41,27 +58,40 @@ def test_cli_tiny_config_json(tmp_path):
   for r in result['runs']:
     assert 'error' not in r, r.get('error')
     t = r['train']
-    for key in ('compile_s', 'step_s', 'step_cpu_s', 'tokens_per_s', 'flops_per_s',
-                'executed_flops_per_s', 'mfu', 'executed_mfu', 'cpu_time_mfu', 'host_s', 'params',
-                'matmul_flops_per_s'):
+    for key in (
+      'compile_s',
+      'step_s',
+      'step_cpu_s',
+      'tokens_per_s',
+      'flops_per_s',
+      'executed_flops_per_s',
+      'mfu',
+      'executed_mfu',
+      'cpu_time_mfu',
+      'host_s',
+      'params',
+      'matmul_flops_per_s',
+    ):
       assert t[key] > 0, key
-    assert t['padding_fraction'] == 0.0           # synthetic rows are all real tokens
+    assert t['padding_fraction'] == 0.0  # synthetic rows are all real tokens
     assert t['target_tokens_per_step'] == 8 * 8
     for key in ('greedy_cached', 'greedy_uncached', 'beam_cached', 'beam_uncached'):
       d = r['decode'][key]
       assert d['sentences_per_s'] > 0 and d['tokens_per_s'] > 0 and d['compile_s'] >= 0
-      assert d['tokens_per_sentence'] == 8         # EOS held back until decode_len
+      assert d['tokens_per_sentence'] == 8  # EOS held back until decode_len
     assert r['decode']['greedy_speedup'] > 0 and r['decode']['beam_speedup'] > 0
 
 
 def test_parse_overrides_and_errors():
   assert benchmark.parse_overrides('model.position=t5,model.num_kv_heads=1; seed=2') == [
-      {'model.position': 't5', 'model.num_kv_heads': 1}, {'seed': 2}]
+    {'model.position': 't5', 'model.num_kv_heads': 1},
+    {'seed': 2},
+  ]
   with pytest.raises(ValueError, match='key=value'):
     benchmark.parse_overrides('model.position')
   config = ConfigDict({'model': {'position': 'none'}, 'seed': 0})
   assert benchmark.apply_overrides(config, {'model.position': 't5'}).model.position == 't5'
-  assert config.model.position == 'none'           # the original is untouched
+  assert config.model.position == 'none'  # the original is untouched
   with pytest.raises(ValueError, match=r"model has \['position'\]"):
     benchmark.apply_overrides(config, {'model.postion': 't5'})
 
@@ -70,36 +100,67 @@ def test_segment_lengths_and_useful_flops_of_packed_rows():
   # Row 0 packs two sentences (src 3 / tgt 2 and src 1 / tgt 3); row 1 holds one (src 2 / tgt 4).
   tseg = np.array([[1, 1, 2, 2, 2, 0], [1, 1, 1, 1, 0, 0]], np.int32)
   sseg = np.array([[1, 1, 1, 2, 0, 0], [1, 1, 0, 0, 0, 0]], np.int32)
-  batch = {'targets': (tseg > 0).astype(np.int32), 'targets_segment': tseg,
-           'inputs': (sseg > 0).astype(np.int32), 'inputs_segment': sseg,
-           'weights': (tseg > 0).astype(np.float32)}
+  batch = {
+    'targets': (tseg > 0).astype(np.int32),
+    'targets_segment': tseg,
+    'inputs': (sseg > 0).astype(np.int32),
+    'inputs_segment': sseg,
+    'weights': (tseg > 0).astype(np.float32),
+  }
   assert sorted(benchmark.segment_lengths(batch)) == [(1, 3), (2, 4), (3, 2)]
-  cfg = ConfigDict({'arch': 'encoder_decoder', 'vocab_size': 50, 'd_model': 8, 'num_heads': 2,
-                    'num_layers': 1, 'd_ff': 16})
+  cfg = ConfigDict(
+    {
+      'arch': 'encoder_decoder',
+      'vocab_size': 50,
+      'd_model': 8,
+      'num_heads': 2,
+      'num_layers': 1,
+      'd_ff': 16,
+    }
+  )
   expected = sum(metrics.flops_per_token(cfg, s, t) * t for s, t in [(1, 3), (2, 4), (3, 2)])
   assert benchmark.useful_flops(cfg, batch) == pytest.approx(expected)
 
 
 def test_fixed_length_holds_eos_back_to_the_last_step():
-  cfg = ConfigDict({'arch': 'encoder_decoder', 'vocab_size': 40, 'd_model': 16, 'num_heads': 2,
-                    'num_layers': 1, 'd_ff': 32, 'dropout': 0.0})
+  cfg = ConfigDict(
+    {
+      'arch': 'encoder_decoder',
+      'vocab_size': 40,
+      'd_model': 16,
+      'num_heads': 2,
+      'num_layers': 1,
+      'd_ff': 32,
+      'dropout': 0.0,
+    }
+  )
   module = model.build_model(cfg)
   inputs = np.random.default_rng(0).integers(4, 40, (3, 5)).astype(np.int32)
-  params = nn.unbox(module.init(jax.random.key(0), {'inputs': inputs,
-                                                    'decoder_inputs': inputs})['params'])
+  params = nn.unbox(
+    module.init(jax.random.key(0), {'inputs': inputs, 'decoder_inputs': inputs})['params']
+  )
   for cached in (True, False):
-    out = decoding.generate(benchmark.FixedLength(module, cached=cached), params,
-                            {'inputs': inputs}, method='greedy', max_len=7)
+    out = decoding.generate(
+      benchmark.FixedLength(module, cached=cached),
+      params,
+      {'inputs': inputs},
+      method='greedy',
+      max_len=7,
+    )
     assert (out[:, :-1] != vocab.EOS).all() and (out[:, -1] == vocab.EOS).all()
 
 
 def test_named_sweep_runs_once_per_setting(tmp_path):
   path = tmp_path / 'cfg.py'
-  path.write_text('def get_config(arg=None):\n  return None\n\n'
-                  'def sweep(name):\n'
-                  '  return [{"model.position": p, "seed": s} for p in ("none", "t5") for s in (0, 1)]\n')
+  path.write_text(
+    'def get_config(arg=None):\n  return None\n\n'
+    'def sweep(name):\n'
+    '  return [{"model.position": p, "seed": s} for p in ("none", "t5") for s in (0, 1)]\n'
+  )
   assert benchmark.sweep_runs(f'{path}:size=tiny', 'positions') == [
-      {'model.position': 'none'}, {'model.position': 't5'}]
+    {'model.position': 'none'},
+    {'model.position': 't5'},
+  ]
   assert benchmark.sweep_runs(str(path), None) == [{}]
   assert benchmark.sweep_runs(str(path), 'seed=3;seed=4') == [{'seed': 3}, {'seed': 4}]
 
@@ -120,4 +181,6 @@ def test_op_profile_finds_the_matmul_of_a_named_scope(tmp_path):
   assert seconds.get('feed-forward (dot)', 0) > 0, seconds
   assert abs(sum(op_profile.shares(seconds).values()) - 1) < 1e-9
   assert op_profile.category('copy.3', '') == 'layout copies'
-  assert op_profile.category('fusion.2', 'jit(step)/dropout/jit(_bernoulli)/x') == 'dropout bits (other)'
+  assert (
+    op_profile.category('fusion.2', 'jit(step)/dropout/jit(_bernoulli)/x') == 'dropout bits (other)'
+  )

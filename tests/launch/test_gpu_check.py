@@ -1,4 +1,5 @@
 """launch.gpu_check --dry_run on CPU: every stage runs and the summary has every table."""
+
 import json
 import os
 import subprocess
@@ -27,7 +28,7 @@ def test_real_run_covers_both_sizes_both_kernels_and_bf16():
     assert os.path.exists(os.path.join(REPO, path)), path
 
 
-@pytest.mark.slow   # ~40-70 s on 2 CPU cores: two benchmark processes, each compiling 2 settings
+@pytest.mark.slow  # ~40-70 s on 2 CPU cores: two benchmark processes, each compiling 2 settings
 def test_dry_run_on_cpu(tmp_path):
   env = dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
   cmd = [sys.executable, '-m', 'launch.gpu_check', f'--out={tmp_path}', '--dry_run']
@@ -35,8 +36,12 @@ def test_dry_run_on_cpu(tmp_path):
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   summary = json.loads((tmp_path / 'summary.json').read_text())
   status = {s['name']: s['status'] for s in summary['stages']}
-  assert status == {'install': 'skipped (dry run)', 'tests_gpu': 'ok', 'bench_small': 'ok',
-                    'bench_base': 'ok'}, status
+  assert status == {
+    'install': 'skipped (dry run)',
+    'tests_gpu': 'ok',
+    'bench_small': 'ok',
+    'bench_base': 'ok',
+  }, status
   assert summary['env']['backend'] == 'cpu'
   tests = next(s for s in summary['stages'] if s['name'] == 'tests_gpu')
   assert tests['counts'].get('passed', 0) > 0 and not tests['counts'].get('failed')

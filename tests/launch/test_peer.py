@@ -1,5 +1,6 @@
 """launch.peer: the side-by-side harness runs end to end on a tiny model (JSON keys and positive
 numbers, never speed), and the peer's batch keys are the ones its train.py reads."""
+
 import json
 import os
 import subprocess
@@ -12,25 +13,48 @@ from launch import peer
 from tests.xla_flags import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SHRINK = ['--config.model.d_model=32', '--config.model.d_ff=64', '--config.model.num_layers=1',
-          '--config.model.num_heads=2', '--config.data.vocab_size=64', '--config.batch_size=4']
+SHRINK = [
+  '--config.model.d_model=32',
+  '--config.model.d_ff=64',
+  '--config.model.num_layers=1',
+  '--config.model.num_heads=2',
+  '--config.data.vocab_size=64',
+  '--config.batch_size=4',
+]
 
 
 @pytest.fixture(scope='module')
 def wmt_dir():
   try:
-    return peer.fetch_peer()   # the build cache after the first run; else pip download (~40 s)
+    return peer.fetch_peer()  # the build cache after the first run; else pip download (~40 s)
   except peer.PeerUnavailable as e:
     pytest.skip(f'flax sdist not available (offline CI?): {e}')
 
 
 def test_peer_batch_keys():
-  b = {k: np.zeros((2, 4), np.int32) for k in ('inputs', 'targets', 'inputs_position',
-                                                 'targets_position', 'inputs_segment',
-                                                 'targets_segment', 'decoder_inputs', 'weights')}
-  assert sorted(peer.peer_batch(b)) == sorted([
-      'inputs', 'targets', 'inputs_position', 'targets_position', 'inputs_segmentation',
-      'targets_segmentation'])
+  b = {
+    k: np.zeros((2, 4), np.int32)
+    for k in (
+      'inputs',
+      'targets',
+      'inputs_position',
+      'targets_position',
+      'inputs_segment',
+      'targets_segment',
+      'decoder_inputs',
+      'weights',
+    )
+  }
+  assert sorted(peer.peer_batch(b)) == sorted(
+    [
+      'inputs',
+      'targets',
+      'inputs_position',
+      'targets_position',
+      'inputs_segmentation',
+      'targets_segmentation',
+    ]
+  )
 
 
 def test_load_peer_takes_train_py_functions_without_tensorflow(wmt_dir):
@@ -44,13 +68,24 @@ def test_load_peer_takes_train_py_functions_without_tensorflow(wmt_dir):
     assert any(m in line for m in ('tensorflow', 'clu')), line
 
 
-@pytest.mark.slow   # ~40-60 s of CPU: one train-step and two beam compiles per side
+@pytest.mark.slow  # ~40-60 s of CPU: one train-step and two beam compiles per side
 def test_cli_tiny_end_to_end(tmp_path, wmt_dir):
   out = tmp_path / 'peer.json'
   env = dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
-  cmd = [sys.executable, '-m', 'launch.peer', '--config=configs/multi30k.py:size=tiny',
-         '--data=synthetic', '--synthetic_len=8', '--repeats=1', '--steps=1', '--decode_batch=2',
-         '--decode_len=4', '--decode_repeats=0', f'--json={out}'] + SHRINK
+  cmd = [
+    sys.executable,
+    '-m',
+    'launch.peer',
+    '--config=configs/multi30k.py:size=tiny',
+    '--data=synthetic',
+    '--synthetic_len=8',
+    '--repeats=1',
+    '--steps=1',
+    '--decode_batch=2',
+    '--decode_len=4',
+    '--decode_repeats=0',
+    f'--json={out}',
+  ] + SHRINK
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   assert '| train, real target tokens/s |' in proc.stdout
@@ -61,8 +96,8 @@ def test_cli_tiny_end_to_end(tmp_path, wmt_dir):
     assert best['train']['tokens_per_s'] > 0 and best['train']['cpu_time_mfu'] > 0
     for name in ('beam', 'beam_batch1'):
       assert best[name]['sentences_per_s'] > 0, (side, name)
-      assert best[name]['tokens_per_sentence'] == 4   # fixed length on both sides
+      assert best[name]['tokens_per_sentence'] == 4  # fixed length on both sides
   assert result['setup']['target_tokens_per_step'] == 4 * 8
   assert all(v > 0 for v in result['ratios'].values())
   p = result['setup']['params']
-  assert 0.5 < p['attnlab'] / p['flax_wmt'] < 2   # the same model, up to each side's details
+  assert 0.5 < p['attnlab'] / p['flax_wmt'] < 2  # the same model, up to each side's details

@@ -1,4 +1,5 @@
 """launch.report: event-file reading, grouping over seeds, statistics, files written."""
+
 import csv
 import json
 import os
@@ -9,13 +10,15 @@ import pytest
 from launch import report
 
 
-def _write_run(root, name, overrides, results, *, done=True, index=0, extra_results=None,
-               eval_splits=()):
+def _write_run(
+  root, name, overrides, results, *, done=True, index=0, extra_results=None, eval_splits=()
+):
   """A workdir as launch.sweep leaves it; results = {split: dict}."""
   workdir = root / name
   (workdir / 'eval').mkdir(parents=True)
-  (workdir / 'sweep_run.json').write_text(json.dumps(
-      {'index': index, 'overrides': overrides, 'eval_splits': list(eval_splits)}))
+  (workdir / 'sweep_run.json').write_text(
+    json.dumps({'index': index, 'overrides': overrides, 'eval_splits': list(eval_splits)})
+  )
   files = {}
   for split, res in results.items():
     rel = f'eval/{split}-{res["step"]}.json'
@@ -31,6 +34,7 @@ def _write_run(root, name, overrides, results, *, done=True, index=0, extra_resu
 # ---------------------------------------------------------------------------- events
 def test_read_scalars_merges_resumed_files_subdirs_and_torn_records(tmp_path):
   from tensorboardX import SummaryWriter
+
   tb = tmp_path / 'tb'
   first = SummaryWriter(str(tb), filename_suffix='.a')
   for step in range(1, 6):
@@ -49,31 +53,51 @@ def test_read_scalars_merges_resumed_files_subdirs_and_torn_records(tmp_path):
   with open(files[-1], 'ab') as f:  # a writer killed mid-record
     f.write(b'\x40\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00partial')
   scalars = report.read_scalars(str(tb))
-  assert scalars['train/loss'] == [(1, 9.0), (2, 8.0), (3, 7.0), (4, 104.0), (5, 105.0), (6, 106.0),
-                                   (7, 107.0)]
+  assert scalars['train/loss'] == [
+    (1, 9.0),
+    (2, 8.0),
+    (3, 7.0),
+    (4, 104.0),
+    (5, 105.0),
+    (6, 106.0),
+    (7, 107.0),
+  ]
   assert scalars['eval/bleu'] == [(7, 12.5)]
   assert report.read_scalars(str(tmp_path / 'missing')) == {}
 
 
 def test_mean_std_is_sample_std():
   values = [20.0, 22.0, 27.0]
-  assert report.mean_std(values) == pytest.approx((statistics.mean(values), statistics.stdev(values)))
+  assert report.mean_std(values) == pytest.approx(
+    (statistics.mean(values), statistics.stdev(values))
+  )
   assert report.mean_std([3.0]) == (3.0, 0.0)
 
 
 def test_by_length_reads_both_layouts():
-  assert report.by_length({'exact_match_by_length': {'3': {'accuracy': 0.5, 'count': 2}}}) == {3: 0.5}
+  assert report.by_length({'exact_match_by_length': {'3': {'accuracy': 0.5, 'count': 2}}}) == {
+    3: 0.5
+  }
   assert report.by_length({'accuracy_by_length': {'10': 0.25}}) == {10: 0.25}
   assert report.by_length({'bleu': 1.0}) == {}
-  both = {'exact_match_by_length': {'3': 0.5}, 'exact_match_by_target_length': {'4': {'accuracy': 0.75}}}
+  both = {
+    'exact_match_by_length': {'3': 0.5},
+    'exact_match_by_target_length': {'4': {'accuracy': 0.75}},
+  }
   assert report.by_length(both, 'target_length') == {4: 0.75} and report.by_length(both) == {3: 0.5}
 
 
 def test_facets_split_many_settings_into_panels():
-  groups = [{'key': f'{p}{t}{a}', 'setting': {'model.position': p, 'data.task': t, 'model.arch': a},
-             'runs': []}
-            for t in ('copy', 'sort') for a in ('encoder_decoder', 'decoder_only')
-            for p in ('none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary', 'alibi')]
+  groups = [
+    {
+      'key': f'{p}{t}{a}',
+      'setting': {'model.position': p, 'data.task': t, 'model.arch': a},
+      'runs': [],
+    }
+    for t in ('copy', 'sort')
+    for a in ('encoder_decoder', 'decoder_only')
+    for p in ('none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary', 'alibi')
+  ]
   panels = report.facets(groups)
   assert len(panels) == 4 and all(len(items) == 7 for _, items in panels)
   title, items = panels[0]
@@ -87,16 +111,26 @@ def test_facets_split_many_settings_into_panels():
 def test_report_table_groups_seeds_and_uses_done_marker(tmp_path):
   bleus = [20.0, 22.0, 27.0]
   for seed, bleu in enumerate(bleus):
-    _write_run(tmp_path, f'rotary-{seed}', {'model.position': 'rotary', 'seed': seed},
-               {'test': {'step': 100 + seed, 'bleu': bleu, 'chrf': 50.0 + seed, 'loss': 2.0}},
-               index=seed,
-               # A newer results file of another checkpoint must not replace the marked one.
-               extra_results={'eval/test-999.json': {'step': 999, 'bleu': 0.0, 'loss': 9.0}})
-  _write_run(tmp_path, 'alibi-0', {'model.position': 'alibi', 'seed': 0},
-             {'test': {'step': 80, 'bleu': 18.0, 'loss': 2.5}}, index=3)
+    _write_run(
+      tmp_path,
+      f'rotary-{seed}',
+      {'model.position': 'rotary', 'seed': seed},
+      {'test': {'step': 100 + seed, 'bleu': bleu, 'chrf': 50.0 + seed, 'loss': 2.0}},
+      index=seed,
+      # A newer results file of another checkpoint must not replace the marked one.
+      extra_results={'eval/test-999.json': {'step': 999, 'bleu': 0.0, 'loss': 9.0}},
+    )
+  _write_run(
+    tmp_path,
+    'alibi-0',
+    {'model.position': 'alibi', 'seed': 0},
+    {'test': {'step': 80, 'bleu': 18.0, 'loss': 2.5}},
+    index=3,
+  )
   (tmp_path / 'cut-off').mkdir()
-  (tmp_path / 'cut-off' / 'sweep_run.json').write_text(json.dumps(
-      {'index': 4, 'overrides': {'model.position': 'none', 'seed': 0}}))
+  (tmp_path / 'cut-off' / 'sweep_run.json').write_text(
+    json.dumps({'index': 4, 'overrides': {'model.position': 'none', 'seed': 0}})
+  )
 
   out = report.make_report(str(tmp_path))
   with open(out['csv']) as f:
@@ -109,7 +143,10 @@ def test_report_table_groups_seeds_and_uses_done_marker(tmp_path):
   assert rotary['steps'] == '100 101 102' and rotary['best_step'] == '101'
   assert rows[1]['chrf_mean'] == '' and float(rows[1]['bleu_mean']) == 18.0
   md = open(out['markdown']).read()
-  assert f'| model.position=rotary | 3 | {statistics.mean(bleus):.2f} ± {statistics.stdev(bleus):.2f} |' in md
+  assert (
+    f'| model.position=rotary | 3 | {statistics.mean(bleus):.2f} ± {statistics.stdev(bleus):.2f} |'
+    in md
+  )
   assert '## Runs without results' in md and 'cut-off: not finished' in md
   assert out['plots'] == [str(tmp_path / 'plots' / 'bleu-test.png')]  # no lengths, no events
   assert os.path.getsize(out['plots'][0]) > 1000
@@ -118,9 +155,13 @@ def test_report_table_groups_seeds_and_uses_done_marker(tmp_path):
 
 def test_report_has_a_literature_bleu_column_beside_bleu(tmp_path):
   for seed, (bleu, lit) in enumerate([(30.0, 36.5), (32.0, 38.5)]):
-    _write_run(tmp_path, f'run-{seed}', {'seed': seed},
-               {'test': {'step': 10, 'bleu': bleu, 'bleu_lit': lit, 'chrf': 60.0, 'loss': 2.0}},
-               index=seed)
+    _write_run(
+      tmp_path,
+      f'run-{seed}',
+      {'seed': seed},
+      {'test': {'step': 10, 'bleu': bleu, 'bleu_lit': lit, 'chrf': 60.0, 'loss': 2.0}},
+      index=seed,
+    )
   out = report.make_report(str(tmp_path))
   with open(out['csv']) as f:
     row = next(csv.DictReader(f))
@@ -134,21 +175,35 @@ def test_report_lengthgen_plot_and_primary_metric(tmp_path):
   for pos, acc in (('rotary', 0.2), ('t5', 0.6)):
     for seed in (0, 1):
       workdir = _write_run(
-          tmp_path, f'{pos}-{seed}', {'model.position': pos, 'seed': seed, 'total_steps': 7},
-          {'test': {'step': 10, 'exact_match': acc, 'bleu': 1.0,
-                    'exact_match_by_length': {str(n): {'accuracy': acc if n > 20 else 1.0, 'count': 5}
-                                              for n in (10, 20, 30, 40)},
-                    'exact_match_by_target_length': {'11': {'accuracy': acc, 'count': 20}}},
-           'validation': {'step': 10, 'exact_match': 1.0}},
-          eval_splits=['validation', 'test'])
+        tmp_path,
+        f'{pos}-{seed}',
+        {'model.position': pos, 'seed': seed, 'total_steps': 7},
+        {
+          'test': {
+            'step': 10,
+            'exact_match': acc,
+            'bleu': 1.0,
+            'exact_match_by_length': {
+              str(n): {'accuracy': acc if n > 20 else 1.0, 'count': 5} for n in (10, 20, 30, 40)
+            },
+            'exact_match_by_target_length': {'11': {'accuracy': acc, 'count': 20}},
+          },
+          'validation': {'step': 10, 'exact_match': 1.0},
+        },
+        eval_splits=['validation', 'test'],
+      )
       (workdir / 'config.json').write_text(json.dumps({'data': {'train_max_len': 20}}))
   (tmp_path / 'plots').mkdir()
   (tmp_path / 'plots' / 'curves-old_tag.png').write_bytes(b'stale')
   out = report.make_report(str(tmp_path))
   names = sorted(os.path.basename(p) for p in out['plots'])
   assert sorted(os.listdir(tmp_path / 'plots')) == names
-  assert names == ['exact_match-test.png', 'exact_match-validation.png', 'length-test.png',
-                   'target_length-test.png']
+  assert names == [
+    'exact_match-test.png',
+    'exact_match-validation.png',
+    'length-test.png',
+    'target_length-test.png',
+  ]
   md = open(out['markdown']).read()
   assert '## Accuracy by target length' in md
   assert md.index('## validation') < md.index('## test')  # the sweep's --eval_splits order
@@ -175,9 +230,22 @@ def test_report_errors_name_the_problem(tmp_path):
 
 
 def test_curve_tags_prefer_validation_metric_then_losses():
-  tags = ['train/loss', 'train/accuracy', 'eval/loss', 'eval/accuracy', 'eval/bleu', 'perf/eta_s',
-          'eval/exact_match']
+  tags = [
+    'train/loss',
+    'train/accuracy',
+    'eval/loss',
+    'eval/accuracy',
+    'eval/bleu',
+    'perf/eta_s',
+    'eval/exact_match',
+  ]
   assert report.curve_tags({'run': {t: [] for t in tags}}) == [
-      'eval/bleu', 'eval/loss', 'train/loss', 'eval/accuracy']
+    'eval/bleu',
+    'eval/loss',
+    'train/loss',
+    'eval/accuracy',
+  ]
   assert report.curve_tags({'run': {t: [] for t in tags}}, 'exact_match')[:2] == [
-      'eval/exact_match', 'eval/loss']
+    'eval/exact_match',
+    'eval/loss',
+  ]

@@ -3,6 +3,7 @@
 Most tests swap train.main/train.evaluate for tiny stub modules (written to tmp_path) that
 checkpoint every step and resume like the real trainer; one slow test runs the real ones.
 """
+
 import json
 import os
 import shlex
@@ -66,7 +67,7 @@ result = {'step': step, 'split': split, 'bleu': 20.0 + cfg['seed'], 'chrf': 50.0
 json.dump(result, open(os.path.join(workdir, 'eval', f'{split}-{step}.json'), 'w'))
 '''
 
-STUB_CONFIG = '''
+STUB_CONFIG = """
 import ml_collections
 
 def get_config(arg=None):
@@ -88,7 +89,7 @@ def sweep(name):
     if name == 'slow':
         return [{'seed': 0, 'total_steps': 40, 'step_seconds': 0.05}, {'seed': 1}]
     raise ValueError(f'unknown sweep {name!r}; valid: smoke, seeds, one_fails, slow')
-'''
+"""
 
 
 @pytest.fixture()
@@ -105,17 +106,30 @@ def stubs(tmp_path):
 
 
 def sweep_cli(config, sweep_name, root, env, *extra, wait=True):
-  cmd = [sys.executable, '-m', 'launch.sweep', f'--config={config}', f'--sweep={sweep_name}',
-         f'--root={root}', '--train_module=stub_train', '--eval_module=stub_eval', *extra]
+  cmd = [
+    sys.executable,
+    '-m',
+    'launch.sweep',
+    f'--config={config}',
+    f'--sweep={sweep_name}',
+    f'--root={root}',
+    '--train_module=stub_train',
+    '--eval_module=stub_eval',
+    *extra,
+  ]
   if not wait:
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+      cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
   return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 
 # ---------------------------------------------------------------------------- pure helpers
 def test_run_name_is_order_independent_safe_and_unique():
   a = sweep.run_name({'model.position': 'rotary', 'seed': 1})
-  assert a == sweep.run_name({'seed': 1, 'model.position': 'rotary'}) == 'model.position-rotary__seed-1'
+  assert (
+    a == sweep.run_name({'seed': 1, 'model.position': 'rotary'}) == 'model.position-rotary__seed-1'
+  )
   weird = sweep.run_name({'data.path': '/tmp/a b/c', 'x': (1, 2)})
   assert '/' not in weird and ' ' not in weird and weird
   long_a = sweep.run_name({f'k{i}': 'v' * 20 for i in range(10)})
@@ -126,32 +140,53 @@ def test_run_name_is_order_independent_safe_and_unique():
 
 def test_keys_shared_by_every_run_stay_out_of_workdir_names(tmp_path):
   tiny = {'total_steps': 10, 'model.d_model': 16}
-  runs = sweep.plan_runs(config='c.py', sweep_runs=[{**tiny, 'model.position': p} for p in ('a', 'b')],
-                         root=str(tmp_path), eval_splits=['test'])
+  runs = sweep.plan_runs(
+    config='c.py',
+    sweep_runs=[{**tiny, 'model.position': p} for p in ('a', 'b')],
+    root=str(tmp_path),
+    eval_splits=['test'],
+  )
   assert [r.name for r in runs] == ['model.position-a', 'model.position-b']
   assert '--config.total_steps=10' in runs[0].train_cmd  # still passed to the trainer
-  single = sweep.plan_runs(config='c.py', sweep_runs=[tiny], root=str(tmp_path), eval_splits=['test'])
+  single = sweep.plan_runs(
+    config='c.py', sweep_runs=[tiny], root=str(tmp_path), eval_splits=['test']
+  )
   assert single[0].name == 'model.d_model-16__total_steps-10'
 
 
 def test_override_flags_parse_back_through_ml_collections(tmp_path):
   from absl import flags
   from ml_collections import config_flags
+
   cfg = tmp_path / 'c.py'
-  cfg.write_text(textwrap.dedent('''
+  cfg.write_text(
+    textwrap.dedent("""
       import ml_collections
       def get_config():
           return ml_collections.ConfigDict({'seed': 0, 'lr': 0.1, 'flag': False, 'name': 'x',
-              'model': {'position': 'sinusoidal'}, 'sizes': (1, 2)})'''))
-  overrides = {'seed': 3, 'lr': 2.5e-4, 'flag': True, 'name': 'a b=c', 'model.position': 'rotary',
-               'sizes': (4, 5, 6)}
+              'model': {'position': 'sinusoidal'}, 'sizes': (1, 2)})""")
+  )
+  overrides = {
+    'seed': 3,
+    'lr': 2.5e-4,
+    'flag': True,
+    'name': 'a b=c',
+    'model.position': 'rotary',
+    'sizes': (4, 5, 6),
+  }
   argv = ['prog', f'--config={cfg}', *sweep.override_flags(overrides)]
   fv = flags.FlagValues()
   holder = config_flags.DEFINE_config_file('config', flag_values=fv, sys_argv=argv)
   fv(argv)
   got = holder.value
   assert (got.seed, got.lr, got.flag, got.name, got.model.position, tuple(got.sizes)) == (
-      3, 2.5e-4, True, 'a b=c', 'rotary', (4, 5, 6))
+    3,
+    2.5e-4,
+    True,
+    'a b=c',
+    'rotary',
+    (4, 5, 6),
+  )
 
 
 def test_get_sweep_from_function_dict_and_errors(tmp_path, stubs):
@@ -186,11 +221,22 @@ def test_local_sweep_runs_reports_and_skips_finished(tmp_path, stubs):
     spec = json.loads((root / name / 'sweep_run.json').read_text())
     assert f'--workdir={root / name}' in spec['train_cmd']
 
-  report = subprocess.run([sys.executable, '-m', 'launch.report', str(root)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+  report = subprocess.run(
+    [sys.executable, '-m', 'launch.report', str(root)],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert report.returncode == 0, report.stderr
-  for path in ('report.md', 'report.csv', 'plots/exact_match-valid.png', 'plots/length-valid.png',
-               'plots/curves-train_loss.png'):
+  for path in (
+    'report.md',
+    'report.csv',
+    'plots/exact_match-valid.png',
+    'plots/length-valid.png',
+    'plots/curves-train_loss.png',
+  ):
     assert (root / path).stat().st_size > 0, path
 
   again = sweep_cli(config, 'smoke', root, env)
@@ -266,8 +312,14 @@ def test_sigterm_stops_running_trainers(tmp_path, stubs):
 # ---------------------------------------------------------------------------- slurm / print
 def _plan(stubs, root, name='smoke'):
   module = sweep.load_config_module(stubs[0])
-  return sweep.plan_runs(config=stubs[0], sweep_runs=sweep.get_sweep(module, name), root=str(root),
-                         eval_splits=['valid'], train_module='stub_train', eval_module='stub_eval')
+  return sweep.plan_runs(
+    config=stubs[0],
+    sweep_runs=sweep.get_sweep(module, name),
+    root=str(root),
+    eval_splits=['valid'],
+    train_module='stub_train',
+    eval_module='stub_eval',
+  )
 
 
 def test_slurm_script_is_valid_bash_with_one_command_per_run(tmp_path, stubs):
@@ -284,20 +336,38 @@ def test_slurm_script_is_valid_bash_with_one_command_per_run(tmp_path, stubs):
     assert script.count(shlex.join(run.train_cmd)) == 1
     assert script.count(shlex.join(run.eval_cmds[0])) == 1
   # Task 1 run by hand does exactly run 1.
-  task = subprocess.run(['bash', str(root / 'sweep.sbatch')], cwd=REPO, capture_output=True, text=True,
-                        env=dict(env, SLURM_ARRAY_TASK_ID='1'), timeout=120)
+  task = subprocess.run(
+    ['bash', str(root / 'sweep.sbatch')],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    env=dict(env, SLURM_ARRAY_TASK_ID='1'),
+    timeout=120,
+  )
   assert task.returncode == 0, task.stderr
-  assert (root / runs[1].name / 'DONE.json').exists() and not (root / runs[0].name / 'DONE.json').exists()
+  assert (root / runs[1].name / 'DONE.json').exists() and not (
+    root / runs[0].name / 'DONE.json'
+  ).exists()
 
 
 def test_slurm_multinode_uses_srun_and_multihost(tmp_path, stubs):
   runs = _plan(stubs, tmp_path)
-  script = sweep.slurm_script(runs, root=str(tmp_path), sweep='smoke', eval_splits=['valid'], nodes=4,
-                              gpus_per_node=8)
+  script = sweep.slurm_script(
+    runs, root=str(tmp_path), sweep='smoke', eval_splits=['valid'], nodes=4, gpus_per_node=8
+  )
   assert '#SBATCH --nodes=4' in script and '#SBATCH --gpus-per-node=8' in script
   for run in runs:
-    line = shlex.join(['srun', '--ntasks-per-node=1', sys.executable, '-m', 'launch.multihost', '--',
-                       *run.train_cmd])
+    line = shlex.join(
+      [
+        'srun',
+        '--ntasks-per-node=1',
+        sys.executable,
+        '-m',
+        'launch.multihost',
+        '--',
+        *run.train_cmd,
+      ]
+    )
     assert script.count(line) == 1
   path = tmp_path / 's.sbatch'
   path.write_text(script)
@@ -317,7 +387,9 @@ def test_cli_errors_are_one_line_and_root_reuse_is_refused(tmp_path, stubs):
   config, env = stubs
   root = tmp_path / 'root'
   unknown = sweep_cli(config, 'nope', root, env)
-  assert unknown.returncode == 2 and unknown.stderr.strip().startswith("error: unknown sweep 'nope'")
+  assert unknown.returncode == 2 and unknown.stderr.strip().startswith(
+    "error: unknown sweep 'nope'"
+  )
   assert sweep_cli(config, 'seeds', root, env).returncode == 0
   # Same run names, different training command: must not skip or resume those workdirs.
   clash = sweep_cli(config, 'seeds', root, env, '--set=total_steps=5')
@@ -326,8 +398,16 @@ def test_cli_errors_are_one_line_and_root_reuse_is_refused(tmp_path, stubs):
 
 
 # ---------------------------------------------------------------------------- shipped sweeps
-_SWEEP_NAMES = ('smoke', 'positions', 'attention', 'heads', 'archs', 'study', 'lengthgen',
-                'addition_reversed')
+_SWEEP_NAMES = (
+  'smoke',
+  'positions',
+  'attention',
+  'heads',
+  'archs',
+  'study',
+  'lengthgen',
+  'addition_reversed',
+)
 
 
 def _shipped_sweeps():
@@ -353,16 +433,26 @@ def _shipped_sweeps():
 
 def _grouped_sweeps():
   from ml_collections.config_flags.config_flags import UnsupportedOperationError
+
   groups = {}
   for path, sweep_name, overrides in _shipped_sweeps():
     groups.setdefault((path, sweep_name), []).append(overrides)
   # (path, sweep) -> reason, for a shipped sweep known not to pass the flags (strict xfail).
   known = {}
-  return [pytest.param(path, name, runs, id=f'{os.path.basename(path)}:{name}',
-                       marks=[pytest.mark.xfail(strict=True, reason=known[(path, name)],
-                                                raises=UnsupportedOperationError)]
-                       if (path, name) in known else [])
-          for (path, name), runs in groups.items()]
+  return [
+    pytest.param(
+      path,
+      name,
+      runs,
+      id=f'{os.path.basename(path)}:{name}',
+      marks=[
+        pytest.mark.xfail(strict=True, reason=known[(path, name)], raises=UnsupportedOperationError)
+      ]
+      if (path, name) in known
+      else [],
+    )
+    for (path, name), runs in groups.items()
+  ]
 
 
 def test_study_configs_ship_sweeps():
@@ -375,10 +465,13 @@ def test_shipped_sweeps_override_real_keys_with_valid_values(path, sweep_name, r
   from absl import flags
   from ml_collections import config_flags
   from train import config_io
+
   for overrides in runs:
     argv = ['prog', f'--config={os.path.join(REPO, path)}', *sweep.override_flags(overrides)]
     fv = flags.FlagValues()
-    holder = config_flags.DEFINE_config_file('config', flag_values=fv, sys_argv=argv, lock_config=True)
+    holder = config_flags.DEFINE_config_file(
+      'config', flag_values=fv, sys_argv=argv, lock_config=True
+    )
     fv(argv)
     config = holder.value
     for key, value in overrides.items():

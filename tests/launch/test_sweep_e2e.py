@@ -3,6 +3,7 @@
 Two tiny length-generalization runs (a few hundred parameters' worth of work each): sweep,
 report, re-run skips both; a run stopped mid-training resumes from its checkpoint on re-run.
 """
+
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from tests.xla_flags import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-TINY_CONFIG = '''
+TINY_CONFIG = """
 from configs import common
 
 def get_config(arg=None):
@@ -40,22 +41,35 @@ def sweep(name):
   if name == 'smoke':
     return [{'model.position': p} for p in ('sinusoidal', 'rotary')]
   raise ValueError(f'unknown sweep {name!r}; valid: smoke')
-'''
+"""
 
 
 def _env(tmp_path):
   env = dict(os.environ)
-  env.update(XLA_FLAGS=xla_flags(1), JAX_PLATFORMS='cpu',
-             ATTNLAB_BUILD_DIR=str(tmp_path / 'build'), PYTHONPATH=REPO)
+  env.update(
+    XLA_FLAGS=xla_flags(1),
+    JAX_PLATFORMS='cpu',
+    ATTNLAB_BUILD_DIR=str(tmp_path / 'build'),
+    PYTHONPATH=REPO,
+  )
   return env
 
 
 def _sweep(config, root, env, wait=True):
-  cmd = [sys.executable, '-m', 'launch.sweep', f'--config={config}', '--sweep=smoke', f'--root={root}',
-         '--parallel=2', '--eval_splits=test']
+  cmd = [
+    sys.executable,
+    '-m',
+    'launch.sweep',
+    f'--config={config}',
+    '--sweep=smoke',
+    f'--root={root}',
+    '--parallel=2',
+    '--eval_splits=test',
+  ]
   if not wait:
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return subprocess.Popen(
+      cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
   return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -92,12 +106,23 @@ def test_real_sweep_report_skip_and_resume(tmp_path):
   again = _sweep(config, root, env)
   assert again.returncode == 0 and '2 already done, 0 to run' in again.stdout
 
-  report = subprocess.run([sys.executable, '-m', 'launch.report', str(root)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+  report = subprocess.run(
+    [sys.executable, '-m', 'launch.report', str(root)],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert report.returncode == 0, report.stderr
   md = (root / 'report.md').read_text()
   assert '| model.position=sinusoidal | 1 |' in md and '| model.position=rotary | 1 |' in md
-  for name in ('report.csv', 'plots/exact_match-test.png', 'plots/length-test.png',
-               'plots/target_length-test.png',
-               'plots/curves-eval_loss.png', 'plots/curves-train_loss.png'):
+  for name in (
+    'report.csv',
+    'plots/exact_match-test.png',
+    'plots/length-test.png',
+    'plots/target_length-test.png',
+    'plots/curves-eval_loss.png',
+    'plots/curves-train_loss.png',
+  ):
     assert (root / name).stat().st_size > 0, name

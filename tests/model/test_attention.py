@@ -1,4 +1,5 @@
 """Attention variants against NumPy references and each other."""
+
 import functools
 
 import jax
@@ -35,7 +36,9 @@ def _run(cfg, params_from=None):
 
 def _apply(cfg, params):
   x, mask, pos = _inputs()
-  return np.asarray(jax.jit(lambda p: attn.Attention(cfg).apply({'params': p}, x, x, mask, None, pos, pos))(params))
+  return np.asarray(
+    jax.jit(lambda p: attn.Attention(cfg).apply({'params': p}, x, x, mask, None, pos, pos))(params)
+  )
 
 
 def _np_softmax(z):
@@ -89,8 +92,11 @@ def test_grouped_query_equals_mha_with_repeated_kv(kind, kv_heads):
   p_mha['value'] = {'kernel': rep(p['value']['kernel'])}
   np.testing.assert_allclose(_apply(gqa, p), _apply(mha, p_mha), atol=1e-6)
   if kv_heads == 1:  # and it is not trivially so: a different K/V per head changes the output
-    p_mha['key'] = {'kernel': p_mha['key']['kernel'].replace_boxed(
-        p_mha['key']['kernel'].unbox() * jnp.arange(1, H + 1)[None, :, None])}
+    p_mha['key'] = {
+      'kernel': p_mha['key']['kernel'].replace_boxed(
+        p_mha['key']['kernel'].unbox() * jnp.arange(1, H + 1)[None, :, None]
+      )
+    }
     assert np.abs(_apply(mha, p_mha) - _apply(gqa, p)).max() > 1e-4
 
 
@@ -106,8 +112,17 @@ def test_shared_qk_has_one_matrix_and_symmetric_scores():
   module, params = _run(cfg)
   assert 'key' not in params and 'query' in params
   x, mask, pos = _inputs(causal=False)
-  _, state = module.apply({'params': params}, x, x, mask, None, pos, pos,
-                          capture_intermediates=lambda m, name: m.name == 'query', mutable=['intermediates'])
+  _, state = module.apply(
+    {'params': params},
+    x,
+    x,
+    mask,
+    None,
+    pos,
+    pos,
+    capture_intermediates=lambda m, name: m.name == 'query',
+    mutable=['intermediates'],
+  )
   q, k = state['intermediates']['query']['__call__']  # called for queries, then for keys
   scores = np.asarray(attn.dot_scores(q, k))
   np.testing.assert_allclose(scores, np.swapaxes(scores, -1, -2), atol=1e-6)
@@ -124,11 +139,9 @@ def test_mask_combines_padding_causal_and_segments():
   seg = jnp.asarray([[1, 1, 2, 2, 0]])
   pos = jnp.asarray([[0, 1, 0, 1, 0]])
   m = np.asarray(attn.make_mask(seg, seg, pos, pos, causal=True))[0, 0]
-  want = np.array([[1, 0, 0, 0, 0],
-                   [1, 1, 0, 0, 0],
-                   [0, 0, 1, 0, 0],
-                   [0, 0, 1, 1, 0],
-                   [0, 0, 0, 0, 0]], bool)
+  want = np.array(
+    [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 0]], bool
+  )
   np.testing.assert_array_equal(m, want)
 
 

@@ -1,4 +1,5 @@
 """Greedy / beam / sampling through the cache, checked against full forward passes."""
+
 import functools
 import itertools
 
@@ -15,8 +16,18 @@ ARCHS = ['encoder_decoder', 'decoder_only', 'rnn']
 
 @functools.lru_cache(maxsize=None)
 def tiny(arch, vocab=12, position='rotary'):
-  cfg = dict(arch=arch, vocab_size=vocab, d_model=16, num_heads=2, num_layers=1, d_ff=16,
-             dropout=0.0, position=position, rnn_hidden=8, rnn_cell='gru')
+  cfg = dict(
+    arch=arch,
+    vocab_size=vocab,
+    d_model=16,
+    num_heads=2,
+    num_layers=1,
+    d_ff=16,
+    dropout=0.0,
+    position=position,
+    rnn_hidden=8,
+    rnn_cell='gru',
+  )
   m = model.build_model(cfg)
   batch = source_batch(vocab)
   params = jax.jit(m.init)(jax.random.key(3), dict(batch, decoder_inputs=batch['inputs']))
@@ -41,7 +52,7 @@ def teacher_forced_logp(m, params, batch, out):
     width = max(map(len, rows))
     full = np.stack([np.pad(r, (0, width - len(r))) for r in rows]).astype(np.int32)
     logits = np.asarray(_apply(m)(params, {'decoder_inputs': full}))
-    logits = np.stack([lg[st:st + out.shape[1]] for lg, st in zip(logits, starts)])
+    logits = np.stack([lg[st : st + out.shape[1]] for lg, st in zip(logits, starts)])
   else:
     logits = np.asarray(_apply(m)(params, {**batch, 'decoder_inputs': dec_in.astype(np.int32)}))
   return np.array(jax.nn.log_softmax(logits, -1))
@@ -65,11 +76,12 @@ def test_greedy_is_argmax_of_full_forward_and_beam1_equals_greedy(arch):
     limit = (batch['inputs'][b] > 0).sum() + 3
     assert n <= limit
     forced = n == limit  # EOS forced at the length limit
-    np.testing.assert_array_equal(out[b, :n - forced], logp[b, :n - forced].argmax(-1))
+    np.testing.assert_array_equal(out[b, : n - forced], logp[b, : n - forced].argmax(-1))
   beam1 = decoding.generate(m, params, batch, method='beam', beam_size=1, max_len_margin=3)
   np.testing.assert_array_equal(beam1, out)
-  top1 = decoding.generate(m, params, batch, method='sample', top_k=1, rng=jax.random.key(0),
-                           max_len_margin=3)
+  top1 = decoding.generate(
+    m, params, batch, method='sample', top_k=1, rng=jax.random.key(0), max_len_margin=3
+  )
   np.testing.assert_array_equal(top1, out)
 
 
@@ -79,14 +91,22 @@ def test_beam_finds_best_of_all_enumerated_sequences(arch, alpha):
   vocab, max_len = 6, 3  # free tokens 3, 4, 5; EOS forced at length 3: 1 + 3 + 9 candidates
   m, params = tiny(arch, vocab=vocab, position='t5')
   batch = {'inputs': np.array([[3, 4, 1], [5, 1, 0]], np.int32)}
-  got = decoding.generate(m, params, batch, method='beam', beam_size=9, alpha=alpha, max_len=max_len)
-  cands = [[1]] + [[a, 1] for a in (3, 4, 5)] + [[a, b, 1] for a, b in itertools.product((3, 4, 5), repeat=2)]
+  got = decoding.generate(
+    m, params, batch, method='beam', beam_size=9, alpha=alpha, max_len=max_len
+  )
+  cands = (
+    [[1]]
+    + [[a, 1] for a in (3, 4, 5)]
+    + [[a, b, 1] for a, b in itertools.product((3, 4, 5), repeat=2)]
+  )
   seqs = np.array([c + [0] * (max_len - len(c)) for c in cands], np.int32)
   for row in range(2):
-    one = {'inputs': np.repeat(batch['inputs'][row:row + 1], len(cands), 0)}
+    one = {'inputs': np.repeat(batch['inputs'][row : row + 1], len(cands), 0)}
     logp = teacher_forced_logp(m, params, one, seqs)
-    scores = [sum(logp[i, t, c[t]] for t in range(len(c))) / decoding.length_penalty(len(c), alpha)
-              for i, c in enumerate(cands)]
+    scores = [
+      sum(logp[i, t, c[t]] for t in range(len(c))) / decoding.length_penalty(len(c), alpha)
+      for i, c in enumerate(cands)
+    ]
     best = int(np.argmax(scores))
     np.testing.assert_array_equal(got[row], seqs[best], err_msg=f'scores {scores}')
 
@@ -95,7 +115,7 @@ def test_filter_logits_top_k_and_top_p():
   logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
   keep = lambda **kw: np.isfinite(np.asarray(decoding.filter_logits(logits, 1.0, **kw)))[0].tolist()
   assert keep(top_k=2, top_p=1.0) == [True, True, False, False]
-  assert keep(top_k=0, top_p=0.7) == [True, True, False, False]   # 0.5 < 0.7 <= 0.8
+  assert keep(top_k=0, top_p=0.7) == [True, True, False, False]  # 0.5 < 0.7 <= 0.8
   assert keep(top_k=0, top_p=0.81) == [True, True, True, False]
   assert keep(top_k=0, top_p=0.4) == [True, False, False, False]
 
@@ -103,12 +123,16 @@ def test_filter_logits_top_k_and_top_p():
 def test_sampling_is_reproducible_and_respects_eos():
   m, params = tiny('decoder_only')
   batch = source_batch(12)
-  a = decoding.generate(m, params, batch, method='sample', rng=jax.random.key(7), temperature=2.0, max_len_margin=3)
-  b = decoding.generate(m, params, batch, method='sample', rng=jax.random.key(7), temperature=2.0, max_len_margin=3)
+  a = decoding.generate(
+    m, params, batch, method='sample', rng=jax.random.key(7), temperature=2.0, max_len_margin=3
+  )
+  b = decoding.generate(
+    m, params, batch, method='sample', rng=jax.random.key(7), temperature=2.0, max_len_margin=3
+  )
   np.testing.assert_array_equal(a, b)
   for row in a:
     n = list(row).index(1)
-    assert np.all(row[n + 1:] == 0) and np.all(row[:n] > 2)
+    assert np.all(row[n + 1 :] == 0) and np.all(row[:n] > 2)
 
 
 def test_bad_method_is_rejected():
@@ -121,8 +145,17 @@ def test_decoder_only_prompt_padding_does_not_change_output_or_need_a_longer_tab
   """Eval batches pad prompts to source + target length; generate drops the all-padding columns,
   so the output is the same as from the tight batch and the learned table need only cover the
   prompts actually given (a 40-slot table; the wide batch alone would need 64 + 1 + 64 + 3)."""
-  cfg = dict(arch='decoder_only', vocab_size=12, d_model=16, num_heads=2, num_layers=1, d_ff=16,
-             dropout=0.0, position='learned', max_len=40)
+  cfg = dict(
+    arch='decoder_only',
+    vocab_size=12,
+    d_model=16,
+    num_heads=2,
+    num_layers=1,
+    d_ff=16,
+    dropout=0.0,
+    position='learned',
+    max_len=40,
+  )
   m = model.build_model(cfg)
   tight = source_batch(12)
   params = jax.jit(m.init)(jax.random.key(3), {'decoder_inputs': tight['inputs']})
@@ -130,30 +163,47 @@ def test_decoder_only_prompt_padding_does_not_change_output_or_need_a_longer_tab
   a = decoding.generate(m, params, tight, method='greedy', max_len_margin=3)
   b = decoding.generate(m, params, wide, method='greedy', max_len_margin=3)
   assert a.shape == (3, 5 + 3) and b.shape == (3, 64 + 3)
-  np.testing.assert_array_equal(b[:, :a.shape[1]], a)
-  assert not b[:, a.shape[1]:].any()
+  np.testing.assert_array_equal(b[:, : a.shape[1]], a)
+  assert not b[:, a.shape[1] :].any()
 
 
-@pytest.mark.parametrize('method,chunk', [
-    ('greedy', 4),                                     # prefix widths 4, 8, 10: three branches
+@pytest.mark.parametrize(
+  'method,chunk',
+  [
+    ('greedy', 4),  # prefix widths 4, 8, 10: three branches
     pytest.param('beam', 64, marks=pytest.mark.slow),  # one width; buffers reordered with beams
-])
+  ],
+)
 def test_uncached_decoding_matches_cached(monkeypatch, method, chunk):
   """decoding.Uncached (the prefix recomputed every step) gives the cached decoder's tokens.
   Rotary in the decoder: the classic place where a cache gets positions wrong."""
   from flax import linen as nn
   from ml_collections import ConfigDict
-  cfg = ConfigDict({'arch': 'encoder_decoder', 'vocab_size': 40, 'd_model': 16, 'num_heads': 2,
-                    'num_layers': 1, 'd_ff': 32, 'position': 'rotary', 'dropout': 0.0})
+
+  cfg = ConfigDict(
+    {
+      'arch': 'encoder_decoder',
+      'vocab_size': 40,
+      'd_model': 16,
+      'num_heads': 2,
+      'num_layers': 1,
+      'd_ff': 32,
+      'position': 'rotary',
+      'dropout': 0.0,
+    }
+  )
   module = model.build_model(cfg)
   rng = np.random.default_rng(0)
   inputs = rng.integers(4, 40, (3, 5)).astype(np.int32)
   inputs[0, 3:] = 0
-  params = nn.unbox(module.init(jax.random.key(0), {'inputs': inputs,
-                                                    'decoder_inputs': inputs})['params'])
+  params = nn.unbox(
+    module.init(jax.random.key(0), {'inputs': inputs, 'decoder_inputs': inputs})['params']
+  )
   monkeypatch.setattr(decoding, 'UNCACHED_CHUNK', chunk)
-  cached = decoding.generate(module, params, {'inputs': inputs}, method=method, beam_size=3,
-                             max_len=10)
-  uncached = decoding.generate(decoding.Uncached(module), params, {'inputs': inputs},
-                               method=method, beam_size=3, max_len=10)
+  cached = decoding.generate(
+    module, params, {'inputs': inputs}, method=method, beam_size=3, max_len=10
+  )
+  uncached = decoding.generate(
+    decoding.Uncached(module), params, {'inputs': inputs}, method=method, beam_size=3, max_len=10
+  )
   np.testing.assert_array_equal(cached, uncached)

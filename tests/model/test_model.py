@@ -1,4 +1,5 @@
 """build_model validation, parameter metadata and counts, analytic FLOPs."""
+
 import jax
 import numpy as np
 import pytest
@@ -11,31 +12,52 @@ from launch import count as count_lib
 AXES = {'vocab', 'embed', 'heads', 'kv', 'mlp', 'layers', 'relpos', None}
 
 
-@pytest.mark.parametrize('override,match', [
-    (dict(attention='flash'), r"model.attention='flash'.*\['dot', 'additive', 'shared_qk', 'linear'\]"),
+@pytest.mark.parametrize(
+  'override,match',
+  [
+    (
+      dict(attention='flash'),
+      r"model.attention='flash'.*\['dot', 'additive', 'shared_qk', 'linear'\]",
+    ),
     (dict(position='xpos'), r"model.position='xpos'.*'alibi'"),
-    (dict(attention='additive', position='rotary'), r"model.decoder_position='rotary'.*additive.*\['none'"),
-    (dict(attention='linear', encoder_position='t5', decoder_position='none'), r'model.encoder_position'),
+    (
+      dict(attention='additive', position='rotary'),
+      r"model.decoder_position='rotary'.*additive.*\['none'",
+    ),
+    (
+      dict(attention='linear', encoder_position='t5', decoder_position='none'),
+      r'model.encoder_position',
+    ),
     (dict(num_kv_heads=3), r'model.num_kv_heads=3 must divide'),
     (dict(attention='shared_qk', num_kv_heads=1), r'shared_qk'),
     (dict(vocab_size=0), r'vocab_size'),
     (dict(ffn='geglu'), r"\['relu', 'gelu', 'swiglu'\]"),
     (dict(arch='moe'), r"'encoder_decoder', 'decoder_only', 'rnn'"),
-    (dict(posiiton='t5'), r"unknown model config key.*posiiton"),
-])
+    (dict(posiiton='t5'), r'unknown model config key.*posiiton'),
+  ],
+)
 def test_invalid_config_names_key_and_choices(override, match):
   cfg = {**dict(vocab_size=10, d_model=8, num_heads=2), **override}
   with pytest.raises(ValueError, match=match):
     model.build_model(cfg)
 
 
-@pytest.mark.parametrize('cfg', [
-    dict(arch='encoder_decoder', position='t5', scan_layers=True, ffn='swiglu', tie_output=False,
-         share_embeddings=False),
+@pytest.mark.parametrize(
+  'cfg',
+  [
+    dict(
+      arch='encoder_decoder',
+      position='t5',
+      scan_layers=True,
+      ffn='swiglu',
+      tie_output=False,
+      share_embeddings=False,
+    ),
     dict(arch='decoder_only', position='shaw', remat='dots', scan_layers=True),
     dict(arch='encoder_decoder', position='learned', attention='additive', num_kv_heads=1),
     dict(arch='rnn', rnn_cell='lstm', tie_output=False),
-])
+  ],
+)
 def test_every_parameter_has_logical_axis_names(cfg):
   cfg = dict(vocab_size=10, d_model=8, num_heads=2, num_layers=2, d_ff=8, rnn_hidden=6, **cfg)
   m = model.build_model(cfg)
@@ -48,8 +70,7 @@ def test_every_parameter_has_logical_axis_names(cfg):
     assert len(leaf.names) == leaf.value.ndim and set(leaf.names) <= AXES, leaf.names
   if cfg.get('scan_layers'):
     stack = params['encoder' if 'encoder' in params else 'decoder']['layers']
-    layer_leaves = jax.tree_util.tree_leaves(stack,
-                                             is_leaf=lambda x: isinstance(x, nn.Partitioned))
+    layer_leaves = jax.tree_util.tree_leaves(stack, is_leaf=lambda x: isinstance(x, nn.Partitioned))
     assert all(l.names[0] == 'layers' and l.value.shape[0] == 2 for l in layer_leaves)
 
 
@@ -67,12 +88,23 @@ def test_base_config_parameter_count(capsys):
 
 def test_flops_per_token_matches_parameter_count():
   """Decoder-only forward: 2 FLOPs per kernel weight per token + attention's 4*n*d per layer."""
-  cfg = dict(arch='decoder_only', vocab_size=50, d_model=16, num_heads=4, num_layers=3, d_ff=32,
-             tie_output=False, position='none')
+  cfg = dict(
+    arch='decoder_only',
+    vocab_size=50,
+    d_model=16,
+    num_heads=4,
+    num_layers=3,
+    d_ff=32,
+    tie_output=False,
+    position='none',
+  )
   m = model.build_model(cfg)
   params = jax.eval_shape(m.init, jax.random.key(0), {'decoder_inputs': np.ones((1, 4), np.int32)})
-  kernels = [l for p, l in jax.tree_util.tree_leaves_with_path(nn.meta.unbox(params['params']))
-             if 'kernel' in jax.tree_util.keystr(p)]
+  kernels = [
+    l
+    for p, l in jax.tree_util.tree_leaves_with_path(nn.meta.unbox(params['params']))
+    if 'kernel' in jax.tree_util.keystr(p)
+  ]
   n_kernel = sum(int(np.prod(k.shape)) for k in kernels)  # layer kernels + untied logits
   src, tgt = 5, 7
   want = 2 * n_kernel + 3 * 2 * 2 * (src + tgt) * 16

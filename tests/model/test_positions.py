@@ -1,4 +1,5 @@
 """Each position scheme against a NumPy reference of its paper's formula."""
+
 import math
 import types
 
@@ -43,11 +44,14 @@ def test_t5_buckets_match_reference(bidirectional):
     assert np.all(got[rel > 0] == 0)
 
 
-@pytest.mark.parametrize('heads,want', [
+@pytest.mark.parametrize(
+  'heads,want',
+  [
     (8, [2.0 ** -(i + 1) for i in range(8)]),
     # 12 = 8 + 4: the 8-head slopes, then slopes 1, 3, 5, 7 (1-based, odd) of the 16-head series.
     (12, [2.0 ** -(i + 1) for i in range(8)] + [2.0 ** -(0.5 * k) for k in (1, 3, 5, 7)]),
-])
+  ],
+)
 def test_alibi_slopes_match_paper(heads, want):
   np.testing.assert_allclose(positions.alibi_slopes(heads), want, rtol=1e-12)
 
@@ -94,17 +98,19 @@ def test_rotary_matches_pairwise_rotation():
     for i in range(3):
       a = pos[0, t] * 10000.0 ** (-2 * i / 6)
       rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-      want[0, t, :, 2 * i:2 * i + 2] = x[0, t, :, 2 * i:2 * i + 2] @ rot.T
+      want[0, t, :, 2 * i : 2 * i + 2] = x[0, t, :, 2 * i : 2 * i + 2] @ rot.T
   np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_rotary_dot_product_depends_only_on_offset():
   rng = np.random.default_rng(2)
   q, k = (jnp.asarray(rng.normal(size=(1, 1, 1, 8)).astype(np.float32)) for _ in range(2))
+
   def score(m, n):
     rq = positions.apply_rotary(q, jnp.array([[m]]))
     rk = positions.apply_rotary(k, jnp.array([[n]]))
     return float(jnp.sum(rq * rk))
+
   for m, n in [(0, 3), (5, 2), (7, 7)]:
     for shift in (1, 11, 40):
       assert abs(score(m, n) - score(m + shift, n + shift)) < 1e-4

@@ -1,4 +1,5 @@
 """RNN encoder-decoder: cached decoding, packing, padding, causality, bidirectional encoder."""
+
 import functools
 
 import jax
@@ -12,32 +13,58 @@ from test_transformer import OPTS, batches  # tests/model is on sys.path (no pac
 
 @functools.lru_cache(maxsize=None)
 def results(cell):
-  m = model.build_model(dict(arch='rnn', rnn_cell=cell, vocab_size=16, d_model=8, rnn_hidden=6,
-                             dropout=0.0, share_embeddings=False, tie_output=False))
+  m = model.build_model(
+    dict(
+      arch='rnn',
+      rnn_cell=cell,
+      vocab_size=16,
+      d_model=8,
+      rnn_hidden=6,
+      dropout=0.0,
+      share_embeddings=False,
+      tie_output=False,
+    )
+  )
   packed, sep, padded = batches()
 
   @functools.partial(jax.jit, compiler_options=OPTS)
   def run(key):
     params = m.init(key, sep)
-    out = dict(packed=m.apply(params, packed), sep=m.apply(params, sep), padded=m.apply(params, padded))
+    out = dict(
+      packed=m.apply(params, packed), sep=m.apply(params, sep), padded=m.apply(params, padded)
+    )
     encoded = m.apply(params, sep, method='encode')
     cache, steps = None, []
     for a, b in ((0, 2), (2, 3), (3, 4)):
       v = dict(params) if cache is None else {**params, 'cache': cache}
-      lg, mut = m.apply(v, sep['decoder_inputs'][:, a:b], sep['targets_position'][:, a:b],
-                        sep['targets_segment'][:, a:b], encoded, sep['inputs_segment'], 4,
-                        method='decode', mutable=['cache'])
+      lg, mut = m.apply(
+        v,
+        sep['decoder_inputs'][:, a:b],
+        sep['targets_position'][:, a:b],
+        sep['targets_segment'][:, a:b],
+        encoded,
+        sep['inputs_segment'],
+        4,
+        method='decode',
+        mutable=['cache'],
+      )
       cache, steps = mut['cache'], steps + [lg]
     out['cached'] = jnp.concatenate(steps, axis=1)
     boxed = params['params']['target_embed']['embedding']
+
     def row0(table):
-      p = {'params': {**params['params'], 'target_embed': {'embedding': boxed.replace_boxed(table)}}}
+      p = {
+        'params': {**params['params'], 'target_embed': {'embedding': boxed.replace_boxed(table)}}
+      }
       return m.apply(p, sep)[0].sum(-1)
+
     out['jac'] = jax.jacrev(row0)(boxed.unbox())
     src_boxed = params['params']['embed']['embedding']
+
     def enc0(table):
       p = {'params': {**params['params'], 'embed': {'embedding': src_boxed.replace_boxed(table)}}}
       return m.apply(p, sep, method='encode')[0].sum(-1)  # [S]
+
     out['enc_jac'] = jax.jacrev(enc0)(src_boxed.unbox())
     return out
 

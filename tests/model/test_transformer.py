@@ -3,6 +3,7 @@
 One jitted function per configuration computes everything the tests compare (compiles dominate
 the runtime), cached across the tests that read it.
 """
+
 import functools
 
 import jax
@@ -13,16 +14,31 @@ import pytest
 import model
 from model import config as cfg_lib
 
-ALLOWED = [(a, p) for a in cfg_lib.ATTENTIONS for p in cfg_lib.POSITIONS
-           if p not in cfg_lib.UNSUPPORTED[a]]
+ALLOWED = [
+  (a, p) for a in cfg_lib.ATTENTIONS for p in cfg_lib.POSITIONS if p not in cfg_lib.UNSUPPORTED[a]
+]
 CASES = [(arch, a, p) for arch in ('encoder_decoder', 'decoder_only') for a, p in ALLOWED]
 IDS = [f'{arch[:3]}-{a}-{p}' for arch, a, p in CASES]
 
 
 def tiny_config(arch, attention, position, **kw):
-  cfg = dict(arch=arch, vocab_size=16, d_model=16, num_heads=4, num_layers=1, d_ff=16,
-             dropout=0.0, attention=attention, position=position, max_len=32, shaw_max_distance=2,
-             t5_num_buckets=8, t5_max_distance=16, tie_output=False, share_embeddings=False)
+  cfg = dict(
+    arch=arch,
+    vocab_size=16,
+    d_model=16,
+    num_heads=4,
+    num_layers=1,
+    d_ff=16,
+    dropout=0.0,
+    attention=attention,
+    position=position,
+    max_len=32,
+    shaw_max_distance=2,
+    t5_num_buckets=8,
+    t5_max_distance=16,
+    tie_output=False,
+    share_embeddings=False,
+  )
   # Vary the structure across cases so GQA, pre-LN, SwiGLU and scan also meet every scheme.
   i = ALLOWED.index((attention, position))
   if attention != 'shared_qk':
@@ -43,33 +59,72 @@ def batches():
   """Two (source, target) pairs: packed into one row, as separate rows, and with extra padding."""
   src = [np.array([5, 6, 7, 1]), np.array([8, 9, 1])]
   tgt = [np.array([2, 10, 11, 12]), np.array([2, 13, 14])]  # decoder inputs: distinct ids after bos
+
   def packed(seqs):
-    return (np.concatenate(seqs)[None], np.concatenate([np.full(len(s), i + 1) for i, s in enumerate(seqs)])[None],
-            np.concatenate([np.arange(len(s)) for s in seqs])[None])
+    return (
+      np.concatenate(seqs)[None],
+      np.concatenate([np.full(len(s), i + 1) for i, s in enumerate(seqs)])[None],
+      np.concatenate([np.arange(len(s)) for s in seqs])[None],
+    )
+
   (pi, ps, pp), (pt, pts, ptp) = packed(src), packed(tgt)
-  pk = dict(inputs=pi, inputs_segment=ps, inputs_position=pp, decoder_inputs=pt,
-            targets_segment=pts, targets_position=ptp)
+  pk = dict(
+    inputs=pi,
+    inputs_segment=ps,
+    inputs_position=pp,
+    decoder_inputs=pt,
+    targets_segment=pts,
+    targets_position=ptp,
+  )
+
   def separate(extra):
     ws, wt = 4 + extra, 4 + extra
-    i = np.stack([_pad(s[None], ws)[0] for s in src]); t = np.stack([_pad(s[None], wt)[0] for s in tgt])
-    return dict(inputs=i, inputs_segment=(i > 0) * 1, inputs_position=np.tile(np.arange(ws), (2, 1)),
-                decoder_inputs=t, targets_segment=(t > 0) * 1, targets_position=np.tile(np.arange(wt), (2, 1)))
+    i = np.stack([_pad(s[None], ws)[0] for s in src])
+    t = np.stack([_pad(s[None], wt)[0] for s in tgt])
+    return dict(
+      inputs=i,
+      inputs_segment=(i > 0) * 1,
+      inputs_position=np.tile(np.arange(ws), (2, 1)),
+      decoder_inputs=t,
+      targets_segment=(t > 0) * 1,
+      targets_position=np.tile(np.arange(wt), (2, 1)),
+    )
+
   as_jnp = lambda d: {k: jnp.asarray(v, jnp.int32) for k, v in d.items()}
   return as_jnp(pk), as_jnp(separate(0)), as_jnp(separate(3))
 
 
-FAST = {('dot', 'sinusoidal'), ('dot', 't5'), ('shared_qk', 'rotary'), ('shared_qk', 'alibi'),
-        ('additive', 'learned'), ('additive', 't5'), ('linear', 'rotary'), ('linear', 'none')}
+FAST = {
+  ('dot', 'sinusoidal'),
+  ('dot', 't5'),
+  ('shared_qk', 'rotary'),
+  ('shared_qk', 'alibi'),
+  ('additive', 'learned'),
+  ('additive', 't5'),
+  ('linear', 'rotary'),
+  ('linear', 'none'),
+}
 # Every pair runs for decoder-only; encoder-decoder shares the Decoder code, so its full sweep
 # (same assertions) is marked slow except a core set covering each attention kind.
-DECODE_CASES = [pytest.param(arch, a, p, id=f'{arch[:3]}-{a}-{p}', marks=(
-    [pytest.mark.slow] if arch == 'encoder_decoder' and (a, p) not in FAST else []))
-    for arch, a, p in CASES]
-PROP_CASES = ([('decoder_only', 'dot', p) for p in cfg_lib.POSITIONS]
-              + [('encoder_decoder', 'dot', p) for p in ('t5', 'rotary', 'shaw')]
-              + [('decoder_only', a, p) for a, p in (('additive', 't5'), ('linear', 'rotary'),
-                                                     ('shared_qk', 'alibi'))]
-              + [('encoder_decoder', 'linear', 'sinusoidal')])
+DECODE_CASES = [
+  pytest.param(
+    arch,
+    a,
+    p,
+    id=f'{arch[:3]}-{a}-{p}',
+    marks=([pytest.mark.slow] if arch == 'encoder_decoder' and (a, p) not in FAST else []),
+  )
+  for arch, a, p in CASES
+]
+PROP_CASES = (
+  [('decoder_only', 'dot', p) for p in cfg_lib.POSITIONS]
+  + [('encoder_decoder', 'dot', p) for p in ('t5', 'rotary', 'shaw')]
+  + [
+    ('decoder_only', a, p)
+    for a, p in (('additive', 't5'), ('linear', 'rotary'), ('shared_qk', 'alibi'))
+  ]
+  + [('encoder_decoder', 'linear', 'sinusoidal')]
+)
 OPTS = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
 
 
@@ -89,17 +144,33 @@ def decode_results(cfg_items):
     full = m.apply(params, sep)
     encoded = m.apply(params, sep, method='encode')
     dec = lambda v, a, b: m.apply(
-        v, sep['decoder_inputs'][:, a:b], sep['targets_position'][:, a:b],
-        sep['targets_segment'][:, a:b], encoded, sep['inputs_segment'], 4, method='decode',
-        mutable=['cache'])
+      v,
+      sep['decoder_inputs'][:, a:b],
+      sep['targets_position'][:, a:b],
+      sep['targets_segment'][:, a:b],
+      encoded,
+      sep['inputs_segment'],
+      4,
+      method='decode',
+      mutable=['cache'],
+    )
     first, mut = dec(params, 0, 2)
+
     def step(cache, t):
       v = {**params, 'cache': cache}
-      lg, mut = m.apply(v, jax.lax.dynamic_slice_in_dim(sep['decoder_inputs'], t, 1, 1),
-                        jax.lax.dynamic_slice_in_dim(sep['targets_position'], t, 1, 1),
-                        jax.lax.dynamic_slice_in_dim(sep['targets_segment'], t, 1, 1),
-                        encoded, sep['inputs_segment'], 4, method='decode', mutable=['cache'])
+      lg, mut = m.apply(
+        v,
+        jax.lax.dynamic_slice_in_dim(sep['decoder_inputs'], t, 1, 1),
+        jax.lax.dynamic_slice_in_dim(sep['targets_position'], t, 1, 1),
+        jax.lax.dynamic_slice_in_dim(sep['targets_segment'], t, 1, 1),
+        encoded,
+        sep['inputs_segment'],
+        4,
+        method='decode',
+        mutable=['cache'],
+      )
       return mut['cache'], lg[:, 0]
+
     _, rest = jax.lax.scan(step, mut['cache'], jnp.arange(2, 4))
     return full, jnp.concatenate([first, jnp.swapaxes(rest, 0, 1)], axis=1)
 
@@ -117,11 +188,15 @@ def property_results(cfg_items):
   @functools.partial(jax.jit, compiler_options=OPTS)
   def run(key):
     params = m.init(key, sep)
-    out = dict(packed=m.apply(params, packed), sep=m.apply(params, sep), padded=m.apply(params, padded))
+    out = dict(
+      packed=m.apply(params, packed), sep=m.apply(params, sep), padded=m.apply(params, padded)
+    )
     boxed = params['params'][emb]['embedding']
+
     def row0(table):
       p = {'params': {**params['params'], emb: {'embedding': boxed.replace_boxed(table)}}}
       return m.apply(p, sep)[0].sum(-1)  # [T]
+
     out['jac'] = jax.jacrev(row0)(boxed.unbox())  # [T, V, d]
     return out
 
@@ -163,9 +238,20 @@ def test_learned_positions_refuse_sequences_longer_than_the_table():
     jax.eval_shape(m.init, jax.random.key(0), sep)
   m = model.build_model(tiny_config('decoder_only', 'dot', 'learned', max_len=width))
   params = jax.eval_shape(m.init, jax.random.key(0), sep)
-  step = lambda n: jax.eval_shape(lambda p: m.apply(
-      p, sep['decoder_inputs'][:, :1], sep['targets_position'][:, :1],
-      sep['targets_segment'][:, :1], None, None, n, method='decode', mutable=['cache']), params)
-  step(width)                                                   # fits the table
+  step = lambda n: jax.eval_shape(
+    lambda p: m.apply(
+      p,
+      sep['decoder_inputs'][:, :1],
+      sep['targets_position'][:, :1],
+      sep['targets_segment'][:, :1],
+      None,
+      None,
+      n,
+      method='decode',
+      mutable=['cache'],
+    ),
+    params,
+  )
+  step(width)  # fits the table
   with pytest.raises(ValueError, match=f'decoding up to {width + 1} tokens'):
     step(width + 1)

@@ -3,6 +3,7 @@
 Process ID of N feeds its rows of a fixed 8-row global batch; ID = -1 runs alone with the whole
 batch. Each writes {loss, grad_norm, param_sum} after two jitted train steps to OUT.
 """
+
 import json
 import sys
 
@@ -28,15 +29,20 @@ tx, _ = trainer.make_optimizer(cfg)
 mesh = mesh_lib.make_mesh(cfg.mesh)
 full = toy.make_batch(rows=8)
 rows = 8 // max(nproc, 1)
-local = full if pid < 0 else {k: v[pid * rows:(pid + 1) * rows] for k, v in full.items()}
+local = full if pid < 0 else {k: v[pid * rows : (pid + 1) * rows] for k, v in full.items()}
 state, shardings = trainer.create_train_state(module, tx, cfg, mesh, full)
 step = trainer.jit_train_step(module, tx, cfg, mesh, shardings)
 for _ in range(2):
   state, metrics = step(state, mesh_lib.global_batch(local, mesh))
 from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
 params = multihost_utils.process_allgather(state.params, tiled=True) if pid >= 0 else state.params
-result = {'loss': float(metrics['loss']), 'grad_norm': float(metrics['grad_norm']),
-          'param_sum': float(sum(np.abs(np.asarray(x)).sum() for x in jax.tree.leaves(params))),
-          'devices': jax.device_count(), 'processes': jax.process_count()}
+result = {
+  'loss': float(metrics['loss']),
+  'grad_norm': float(metrics['grad_norm']),
+  'param_sum': float(sum(np.abs(np.asarray(x)).sum() for x in jax.tree.leaves(params))),
+  'devices': jax.device_count(),
+  'processes': jax.process_count(),
+}
 with open(out, 'w') as f:
   json.dump(result, f)

@@ -1,4 +1,5 @@
 """averaging.py: the mean of the last N checkpoints' params, stored apart from checkpoints/."""
+
 import json
 import os
 
@@ -18,12 +19,17 @@ from tests.train import toy
 
 # ----------------------------------------------------------------------------- the mean itself
 
+
 def _tree(seed):
   rng = np.random.default_rng(seed)
-  return {'dense': {'kernel': rng.normal(size=(3, 5)).astype(np.float32),
-                    'bias': rng.normal(size=(5,)).astype(np.float32)},
-          'half': rng.normal(size=(4,)).astype(ml_dtypes.bfloat16),
-          'count': np.array([7, 8], np.int32)}
+  return {
+    'dense': {
+      'kernel': rng.normal(size=(3, 5)).astype(np.float32),
+      'bias': rng.normal(size=(5,)).astype(np.float32),
+    },
+    'half': rng.normal(size=(4,)).astype(ml_dtypes.bfloat16),
+    'count': np.array([7, 8], np.int32),
+  }
 
 
 def _exactly_equal(a, b):
@@ -41,7 +47,7 @@ def test_mean_of_identical_trees_is_that_tree_exactly(n):
 
 def test_mean_of_two_trees_against_numpy():
   a, b = _tree(1), _tree(2)
-  b['count'] = a['count']                   # integer leaves must agree; they are kept
+  b['count'] = a['count']  # integer leaves must agree; they are kept
   got = averaging.average_trees([a, b])
   for path in (('dense', 'kernel'), ('dense', 'bias')):
     x, y, g = a[path[0]][path[1]], b[path[0]][path[1]], got[path[0]][path[1]]
@@ -50,9 +56,11 @@ def test_mean_of_two_trees_against_numpy():
     np.testing.assert_allclose(g, np.mean([x, y], axis=0), rtol=1e-6)
   assert got['half'].dtype == ml_dtypes.bfloat16
   np.testing.assert_array_equal(
-      got['half'].astype(np.float32),
-      ((a['half'].astype(np.float64) + b['half'].astype(np.float64)) / 2).astype(
-          ml_dtypes.bfloat16).astype(np.float32))
+    got['half'].astype(np.float32),
+    ((a['half'].astype(np.float64) + b['half'].astype(np.float64)) / 2)
+    .astype(ml_dtypes.bfloat16)
+    .astype(np.float32),
+  )
   np.testing.assert_array_equal(got['count'], a['count'])
 
 
@@ -60,7 +68,7 @@ def test_mismatched_trees_are_refused():
   a, b = _tree(1), _tree(2)
   b['count'] = np.array([9, 8], np.int32)
   with pytest.raises(ValueError, match='non-float'):
-    averaging.average_trees([a, b])          # the int32 leaves differ
+    averaging.average_trees([a, b])  # the int32 leaves differ
   b['count'] = a['count']
   b['dense']['bias'] = b['dense']['bias'][:4]
   with pytest.raises(ValueError, match='cannot average'):
@@ -76,6 +84,7 @@ def test_parse():
 
 
 # ----------------------------------------------------------------------------- on checkpoints
+
 
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory):
@@ -97,7 +106,7 @@ def workdir(tmp_path_factory):
   for i in range(1, 6):
     state, _ = step_fn(state, mesh_lib.global_batch(batch, mesh))
     saved[i] = jax.device_get(state)
-    assert ck.save(state, {'pos': i})        # no metrics: only the newest 3 are kept
+    assert ck.save(state, {'pos': i})  # no metrics: only the newest 3 are kept
   ck.close()
   assert checkpointing.list_steps(wd) == [3, 4, 5]
   return wd, cfg, fresh, saved
@@ -130,8 +139,11 @@ def test_avg_last_1_is_the_latest_checkpoint_exactly(workdir):
 
 def test_too_few_checkpoints_is_one_clear_error(workdir):
   wd = workdir[0]
-  with pytest.raises(ValueError, match=r'has only 3 checkpoint\(s\) \[3, 4, 5\].*'
-                                       r'--config.keep_checkpoints=4') as e:
+  with pytest.raises(
+    ValueError,
+    match=r'has only 3 checkpoint\(s\) \[3, 4, 5\].*'
+    r'--config.keep_checkpoints=4',
+  ) as e:
     evaluate.resolve_checkpoints(wd, 'avg_last:4')
   assert '\n' not in str(e.value)
 
@@ -153,6 +165,7 @@ def test_an_average_is_never_latest_nor_resumed_from(workdir):
 
 def test_sweep_and_report_read_or_skip_average_result_names(tmp_path):
   from launch import report, sweep
+
   eval_dir = tmp_path / 'eval'
   eval_dir.mkdir()
   (eval_dir / 'val-40.json').write_text('{}')
@@ -167,8 +180,10 @@ def test_sweep_and_report_read_or_skip_average_result_names(tmp_path):
 
 def test_an_average_reads_back_from_a_relative_workdir(tmp_path, monkeypatch):
   # Orbax returns no item metadata for a relative path: `--workdir=runs/x` once failed here.
-  params = {'dense': {'kernel': np.arange(6, dtype=np.float32).reshape(2, 3)},
-            'bias': np.ones((3,), np.float32)}
+  params = {
+    'dense': {'kernel': np.arange(6, dtype=np.float32).reshape(2, 3)},
+    'bias': np.ones((3,), np.float32),
+  }
   monkeypatch.chdir(tmp_path)
   path = averaging.write_average('wd', [1, 2], params)
   assert not os.path.isabs(path)

@@ -1,5 +1,6 @@
 """Every command line: one-line errors, exit 2 for usage and 1 for runtime, never a traceback for
 a user's mistake; and the one-writer lock on a training workdir."""
+
 import json
 import os
 import subprocess
@@ -17,8 +18,15 @@ def _cli(*args, stdin=None, env_extra=None):
   env = dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
   env.pop('ATTNLAB_TRACEBACK', None)
   env.update(env_extra or {})
-  return subprocess.run([sys.executable, '-m', *args], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=120, input=stdin)
+  return subprocess.run(
+    [sys.executable, '-m', *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    input=stdin,
+  )
 
 
 def _one_error_line(p):
@@ -28,15 +36,27 @@ def _one_error_line(p):
   return errors[0]
 
 
-@pytest.mark.parametrize('args, code, words', [
+@pytest.mark.parametrize(
+  'args, code, words',
+  [
     # usage: exit 2
     (('train.main', '--config=configs/multi30k.py'), 2, ['--workdir']),
-    (('train.main', '--workdir=W', '--config=configs/multi30k.py', '--config.nope=1'), 2,
-     ['nope']),
-    (('train.main', '--workdir=W', '--config=configs/multi30k.py:size=huge'), 2,
-     ['huge', 'wu2021']),
-    (('train.main', '--workdir=W', '--config=configs/multi30k.py',
-      '--config.model.attention=bogus'), 2, ['bogus', 'dot', 'additive']),
+    (('train.main', '--workdir=W', '--config=configs/multi30k.py', '--config.nope=1'), 2, ['nope']),
+    (
+      ('train.main', '--workdir=W', '--config=configs/multi30k.py:size=huge'),
+      2,
+      ['huge', 'wu2021'],
+    ),
+    (
+      (
+        'train.main',
+        '--workdir=W',
+        '--config=configs/multi30k.py',
+        '--config.model.attention=bogus',
+      ),
+      2,
+      ['bogus', 'dot', 'additive'],
+    ),
     (('train.main', '--workdir=W', '--config=configs/multi30k.py', 'stray'), 2, ['stray']),
     (('train.evaluate', '--workdir=W', '--decode=sample'), 2, ['decode', 'beam']),
     (('train.evaluate',), 2, ['--workdir']),
@@ -47,9 +67,13 @@ def _one_error_line(p):
     (('train.evaluate', '--workdir=/nonexistent/w'), 1, ['/nonexistent/w', 'no such directory']),
     (('train.translate', '--workdir=/nonexistent/w', 'a dog'), 1, ['/nonexistent/w']),
     (('launch.plots', '--workdir=/nonexistent/w'), 1, ['/nonexistent/w']),
-    (('train.translate', '--workdir=/nonexistent/w', '--input=/nonexistent/in.txt'), 1,
-     ['/nonexistent/in.txt', 'no such file']),
-])
+    (
+      ('train.translate', '--workdir=/nonexistent/w', '--input=/nonexistent/in.txt'),
+      1,
+      ['/nonexistent/in.txt', 'no such file'],
+    ),
+  ],
+)
 def test_one_line_error_and_exit_code(args, code, words):
   p = _cli(*args)
   assert p.returncode == code, (p.returncode, p.stderr[-3000:])
@@ -65,6 +89,7 @@ def test_traceback_on_request():
 
 # ------------------------------------------------------------------------------ workdir lock
 
+
 def test_second_writer_is_refused_naming_the_holder(tmp_path):
   first = layout.WorkdirLock(tmp_path)
   assert first.acquire() == {}
@@ -74,28 +99,36 @@ def test_second_writer_is_refused_naming_the_holder(tmp_path):
     assert 'kill -TERM' in str(err.value) and '--workdir' in str(err.value)
   finally:
     first.release()
-  again = layout.WorkdirLock(tmp_path)      # released: free again, and no holder is left behind
+  again = layout.WorkdirLock(tmp_path)  # released: free again, and no holder is left behind
   assert again.acquire() == {}
   again.release()
 
 
 def test_stale_lock_of_a_killed_process_is_taken_over(tmp_path):
   holder = subprocess.Popen(
-      [sys.executable, '-c', 'import sys, time; from train import layout; '
-       'lock = layout.WorkdirLock(sys.argv[1]); lock.acquire(); print("held", flush=True); '
-       'time.sleep(60)',
-       str(tmp_path)], cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE,
-      text=True)
+    [
+      sys.executable,
+      '-c',
+      'import sys, time; from train import layout; '
+      'lock = layout.WorkdirLock(sys.argv[1]); lock.acquire(); print("held", flush=True); '
+      'time.sleep(60)',
+      str(tmp_path),
+    ],
+    cwd=REPO,
+    env=dict(os.environ, PYTHONPATH=REPO),
+    stdout=subprocess.PIPE,
+    text=True,
+  )
   try:
     assert holder.stdout.readline().strip() == 'held'
     with pytest.raises(layout.WorkdirBusy, match=f'pid {holder.pid} '):
       layout.WorkdirLock(tmp_path).acquire()
   finally:
-    holder.kill()                           # kill -9: the kernel drops its flock
+    holder.kill()  # kill -9: the kernel drops its flock
     holder.wait()
   lock = layout.WorkdirLock(tmp_path)
   stale = lock.acquire()
-  assert stale['pid'] == holder.pid         # its record was left behind, and is reported
+  assert stale['pid'] == holder.pid  # its record was left behind, and is reported
   assert json.loads((tmp_path / layout.LOCK_FILE).read_text())['pid'] == os.getpid()
   lock.release()
 

@@ -1,4 +1,5 @@
 """configs/: every variant validates, arg parsing rejects typos, config_io round-trips."""
+
 import importlib
 
 import pytest
@@ -7,10 +8,14 @@ from configs import common
 from train import config_io
 
 VARIANTS = [
-    ('multi30k', None), ('multi30k', 'size=tiny'), ('multi30k', 'size=small,position=rotary'),
-    ('multi30k', 'size=base,tgt=fr'), ('lengthgen', None),
-    ('lengthgen', 'task=reverse,arch=decoder_only,position=alibi,size=tiny'),
-    ('wmt14', None), ('wmt14', 'size=big'),
+  ('multi30k', None),
+  ('multi30k', 'size=tiny'),
+  ('multi30k', 'size=small,position=rotary'),
+  ('multi30k', 'size=base,tgt=fr'),
+  ('lengthgen', None),
+  ('lengthgen', 'task=reverse,arch=decoder_only,position=alibi,size=tiny'),
+  ('wmt14', None),
+  ('wmt14', 'size=big'),
 ]
 
 
@@ -20,23 +25,35 @@ def test_config_variants_validate(name, arg):
   config_io.validate(config)
   for key in ('seed', 'total_steps', 'checkpoint_every', 'eval_every', 'log_every', 'batch_size'):
     assert key in config
-  for key in ('arch', 'position', 'attention', 'num_heads', 'num_kv_heads', 'num_layers',
-              'd_model'):
+  for key in (
+    'arch',
+    'position',
+    'attention',
+    'num_heads',
+    'num_kv_heads',
+    'num_layers',
+    'd_model',
+  ):
     assert key in config.model
   assert set(config.mesh) >= {'data', 'fsdp', 'tensor'}
 
 
 def test_small_size_is_the_specified_one():
   m = importlib.import_module('configs.multi30k').get_config('size=small')
-  assert (m.model.d_model, m.model.num_layers, m.model.num_heads, m.model.d_ff,
-          m.data.vocab_size) == (256, 3, 4, 1024, 8000)
+  assert (
+    m.model.d_model,
+    m.model.num_layers,
+    m.model.num_heads,
+    m.model.d_ff,
+    m.data.vocab_size,
+  ) == (256, 3, 4, 1024, 8000)
 
 
 def test_wmt14_learning_rate_is_the_papers_peak():
   for size, d in (('base', 512), ('big', 1024)):
     c = importlib.import_module('configs.wmt14').get_config(f'size={size}')
     assert c.model.d_model == d
-    assert c.optim.learning_rate == pytest.approx(d ** -0.5 * 4000 ** -0.5)
+    assert c.optim.learning_rate == pytest.approx(d**-0.5 * 4000**-0.5)
 
 
 def test_arg_typos_and_bad_values_are_named():
@@ -56,9 +73,15 @@ def test_unknown_lengthgen_task_lists_the_tasks():
   config_io.validate(config)
 
 
-@pytest.mark.parametrize('key,value,valid', [
-    ('position', 'bogus', 'rotary'), ('attention', 'flash', 'shared_qk'),
-    ('arch', 'gpt', 'decoder_only'), ('remat', 'some', 'dots')])
+@pytest.mark.parametrize(
+  'key,value,valid',
+  [
+    ('position', 'bogus', 'rotary'),
+    ('attention', 'flash', 'shared_qk'),
+    ('arch', 'gpt', 'decoder_only'),
+    ('remat', 'some', 'dots'),
+  ],
+)
 def test_validate_lists_valid_choices(key, value, valid):
   config = common.base_config()
   config.model[key] = value
@@ -113,12 +136,13 @@ def test_choice_lists_agree_with_the_registries():
   import os
   import re
   from model import attention, positions
+
   schemes, kinds, impls = tuple(positions.SCHEMES), tuple(attention.KINDS), attention.IMPLS
   multi30k = importlib.import_module('configs.multi30k')
   lengthgen = importlib.import_module('configs.lengthgen')
   assert multi30k.SCHEMES == schemes and lengthgen.SCHEMES == schemes
   assert multi30k.ATTENTIONS == kinds
-  assert [o['model.position'] for o in multi30k.sweep('positions')][:len(schemes)] == list(schemes)
+  assert [o['model.position'] for o in multi30k.sweep('positions')][: len(schemes)] == list(schemes)
   assert {o['model.attention'] for o in multi30k.sweep('attention')} == set(kinds)
   assert config_io.CHOICES['model.position'] == schemes
   assert config_io.CHOICES['model.attention'] == kinds
@@ -127,17 +151,19 @@ def test_choice_lists_agree_with_the_registries():
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   with open(os.path.join(root, 'configs', 'common.py')) as f:
     common_src = f.read()
+
   def comment(key):
-    line = re.search(rf"c\.model\.{key} = .*#(.*)", common_src).group(1)
+    line = re.search(rf'c\.model\.{key} = .*#(.*)', common_src).group(1)
     return tuple(re.sub(r'\(.*?\)', '', part).strip() for part in line.split('|'))
+
   assert comment('position') == schemes
   assert comment('attention') == kinds
   assert comment('attention_impl') == impls
   with open(os.path.join(root, 'docs', 'contracts.md')) as f:
     contracts = f.read()
-  assert f"`position` (`{'|'.join(schemes)}`)" in contracts
-  assert f"`attention ({'|'.join(repr(k) for k in kinds)})`" in contracts
-  assert f"`attention_impl ({'|'.join(repr(k) for k in impls)})`" in contracts
+  assert f'`position` (`{"|".join(schemes)}`)' in contracts
+  assert f'`attention ({"|".join(repr(k) for k in kinds)})`' in contracts
+  assert f'`attention_impl ({"|".join(repr(k) for k in impls)})`' in contracts
 
 
 def test_defaults_live_in_one_place():
@@ -147,14 +173,24 @@ def test_defaults_live_in_one_place():
   from configs import common
   from model.config import ModelConfig
   from train.data import datasets
+
   base = common.base_config()
   fields = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
   assert set(fields) == set(base.model), set(fields) ^ set(base.model)
   assert {k: v for k, v in fields.items()} == {k: base.model[k] for k in fields}
-  for key in ("packed_len", "bucket_boundaries", "batching", "vocab_size", "num_train",
-              "max_src_len", "prefetch", "preprocess", "name"):
+  for key in (
+    'packed_len',
+    'bucket_boundaries',
+    'batching',
+    'vocab_size',
+    'num_train',
+    'max_src_len',
+    'prefetch',
+    'preprocess',
+    'name',
+  ):
     assert datasets.opt({}, key) == base.data[key]
-  assert datasets.opt({"packed_len": 7}, "packed_len") == 7
-  assert datasets.opt({}, "arch", section="model") == base.model.arch
-  with pytest.raises(ValueError, match="base_config sets its default"):
-    datasets.opt({}, "packed_len", 128)
+  assert datasets.opt({'packed_len': 7}, 'packed_len') == 7
+  assert datasets.opt({}, 'arch', section='model') == base.model.arch
+  with pytest.raises(ValueError, match='base_config sets its default'):
+    datasets.opt({}, 'packed_len', 128)

@@ -1,4 +1,5 @@
 """early_stopping.py: the patience decision, the history a resume truncates, the config key."""
+
 import json
 import os
 
@@ -20,16 +21,19 @@ def _first_stop(scores, patience, every=10):
   return None
 
 
-@pytest.mark.parametrize('scores, patience, stop_at', [
-    ([1, 2, 3, 4, 5], 1, None),              # always improving
-    ([1, 2, 2, 2, 2], 3, 50),                # a tie is not an improvement
-    ([1, 2, 1.5, 1.9, 1.8], 3, 50),          # 3 in a row below the best (2 at step 20)
-    ([1, 2, 1.5, 2.5, 1, 1, 1], 3, 70),      # the improvement at 40 resets the count
+@pytest.mark.parametrize(
+  'scores, patience, stop_at',
+  [
+    ([1, 2, 3, 4, 5], 1, None),  # always improving
+    ([1, 2, 2, 2, 2], 3, 50),  # a tie is not an improvement
+    ([1, 2, 1.5, 1.9, 1.8], 3, 50),  # 3 in a row below the best (2 at step 20)
+    ([1, 2, 1.5, 2.5, 1, 1, 1], 3, 70),  # the improvement at 40 resets the count
     ([1, 2, 1.5, 2.5, 1, 1, 1], 4, None),
-    ([1, 0, 0, 0], 1, 20),                   # patience 1: the first non-improvement stops
-    ([1, 0, 0, 0], 0, None),                 # 0 = off
+    ([1, 0, 0, 0], 1, 20),  # patience 1: the first non-improvement stops
+    ([1, 0, 0, 0], 0, None),  # 0 = off
     ([None, None, 1, None, 0.5, 0.5], 2, 60),  # no score: neither improves nor counts
-])
+  ],
+)
 def test_scripted_scores_stop_at_the_right_step(scores, patience, stop_at):
   assert _first_stop(scores, patience) == stop_at
 
@@ -41,7 +45,7 @@ def test_decision_fields_and_loss_semantics():
   d = early_stopping.decide(history, 2)
   assert (d.best_step, d.best_score, d.evals_since_best, d.stop) == (20, -2.0, 2, True)
   bleu = checkpointing._score({'val_loss': 9.0, 'val_bleu': 0.0})
-  assert bleu == 0.0    # a BLEU of 0 is a score, not "no metric"
+  assert bleu == 0.0  # a BLEU of 0 is a score, not "no metric"
   assert early_stopping.decide([], 3) == early_stopping.Decision(None, None, 0, False)
 
 
@@ -85,16 +89,17 @@ def test_patience_config_key():
   assert config.patience == 0
   config_io.validate(config)
   for bad in (-1, 1.5, True):
-    del config['patience']                  # a fresh key: ConfigDict keeps a key's type
+    del config['patience']  # a fresh key: ConfigDict keeps a key's type
     config.patience = bad
     with pytest.raises(ValueError, match='patience.*non-negative integer'):
       config_io.validate(config)
-  del config['patience']                    # configs written before the key still load
+  del config['patience']  # configs written before the key still load
   config_io.validate(config)
 
 
 def test_sweep_counts_an_early_stopped_run_as_finished(tmp_path):
   from launch import sweep
+
   (tmp_path / 'config.json').write_text(json.dumps({'total_steps': 100}))
   (tmp_path / 'checkpoints' / '40').mkdir(parents=True)
   assert sweep.training_gap(str(tmp_path)) == 'training stopped at step 40 of 100'

@@ -1,4 +1,5 @@
 """train.layout: results file names both ways, the eval-results lookup, the atomic writer."""
+
 import json
 import os
 import stat
@@ -13,14 +14,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 # ---------------------------------------------------------------------------- results names
-@pytest.mark.parametrize('split, step, averaged, tag, name', [
+@pytest.mark.parametrize(
+  'split, step, averaged, tag, name',
+  [
     ('test_2016_flickr', 700, 0, '', 'test_2016_flickr-700.json'),
     ('val', 40, 2, '', 'val-avg2@40.json'),
     ('val', 100, 0, 'greedy', 'val-100-greedy.json'),
     ('val', 100, 10, 'beam4-a0.6', 'val-avg10@100-beam4-a0.6.json'),
-    ('my-split-3', 5, 0, '', 'my-split-3-5.json'),       # a split may contain '-' and digits
+    ('my-split-3', 5, 0, '', 'my-split-3-5.json'),  # a split may contain '-' and digits
     ('copy-12', 0, 3, 'beam1-a0', 'copy-12-avg3@0-beam1-a0.json'),
-])
+  ],
+)
 def test_results_names_round_trip(split, step, averaged, tag, name):
   assert layout.results_name(split, step, averaged=averaged, tag=tag) == name
   parsed = layout.parse_results_name(name)
@@ -29,8 +33,19 @@ def test_results_names_round_trip(split, step, averaged, tag, name):
   assert parsed.label == (f'avg{averaged}@{step}' if averaged else str(step))
 
 
-@pytest.mark.parametrize('name', ['ledger.json', 'val-40.hyp.txt', 'val-avg2@40.hyp.txt', 'val.json',
-                                  'val-40.json.tmp', '.val-40.json.abc', '-40.json', 'val-x.json'])
+@pytest.mark.parametrize(
+  'name',
+  [
+    'ledger.json',
+    'val-40.hyp.txt',
+    'val-avg2@40.hyp.txt',
+    'val.json',
+    'val-40.json.tmp',
+    '.val-40.json.abc',
+    '-40.json',
+    'val-x.json',
+  ],
+)
 def test_parse_results_name_rejects_other_files(name):
   assert layout.parse_results_name(name) is None
 
@@ -58,13 +73,17 @@ def test_latest_results_newest_per_split_default_decoding_only(tmp_path):
   _touch(eval_dir, 'val-avg2@80.json', 30)
   _touch(eval_dir, 'val-90-greedy.json', 40)  # other decode settings: never "the" result
   _touch(eval_dir, 'test-10.json', 5)
-  _touch(eval_dir, 'test-5.json', 6)          # newer by time, not by step
+  _touch(eval_dir, 'test-5.json', 6)  # newer by time, not by step
   _touch(eval_dir, 'ledger.json', 50)
   _touch(eval_dir, 'val-80.hyp.txt', 60)
-  assert layout.latest_results(str(tmp_path)) == {'val': 'eval/val-avg2@80.json',
-                                                  'test': 'eval/test-5.json'}
+  assert layout.latest_results(str(tmp_path)) == {
+    'val': 'eval/val-avg2@80.json',
+    'test': 'eval/test-5.json',
+  }
   assert layout.latest_results(str(tmp_path), averaged=False) == {
-      'val': 'eval/val-80.json', 'test': 'eval/test-5.json'}
+    'val': 'eval/val-80.json',
+    'test': 'eval/test-5.json',
+  }
   # Given splits: only those, in that order; a split without results is left out.
   got = layout.latest_results(str(tmp_path), ['test', 'val', 'missing'])
   assert list(got.items()) == [('test', 'eval/test-5.json'), ('val', 'eval/val-avg2@80.json')]
@@ -73,6 +92,7 @@ def test_latest_results_newest_per_split_default_decoding_only(tmp_path):
 
 def test_sweep_and_report_use_the_layout_lookup(tmp_path):
   from launch import report, sweep
+
   eval_dir = tmp_path / 'eval'
   eval_dir.mkdir()
   _touch(eval_dir, 'val-40.json', 1)
@@ -86,11 +106,14 @@ def test_sweep_and_report_use_the_layout_lookup(tmp_path):
 
 
 def test_layout_sweep_and_report_import_no_jax_and_no_tensorflow():
-  code = ('import sys; import train.layout, launch.sweep, launch.report; '
-          'launch.report.read_scalars("/nonexistent"); '
-          'print(sorted(m for m in ("jax", "tensorflow", "matplotlib.pyplot") if m in sys.modules))')
-  out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True,
-                       check=True)
+  code = (
+    'import sys; import train.layout, launch.sweep, launch.report; '
+    'launch.report.read_scalars("/nonexistent"); '
+    'print(sorted(m for m in ("jax", "tensorflow", "matplotlib.pyplot") if m in sys.modules))'
+  )
+  out = subprocess.run(
+    [sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, check=True
+  )
   assert out.stdout.strip() == '[]'
 
 
@@ -129,6 +152,7 @@ def test_the_old_names_are_the_layout_writer():
   from launch import sweep
   from train import scoring
   from train.data import paths
+
   assert paths.write_atomic is layout.write_atomic
   assert scoring.write_json is layout.write_json
   assert sweep.write_json_atomic.func is layout.write_json

@@ -1,5 +1,6 @@
 """train.main end to end on a tiny length-generalization config (subprocesses where the property
 needs a process: validation before compile, kill -9 + resume, SIGTERM, two hosts)."""
+
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ from tests.xla_flags import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-TINY = '''
+TINY = """
 from configs import lengthgen
 
 def get_config(arg=None):
@@ -35,7 +36,7 @@ def get_config(arg=None):
   c.log_batch_hashes = True
   c.mesh.data = 1
   return c
-'''
+"""
 
 
 @pytest.fixture(scope='module')
@@ -43,20 +44,36 @@ def env(tmp_path_factory):
   root = tmp_path_factory.mktemp('main')
   (root / 'tiny.py').write_text(TINY)
   e = dict(os.environ)
-  e.update(XLA_FLAGS=xla_flags(1), JAX_PLATFORMS='cpu',
-           ATTNLAB_BUILD_DIR=str(root / 'build'), PYTHONPATH=REPO)
+  e.update(
+    XLA_FLAGS=xla_flags(1),
+    JAX_PLATFORMS='cpu',
+    ATTNLAB_BUILD_DIR=str(root / 'build'),
+    PYTHONPATH=REPO,
+  )
   e.pop('ATTNLAB_DATA_DIR', None)
   return root, e
 
 
 def _cmd(root, workdir, *overrides):
-  return [sys.executable, '-m', 'train.main', f'--config={root / "tiny.py"}',
-          f'--workdir={workdir}', *overrides]
+  return [
+    sys.executable,
+    '-m',
+    'train.main',
+    f'--config={root / "tiny.py"}',
+    f'--workdir={workdir}',
+    *overrides,
+  ]
 
 
 def _run(root, env, workdir, *overrides, timeout=300):
-  p = subprocess.run(_cmd(root, workdir, *overrides), cwd=REPO, env=env, capture_output=True,
-                     text=True, timeout=timeout)
+  p = subprocess.run(
+    _cmd(root, workdir, *overrides),
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
   return p
 
 
@@ -82,7 +99,7 @@ def test_bad_choice_fails_fast_listing_valid_values(env, tmp_path):
   assert "model.position='bogus'" in p.stderr
   assert 'none, sinusoidal, learned, shaw, t5, rotary, alibi' in p.stderr
   assert time.time() - t0 < 30
-  assert not (tmp_path / 'w').exists()      # nothing built, nothing written
+  assert not (tmp_path / 'w').exists()  # nothing built, nothing written
 
 
 def test_kill9_resume_equals_straight_run(env, tmp_path):
@@ -92,8 +109,9 @@ def test_kill9_resume_equals_straight_run(env, tmp_path):
   assert p.returncode == 0, p.stderr[-3000:]
   assert json.loads((straight / 'config.json').read_text())['model']['vocab_size'] > 0
   # Same command; killed with SIGKILL as soon as the step-20 checkpoint is complete.
-  proc = subprocess.Popen(_cmd(root, resumed), cwd=REPO, env=e, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    _cmd(root, resumed), cwd=REPO, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
   deadline = time.time() + 300
   while not (resumed / 'checkpoints' / '20').is_dir():
     assert proc.poll() is None and time.time() < deadline, 'run ended before checkpoint 20'
@@ -115,10 +133,14 @@ def test_kill9_resume_equals_straight_run(env, tmp_path):
 def test_sigterm_saves_and_exits_zero(env, tmp_path):
   root, e = env
   w = tmp_path / 'w'
-  proc = subprocess.Popen(_cmd(root, w, '--config.total_steps=100000',
-                               '--config.checkpoint_every=100000'),
-                          cwd=REPO, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True)
+  proc = subprocess.Popen(
+    _cmd(root, w, '--config.total_steps=100000', '--config.checkpoint_every=100000'),
+    cwd=REPO,
+    env=e,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   deadline = time.time() + 300
   while not (w / 'batches-p0.txt').exists() or len(_hashes(w)) < 5:
     assert proc.poll() is None and time.time() < deadline
@@ -141,17 +163,44 @@ def _free_port():
 @pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
   """2 processes x 2 CPU devices (gloo collectives) == 1 process with the same global batch."""
-  e = dict(os.environ, XLA_FLAGS=xla_flags(2),
-           JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
+  e = dict(os.environ, XLA_FLAGS=xla_flags(2), JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
   port = _free_port()
-  procs = [subprocess.Popen([sys.executable, '-m', 'tests.train.multiprocess_worker', str(port),
-                             str(i), '2', str(tmp_path / f'p{i}.json')], cwd=REPO, env=e,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        '-m',
+        'tests.train.multiprocess_worker',
+        str(port),
+        str(i),
+        '2',
+        str(tmp_path / f'p{i}.json'),
+      ],
+      cwd=REPO,
+      env=e,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   e1 = dict(e, XLA_FLAGS=xla_flags(4))
-  single = subprocess.run([sys.executable, '-m', 'tests.train.multiprocess_worker', '0', '-1', '1',
-                           str(tmp_path / 'single.json')], cwd=REPO, env=e1, capture_output=True,
-                          text=True, timeout=300)
+  single = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'tests.train.multiprocess_worker',
+      '0',
+      '-1',
+      '1',
+      str(tmp_path / 'single.json'),
+    ],
+    cwd=REPO,
+    env=e1,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert single.returncode == 0, single.stderr[-2000:]
   for p in procs:
     _, err = p.communicate(timeout=300)
@@ -167,6 +216,7 @@ def test_two_processes_equal_one(tmp_path):
 def _tiny_config_in_process(env, monkeypatch):
   """The module's tiny config for an in-process run, building into the module's build dir."""
   import importlib.util
+
   root, _ = env
   monkeypatch.setenv('ATTNLAB_BUILD_DIR', str(root / 'build'))
   spec = importlib.util.spec_from_file_location('tiny_cfg', root / 'tiny.py')
@@ -180,6 +230,7 @@ def test_nan_stops_with_clear_error_and_keeps_last_good_checkpoint(env, tmp_path
   the newest checkpoint is the good step 4 (nothing non-finite was saved)."""
   import jax.numpy as jnp
   from train import loop, trainer
+
   config = _tiny_config_in_process(env, monkeypatch)
   config.checkpoint_every, config.log_every = 4, 100
   real_step = trainer.train_step
@@ -202,8 +253,9 @@ def test_embed_init_loads_word2vec_rows_before_resume(env, tmp_path, monkeypatch
   """--config.model.embed_init: the state handed to resume holds the word2vec matrix (row i =
   token id i) rescaled to the init std d_model**-0.5; other parameters keep their init."""
   from train import loop
+
   config = _tiny_config_in_process(env, monkeypatch)
-  vocab, d = 4 + 26 + 10 + 1, config.model.d_model     # the lengthgen char vocabulary
+  vocab, d = 4 + 26 + 10 + 1, config.model.d_model  # the lengthgen char vocabulary
   w2v = tmp_path / 'w2v'
   w2v.mkdir()
   emb = np.random.default_rng(0).normal(size=(vocab, d)).astype(np.float32) * 3.0
@@ -223,27 +275,28 @@ def test_embed_init_loads_word2vec_rows_before_resume(env, tmp_path, monkeypatch
   with pytest.raises(Stop):
     loop.train_and_evaluate(config, str(tmp_path / 'run'), devices=jax.devices()[:1])
   got = np.asarray(seen['params']['embed']['embedding'])
-  np.testing.assert_allclose(got, emb / emb.std() * d ** -0.5, rtol=1e-6)
+  np.testing.assert_allclose(got, emb / emb.std() * d**-0.5, rtol=1e-6)
   assert not np.allclose(got, 0) and 'decoder' in seen['params']
 
-  (w2v / 'vocab_kind.txt').write_text('word\n')                  # a word-level run cannot be used
+  (w2v / 'vocab_kind.txt').write_text('word\n')  # a word-level run cannot be used
   with pytest.raises(ValueError, match="'word' word2vec run"):
     loop.train_and_evaluate(config, str(tmp_path / 'run2'), devices=jax.devices()[:1])
 
 
-def test_patience_stops_survives_a_crash_and_does_not_retrain(env, tmp_path, monkeypatch,
-                                                              caplog):
+def test_patience_stops_survives_a_crash_and_does_not_retrain(env, tmp_path, monkeypatch, caplog):
   """In-process, validation scripted (best at 10, then 15 and 20 no better, patience 2). The
   first run crashes after validating 20 but before checkpoint 20 exists: resuming from 15 must
   rebuild the count (1 bad) from the history, not stop at once, and stop at 20. Relaunched, it
   trains no further; with patience 0 it goes on to the end."""
   from train import early_stopping, loop
+
   config = _tiny_config_in_process(env, monkeypatch)
   config.checkpoint_every = config.eval_every = 5
   config.log_every, config.keep_checkpoints, config.patience = 100, 10, 2
   losses = {5: 1.0, 10: 0.9, 15: 0.95, 20: 0.95}
-  monkeypatch.setattr(loop, 'run_validation', lambda *a: {'val_loss': losses.get(a[-1], 1.0),
-                                                          'val_accuracy': 0.0})
+  monkeypatch.setattr(
+    loop, 'run_validation', lambda *a: {'val_loss': losses.get(a[-1], 1.0), 'val_accuracy': 0.0}
+  )
   real_save = checkpointing.Checkpointer.save
 
   class Crash(Exception):
@@ -294,8 +347,12 @@ def test_patience_from_the_command_line(env, tmp_path):
   validation (step 20) with exit status 0, and a relaunch says so and trains no further."""
   root, e = env
   w = tmp_path / 'w'
-  flags = ('--config.patience=1', '--config.eval_every=10', '--config.checkpoint_every=10',
-           '--config.optim.learning_rate=0.0')
+  flags = (
+    '--config.patience=1',
+    '--config.eval_every=10',
+    '--config.checkpoint_every=10',
+    '--config.optim.learning_rate=0.0',
+  )
   p = _run(root, e, w, *flags)
   assert p.returncode == 0, p.stderr[-3000:]
   assert 'early stopping at step 20' in p.stderr

@@ -1,5 +1,6 @@
 """trainer.py: loss vs a NumPy reference, schedules vs the paper, accumulation and sharding
 invariance (2x2x2 mesh of simulated devices == one device)."""
+
 import functools
 
 import jax
@@ -25,13 +26,17 @@ def toy_config(**optim):
 
 def np_smoothed_ce(logits, targets, weights, eps):
   v = logits.shape[-1]
-  logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
-      - logits.max(-1, keepdims=True)
+  logp = (
+    logits
+    - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+    - logits.max(-1, keepdims=True)
+  )
   q = np.full(logits.shape, eps / (v - 1))
   np.put_along_axis(q, targets[..., None], 1 - eps, -1)
-  ce = -(q * logp).sum(-1) + (q * np.log(np.where(q > 0, q, 1))).sum(-1)   # KL(q || p)
-  return (ce * weights).sum(), (-np.take_along_axis(logp, targets[..., None], -1)[..., 0]
-                                * weights).sum()
+  ce = -(q * logp).sum(-1) + (q * np.log(np.where(q > 0, q, 1))).sum(-1)  # KL(q || p)
+  return (ce * weights).sum(), (
+    -np.take_along_axis(logp, targets[..., None], -1)[..., 0] * weights
+  ).sum()
 
 
 @pytest.mark.parametrize('eps', [0.0, 0.1])
@@ -40,31 +45,33 @@ def test_cross_entropy_matches_numpy_one_hot(eps):
   logits = rng.normal(size=(3, 5, 11)).astype(np.float32) * 3
   targets = rng.integers(0, 11, (3, 5))
   weights = (rng.random((3, 5)) > 0.3).astype(np.float32)
-  got = trainer.cross_entropy_sums(jnp.asarray(logits), jnp.asarray(targets),
-                                   jnp.asarray(weights), eps)
+  got = trainer.cross_entropy_sums(
+    jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(weights), eps
+  )
   want_loss, want_nll = np_smoothed_ce(logits.astype(np.float64), targets, weights, eps)
   np.testing.assert_allclose(got['loss'], want_loss, rtol=1e-5)
   np.testing.assert_allclose(got['nll'], want_nll, rtol=1e-5)
   assert got['tokens'] == weights.sum()
   assert got['correct'] == (weights * (logits.argmax(-1) == targets)).sum()
   # d loss / d logits = w * (softmax - q), q the smoothed label distribution.
-  grad = jax.grad(lambda z: trainer.cross_entropy_sums(z, jnp.asarray(targets),
-                                                       jnp.asarray(weights), eps)['loss'])
+  grad = jax.grad(
+    lambda z: trainer.cross_entropy_sums(z, jnp.asarray(targets), jnp.asarray(weights), eps)['loss']
+  )
   z = logits.astype(np.float64)
   p = np.exp(z - z.max(-1, keepdims=True))
   p /= p.sum(-1, keepdims=True)
   q = np.full(z.shape, eps / (z.shape[-1] - 1))
   np.put_along_axis(q, targets[..., None], 1 - eps, -1)
-  np.testing.assert_allclose(grad(jnp.asarray(logits)), weights[..., None] * (p - q),
-                             rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(
+    grad(jnp.asarray(logits)), weights[..., None] * (p - q), rtol=1e-4, atol=1e-6
+  )
 
 
 def test_smoothed_loss_is_zero_at_the_smoothed_target():
   eps, v = 0.1, 7
   q = np.full((1, 1, v), eps / (v - 1))
   q[0, 0, 3] = 1 - eps
-  got = trainer.cross_entropy_sums(jnp.log(jnp.asarray(q)), jnp.array([[3]]), jnp.ones((1, 1)),
-                                   eps)
+  got = trainer.cross_entropy_sums(jnp.log(jnp.asarray(q)), jnp.array([[3]]), jnp.ones((1, 1)), eps)
   assert abs(float(got['loss'])) < 1e-6
 
 
@@ -73,7 +80,7 @@ def test_rsqrt_schedule_is_the_papers_formula():
   cfg = toy_config(warmup_steps=w, learning_rate=(d * w) ** -0.5, schedule='rsqrt').optim
   sched = trainer.learning_rate_schedule(cfg, 100000)
   for s in (1, 100, 3999, 4000, 4001, 20000, 100000):
-    paper = d ** -0.5 * min(s ** -0.5, s * w ** -1.5)
+    paper = d**-0.5 * min(s**-0.5, s * w**-1.5)
     np.testing.assert_allclose(sched(s - 1), paper, rtol=1e-5)
 
 
@@ -90,8 +97,9 @@ def test_gradient_accumulation_equals_full_batch():
   module = toy.ToySeq2Seq(dropout=0.0)
   batch = toy.make_batch(rows=8)
   params = module.init(jax.random.PRNGKey(0), batch)['params']
-  params = jax.tree.map(lambda x: x.value if hasattr(x, 'value') else x, params,
-                        is_leaf=lambda x: hasattr(x, 'names'))
+  params = jax.tree.map(
+    lambda x: x.value if hasattr(x, 'value') else x, params, is_leaf=lambda x: hasattr(x, 'names')
+  )
   f = functools.partial(trainer.loss_and_grads, module=module, label_smoothing=0.1)
   m1, g1 = f(params, batch, jax.random.PRNGKey(1))
   m4, g4 = f(params, batch, jax.random.PRNGKey(1), accum_steps=4)
@@ -107,10 +115,11 @@ def _one_step(mesh_shape, devices):
   tx, _ = trainer.make_optimizer(cfg)
   batch = toy.make_batch(rows=8)
   state, shardings = trainer.create_train_state(module, tx, cfg, mesh, batch)
-  grads_fn = jax.jit(functools.partial(trainer.loss_and_grads, module=module, label_smoothing=0.1),
-                     in_shardings=(shardings.params, mesh_lib.batch_sharding(mesh), None))
-  metrics, grads = grads_fn(state.params, mesh_lib.global_batch(batch, mesh),
-                            jax.random.PRNGKey(3))
+  grads_fn = jax.jit(
+    functools.partial(trainer.loss_and_grads, module=module, label_smoothing=0.1),
+    in_shardings=(shardings.params, mesh_lib.batch_sharding(mesh), None),
+  )
+  metrics, grads = grads_fn(state.params, mesh_lib.global_batch(batch, mesh), jax.random.PRNGKey(3))
   step = trainer.jit_train_step(module, tx, cfg, mesh, shardings)
   state, step_metrics = step(state, mesh_lib.global_batch(batch, mesh))
   return jax.device_get((metrics, grads, state.params, step_metrics)), state
@@ -172,17 +181,25 @@ def test_dropout_rng_threefry_is_the_old_raw_key_and_rbg_is_a_real_alternative()
     return np.asarray(state.params['w1'])
 
   a, b, c = step_params('threefry2x32'), step_params('unsafe_rbg'), step_params('unsafe_rbg')
-  np.testing.assert_array_equal(b, c)   # still a pure function of (seed, step)
-  assert not np.array_equal(a, b)       # other dropout masks, so other gradients
+  np.testing.assert_array_equal(b, c)  # still a pure function of (seed, step)
+  assert not np.array_equal(a, b)  # other dropout masks, so other gradients
 
 
 # Compiling the tiny model costs ~10 s per scheme on 2 cores: two run by default, all with -m slow.
-@pytest.mark.parametrize('position', [
-    'sinusoidal', 'shaw', *(pytest.param(p, marks=pytest.mark.slow)
-                            for p in ('none', 'learned', 't5', 'rotary', 'alibi'))])
+@pytest.mark.parametrize(
+  'position',
+  [
+    'sinusoidal',
+    'shaw',
+    *(
+      pytest.param(p, marks=pytest.mark.slow) for p in ('none', 'learned', 't5', 'rotary', 'alibi')
+    ),
+  ],
+)
 def test_one_step_of_the_tiny_config_for_every_position_scheme(position):
   import model
   from configs import multi30k
+
   cfg = multi30k.get_config(f'size=tiny,position={position}')
   cfg.model.vocab_size = cfg.data.vocab_size
   cfg.model.dropout = 0.0
@@ -199,6 +216,7 @@ def test_one_step_of_the_tiny_config_for_every_position_scheme(position):
   assert np.isfinite(loss) and 3.0 < loss < 2 * np.log(cfg.model.vocab_size)
   assert int(state.step) == 1
   after = jax.device_get(state.params)
-  changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before),
-                                                      jax.tree.leaves(after))]
+  changed = [
+    not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after))
+  ]
   assert all(changed)

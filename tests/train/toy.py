@@ -4,6 +4,7 @@ The model follows the model/ contract (batch dict in, [B, T, vocab] float32 logi
 `return_hidden=True` the final states and the tied output table; params boxed with logical axis names) with just enough structure to exercise every part of
 the trainer: embeddings, a sharded MLP, dropout, and a source-dependent term.
 """
+
 import numpy as np
 from flax import linen as nn
 import jax.numpy as jnp
@@ -20,12 +21,15 @@ class ToySeq2Seq(nn.Module):
   @nn.compact
   def __call__(self, batch, deterministic=True, return_hidden=False):
     init = nn.initializers.normal(0.5)
-    emb = self.param('embed', nn.with_logical_partitioning(init, ('vocab', 'embed')),
-                     (self.vocab, self.d))
-    w1 = self.param('w1', nn.with_logical_partitioning(init, ('embed', 'mlp')),
-                    (self.d, self.hidden))
-    w2 = self.param('w2', nn.with_logical_partitioning(init, ('mlp', 'embed')),
-                    (self.hidden, self.d))
+    emb = self.param(
+      'embed', nn.with_logical_partitioning(init, ('vocab', 'embed')), (self.vocab, self.d)
+    )
+    w1 = self.param(
+      'w1', nn.with_logical_partitioning(init, ('embed', 'mlp')), (self.d, self.hidden)
+    )
+    w2 = self.param(
+      'w2', nn.with_logical_partitioning(init, ('mlp', 'embed')), (self.hidden, self.d)
+    )
     src = emb[batch['inputs']] * (batch['inputs'] > 0)[..., None]
     ctx = src.sum(1, keepdims=True) / jnp.maximum((batch['inputs'] > 0).sum(1), 1)[:, None, None]
     x = emb[batch['decoder_inputs']] + ctx
@@ -50,6 +54,13 @@ def make_batch(rows=8, src_len=6, tgt_len=7, seed=0):
   dec = np.concatenate([np.full((rows, 1), 2, np.int32), tgt[:, :-1]], 1) * (tgt > 0)
   dec[:, 0] = 2
   pos = lambda a: np.where(a > 0, np.arange(a.shape[1])[None], 0).astype(np.int32)
-  return {'inputs': src, 'inputs_segment': (src > 0).astype(np.int32), 'inputs_position': pos(src),
-          'decoder_inputs': dec, 'targets': tgt, 'targets_segment': (tgt > 0).astype(np.int32),
-          'targets_position': pos(tgt), 'weights': (tgt > 0).astype(np.float32)}
+  return {
+    'inputs': src,
+    'inputs_segment': (src > 0).astype(np.int32),
+    'inputs_position': pos(src),
+    'decoder_inputs': dec,
+    'targets': tgt,
+    'targets_segment': (tgt > 0).astype(np.int32),
+    'targets_position': pos(tgt),
+    'weights': (tgt > 0).astype(np.float32),
+  }

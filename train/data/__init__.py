@@ -3,20 +3,21 @@
 The names below are the package's contract (docs/contracts.md, `train/data/`). They load on
 first use, so tokenizer-only users (prepare, evaluate, word2vec) skip importing grain and jax.
 """
+
 import importlib
 
 _EXPORTS = {
-    "build": "train.data.datasets",
-    "load_examples": "train.data.datasets",
-    "make_eval_batches": "train.data.pipeline",
-    "make_train_iterator": "train.data.pipeline",
-    "load_text_lines": "train.data.text",
-    "get_tokenizer": "train.data.tokenizer",
-    "load_tokenizer": "train.data.tokenizer",
-    "PAD": "train.data.tokenizer",
-    "EOS": "train.data.tokenizer",
-    "BOS": "train.data.tokenizer",
-    "UNK": "train.data.tokenizer",
+  'build': 'train.data.datasets',
+  'load_examples': 'train.data.datasets',
+  'make_eval_batches': 'train.data.pipeline',
+  'make_train_iterator': 'train.data.pipeline',
+  'load_text_lines': 'train.data.text',
+  'get_tokenizer': 'train.data.tokenizer',
+  'load_tokenizer': 'train.data.tokenizer',
+  'PAD': 'train.data.tokenizer',
+  'EOS': 'train.data.tokenizer',
+  'BOS': 'train.data.tokenizer',
+  'UNK': 'train.data.tokenizer',
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,4 +1,5 @@
 """Shared base of the project's tfds builders."""
+
 from __future__ import annotations
 
 from etils import epath

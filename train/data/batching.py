@@ -5,6 +5,7 @@ state reproduces the exact batches that followed it. The stages work on whole ex
 cheap numpy bookkeeping, because grain's generic per-element machinery (map / shuffle / source
 wrappers) costs ~130 us per element here, several times the work itself.
 """
+
 from __future__ import annotations
 
 import grain
@@ -49,14 +50,16 @@ class _ShuffledIterator(grain.DatasetIterator):
       features = self._featurize(index)
       if features is not None:
         return features
-    raise ValueError("The length policy dropped every example for a whole epoch; raise "
-                     "config.data.max_src_len / max_tgt_len or use length_policy='truncate'.")
+    raise ValueError(
+      'The length policy dropped every example for a whole epoch; raise '
+      "config.data.max_src_len / max_tgt_len or use length_policy='truncate'."
+    )
 
   def get_state(self):
-    return {"epoch": self._epoch, "position": self._pos}
+    return {'epoch': self._epoch, 'position': self._pos}
 
   def set_state(self, state):
-    self._epoch, self._pos, self._perm = int(state["epoch"]), int(state["position"]), None
+    self._epoch, self._pos, self._perm = int(state['epoch']), int(state['position']), None
 
 
 class ShuffledSource(grain.IterDataset):
@@ -89,23 +92,23 @@ def collate(rows: list[dict], batch_size: int, boundaries) -> dict:
   for key in seq_keys:
     arr = np.zeros((batch_size, width), rows[0][key].dtype)
     for i, r in enumerate(rows):
-      arr[i, :len(r[key])] = r[key]
+      arr[i, : len(r[key])] = r[key]
     out[key] = arr
-  for group in ("inputs", "targets"):
+  for group in ('inputs', 'targets'):
     if group in out:
       lengths = np.array([len(r[group]) for r in rows] + [0] * (batch_size - len(rows)))
       pos = np.arange(out[group].shape[1])[None, :]
-      out[f"{group}_segment"] = (pos < lengths[:, None]).astype(np.int32)
-      out[f"{group}_position"] = np.where(pos < lengths[:, None], pos, 0).astype(np.int32)
-  for key in ("index", "length"):
+      out[f'{group}_segment'] = (pos < lengths[:, None]).astype(np.int32)
+      out[f'{group}_position'] = np.where(pos < lengths[:, None], pos, 0).astype(np.int32)
+  for key in ('index', 'length'):
     if key in rows[0]:
-      out[key] = np.full((batch_size,), -1 if key == "index" else 0, np.int32)
-      out[key][:len(rows)] = [r[key] for r in rows]
+      out[key] = np.full((batch_size,), -1 if key == 'index' else 0, np.int32)
+      out[key][: len(rows)] = [r[key] for r in rows]
   return out
 
 
 def sort_key(ex: dict):
-  return max(len(ex["targets"]), len(ex.get("inputs", ())))
+  return max(len(ex['targets']), len(ex.get('inputs', ())))
 
 
 class _BucketIterator(grain.DatasetIterator):
@@ -128,8 +131,9 @@ class _BucketIterator(grain.DatasetIterator):
         break
     examples.sort(key=sort_key)  # stable: ties keep the shuffled order
     bs = self._batch_size
-    batches = [collate(examples[i:i + bs], bs, self._boundaries)
-               for i in range(0, len(examples), bs)]
+    batches = [
+      collate(examples[i : i + bs], bs, self._boundaries) for i in range(0, len(examples), bs)
+    ]
     order = np.random.default_rng([self._seed, self._chunk]).permutation(len(batches))
     self._batches = [batches[i] for i in order]
 
@@ -145,12 +149,12 @@ class _BucketIterator(grain.DatasetIterator):
     return self._batches[self._emitted - 1]
 
   def get_state(self):
-    return {"parent": self._chunk_state, "chunk": self._chunk, "emitted": self._emitted}
+    return {'parent': self._chunk_state, 'chunk': self._chunk, 'emitted': self._emitted}
 
   def set_state(self, state):
-    self._parent.set_state(state["parent"])
-    self._chunk_state, self._chunk = state["parent"], state["chunk"]
-    self._emitted, self._batches = state["emitted"], None
+    self._parent.set_state(state['parent'])
+    self._chunk_state, self._chunk = state['parent'], state['chunk']
+    self._emitted, self._batches = state['emitted'], None
 
 
 class BucketBatchDataset(grain.IterDataset):
@@ -170,11 +174,11 @@ class _PackedRows:
   Row choice runs on Python ints (a numpy call per example costs more than the whole scan)."""
 
   def __init__(self, rows: int, length: int, example: dict):
-    self.groups = ("inputs", "targets") if "inputs" in example else ("targets",)
+    self.groups = ('inputs', 'targets') if 'inputs' in example else ('targets',)
     self.arrays = {k: np.zeros((rows, length), v.dtype) for k, v in example.items()}
     for g in self.groups:
-      self.arrays[f"{g}_segment"] = np.zeros((rows, length), np.int32)
-      self.arrays[f"{g}_position"] = np.zeros((rows, length), np.int32)
+      self.arrays[f'{g}_segment'] = np.zeros((rows, length), np.int32)
+      self.arrays[f'{g}_position'] = np.zeros((rows, length), np.int32)
     self.used = {g: [0] * rows for g in self.groups}
     self.count = [0] * rows
     self.length = length
@@ -183,12 +187,16 @@ class _PackedRows:
   def _first_fit(self, sizes: dict) -> int | None:
     limit = self.length
     if len(self.groups) == 1:
-      need, used = sizes["targets"], self.used["targets"]
+      need, used = sizes['targets'], self.used['targets']
       return next((r for r, u in enumerate(used) if u + need <= limit), None)
-    need_i, need_t = sizes["inputs"], sizes["targets"]
-    used_i, used_t = self.used["inputs"], self.used["targets"]
-    return next((r for r in range(len(used_t))
-                 if used_t[r] + need_t <= limit and used_i[r] + need_i <= limit), None)
+    need_i, need_t = sizes['inputs'], sizes['targets']
+    used_i, used_t = self.used['inputs'], self.used['targets']
+    return next(
+      (
+        r for r in range(len(used_t)) if used_t[r] + need_t <= limit and used_i[r] + need_i <= limit
+      ),
+      None,
+    )
 
   def add(self, ex: dict) -> bool:
     """Puts `ex` in the first row with room on every side; False when no row has room."""
@@ -199,12 +207,12 @@ class _PackedRows:
     self.count[row] += 1
     starts = {g: self.used[g][row] for g in self.groups}
     for key, value in ex.items():
-      start = starts["inputs" if key == "inputs" else "targets"]
-      self.arrays[key][row, start:start + len(value)] = value
+      start = starts['inputs' if key == 'inputs' else 'targets']
+      self.arrays[key][row, start : start + len(value)] = value
     for g in self.groups:
       start, n = starts[g], sizes[g]
-      self.arrays[f"{g}_segment"][row, start:start + n] = self.count[row]
-      self.arrays[f"{g}_position"][row, start:start + n] = self._positions[:n]
+      self.arrays[f'{g}_segment'][row, start : start + n] = self.count[row]
+      self.arrays[f'{g}_position'][row, start : start + n] = self._positions[:n]
       self.used[g][row] = start + n
     return True
 
@@ -225,8 +233,10 @@ class _PackIterator(grain.DatasetIterator):
       first = next(self._parent)
     packed = _PackedRows(self._rows, self._length, first)
     if not packed.add(first):
-      raise ValueError(f"An example with lengths { {k: len(v) for k, v in first.items()} } does "
-                       f"not fit in packed_len={self._length}.")
+      raise ValueError(
+        f'An example with lengths { {k: len(v) for k, v in first.items()} } does '
+        f'not fit in packed_len={self._length}.'
+      )
     while True:
       state = self._parent.get_state()
       try:
@@ -239,10 +249,10 @@ class _PackIterator(grain.DatasetIterator):
     return packed.arrays
 
   def get_state(self):
-    return {"parent": self._carry_state if self._carry is not None else self._parent.get_state()}
+    return {'parent': self._carry_state if self._carry is not None else self._parent.get_state()}
 
   def set_state(self, state):
-    self._parent.set_state(state["parent"])
+    self._parent.set_state(state['parent'])
     self._carry, self._carry_state = None, None
 
 
@@ -255,5 +265,3 @@ class PackDataset(grain.IterDataset):
 
   def __iter__(self):
     return _PackIterator(self._parent.__iter__(), *self._args)
-
-

@@ -1,4 +1,5 @@
 """From a config to a built tfds dataset: builder choice, building (idempotent), reading back."""
+
 from __future__ import annotations
 
 import functools
@@ -17,14 +18,14 @@ from train.data import multi30k
 from train.data import paths
 from train.data import text
 
-NAMES = ("multi30k", "lengthgen", "text")
+NAMES = ('multi30k', 'lengthgen', 'text')
 SMALL_SPLIT = 200_000  # splits up to this size are read into memory once per process
 
 
 _DEFAULTS = common.base_config()
 
 
-def opt(cfg, key: str, default=None, section: str = "data"):
+def opt(cfg, key: str, default=None, section: str = 'data'):
   """cfg[key] when present and not None, else base_config's default (configs/common.py: the
   one place defaults live). `cfg` is the config's `section` ('data', 'model', 'eval'); a config
   written before a key existed, or a test's partial config, omits keys. `default` is only for
@@ -35,58 +36,67 @@ def opt(cfg, key: str, default=None, section: str = "data"):
   known = _DEFAULTS.get(section, None)
   if known is not None and key in known and known[key] is not None:
     if default is not None:
-      raise ValueError(f"opt({section}.{key}): base_config sets its default; pass none here")
+      raise ValueError(f'opt({section}.{key}): base_config sets its default; pass none here')
     return known[key]
   return default
 
 
 def data_config(config):
   """`config.data` for a full config; the argument itself when it already is the data part."""
-  return config.data if "data" in config else config
+  return config.data if 'data' in config else config
 
 
 def lengthgen_params(d) -> dict:
-  return dict(task=opt(d, "task"), train_max_len=int(opt(d, "train_max_len")),
-              test_max_len=int(opt(d, "test_max_len")), num_train=int(opt(d, "num_train")),
-              num_eval=int(opt(d, "num_eval")), seed=int(opt(d, "lengthgen_seed")))
+  return dict(
+    task=opt(d, 'task'),
+    train_max_len=int(opt(d, 'train_max_len')),
+    test_max_len=int(opt(d, 'test_max_len')),
+    num_train=int(opt(d, 'num_train')),
+    num_eval=int(opt(d, 'num_eval')),
+    seed=int(opt(d, 'lengthgen_seed')),
+  )
 
 
 def preprocess_of(config) -> str:
   """config.data.preprocess ('raw' when absent: configs written before the key existed)."""
-  value = opt(data_config(config), "preprocess")
+  value = opt(data_config(config), 'preprocess')
   if value not in multi30k.PREPROCESS:
-    raise ValueError(f"Unknown config.data.preprocess {value!r}; valid choices: "
-                     f"{list(multi30k.PREPROCESS)}.")
+    raise ValueError(
+      f'Unknown config.data.preprocess {value!r}; valid choices: {list(multi30k.PREPROCESS)}.'
+    )
   return value
 
 
 def builder_key(config) -> tuple:
   """A hashable description of which builder a config needs (and where it lives)."""
   d = data_config(config)
-  name = opt(d, "name")
-  data_dir = d.get("data_dir", None)
+  name = opt(d, 'name')
+  data_dir = d.get('data_dir', None)
   build_root = str(paths.build_dir())
-  if name == "multi30k":
-    src, tgt = opt(d, "src"), opt(d, "tgt")
+  if name == 'multi30k':
+    src, tgt = opt(d, 'src'), opt(d, 'tgt')
     for lang in (src, tgt):
       if lang not in multi30k.LANGS:
-        raise ValueError(f"config.data.src/tgt {lang!r} is not a Multi30K language; valid "
-                         f"choices: {list(multi30k.LANGS)}.")
+        raise ValueError(
+          f'config.data.src/tgt {lang!r} is not a Multi30K language; valid '
+          f'choices: {list(multi30k.LANGS)}.'
+        )
     if src == tgt:
-      raise ValueError(f"config.data.src and config.data.tgt are both {src!r}; pick two languages.")
+      raise ValueError(f'config.data.src and config.data.tgt are both {src!r}; pick two languages.')
     preprocess = preprocess_of(d)
-    raw = paths.corpus_dir("multi30k", data_dir, "train.en.gz")
-    return (name, build_root, str(raw) if raw else None,
-            multi30k.config_name(src, tgt, preprocess))
-  if preprocess_of(d) != "raw":
-    raise ValueError(f"config.data.preprocess={preprocess_of(d)!r} applies to multi30k only "
-                     f"(config.data.name is {name!r}); use 'raw'.")
-  if name == "lengthgen":
+    raw = paths.corpus_dir('multi30k', data_dir, 'train.en.gz')
+    return (name, build_root, str(raw) if raw else None, multi30k.config_name(src, tgt, preprocess))
+  if preprocess_of(d) != 'raw':
+    raise ValueError(
+      f'config.data.preprocess={preprocess_of(d)!r} applies to multi30k only '
+      f"(config.data.name is {name!r}); use 'raw'."
+    )
+  if name == 'lengthgen':
     return (name, build_root, None, lengthgen.make_config(**lengthgen_params(d)).name)
-  if name == "text":
+  if name == 'text':
     raw = text.local_file(data_dir)
     return (name, build_root, str(raw) if raw else None, None)
-  raise ValueError(f"Unknown config.data.name {name!r}; valid choices: {list(NAMES)}.")
+  raise ValueError(f'Unknown config.data.name {name!r}; valid choices: {list(NAMES)}.')
 
 
 _BUILDERS: dict[tuple, tfds.core.DatasetBuilder] = {}
@@ -102,27 +112,32 @@ def _builder(key: tuple, fresh: bool = False):
 
 def _make_builder(key: tuple):
   name, build_root, raw, config_name = key
-  root = pathlib.Path(build_root) / "tfds"
-  common = dict(file_format="array_record")
-  if name == "multi30k":
-    fp = paths.fingerprint(pathlib.Path(raw).glob("*.gz"))[:12] if raw else "download"
-    if multi30k.Multi30k.builder_configs[config_name].preprocess != "raw":
-      fp += f"-sacremoses{moses.VERSION}"  # processed text: its own tree, keyed by the processor
-    return multi30k.Multi30k(raw_dir=raw, config=config_name, data_dir=root / f"multi30k-{fp}",
-                             **common)
-  if name == "lengthgen":
-    params = dict(zip(("task", "train_max_len", "test_max_len", "num_train", "num_eval", "seed"),
-                      _parse_lengthgen_name(config_name)))
+  root = pathlib.Path(build_root) / 'tfds'
+  common = dict(file_format='array_record')
+  if name == 'multi30k':
+    fp = paths.fingerprint(pathlib.Path(raw).glob('*.gz'))[:12] if raw else 'download'
+    if multi30k.Multi30k.builder_configs[config_name].preprocess != 'raw':
+      fp += f'-sacremoses{moses.VERSION}'  # processed text: its own tree, keyed by the processor
+    return multi30k.Multi30k(
+      raw_dir=raw, config=config_name, data_dir=root / f'multi30k-{fp}', **common
+    )
+  if name == 'lengthgen':
+    params = dict(
+      zip(
+        ('task', 'train_max_len', 'test_max_len', 'num_train', 'num_eval', 'seed'),
+        _parse_lengthgen_name(config_name),
+      )
+    )
     cfg = lengthgen.make_config(**params)
     # tfds wants the registered object's name for a predefined variant, the object otherwise.
     cfg = cfg.name if cfg.name in lengthgen.Lengthgen.builder_configs else cfg
     return lengthgen.Lengthgen(config=cfg, data_dir=root, **common)
-  fp = paths.fingerprint([raw])[:12] if raw else "download"
-  return text.Text(raw_file=raw, data_dir=root / f"text-{fp}", **common)
+  fp = paths.fingerprint([raw])[:12] if raw else 'download'
+  return text.Text(raw_file=raw, data_dir=root / f'text-{fp}', **common)
 
 
 def _parse_lengthgen_name(name: str):
-  task, *rest = name.split("-")
+  task, *rest = name.split('-')
   return (task, *(int(part[1:]) for part in rest))
 
 
@@ -137,11 +152,15 @@ def build(config):
   builder = _builder(key)
   if builder.info.splits:  # built and loaded
     return builder
-  with paths.build_lock(f"tfds-{builder.name}"):  # another process may be building it now
+  with paths.build_lock(f'tfds-{builder.name}'):  # another process may be building it now
     builder = _builder(key, fresh=True)
     if not builder.is_prepared():
-      logging.info("Building %s/%s into %s", builder.name, builder.builder_config and
-                   builder.builder_config.name, builder.data_dir)
+      logging.info(
+        'Building %s/%s into %s',
+        builder.name,
+        builder.builder_config and builder.builder_config.name,
+        builder.data_dir,
+      )
       tfds.disable_progress_bar()
       builder.download_and_prepare()
       builder = _builder(key, fresh=True)
@@ -152,7 +171,7 @@ def split_names(config) -> list[str]:
   return list(build(config).info.splits.keys())
 
 
-SPLIT_ALIASES = {"val": "validation", "valid": "validation", "dev": "validation"}
+SPLIT_ALIASES = {'val': 'validation', 'valid': 'validation', 'dev': 'validation'}
 
 
 def _check_split(builder, config, split: str) -> str:
@@ -161,28 +180,35 @@ def _check_split(builder, config, split: str) -> str:
   if split not in splits and SPLIT_ALIASES.get(split) in splits:
     split = SPLIT_ALIASES[split]
   if split not in splits:
-    hint = ""
-    if builder.name == "multi30k":
+    hint = ''
+    if builder.name == 'multi30k':
       c = builder.builder_config
-      hint = (f" It needs both {multi30k.file_prefix(split)}.{c.src}.gz and "
-              f"{multi30k.file_prefix(split)}.{c.tgt}.gz in the data dir.")
-    raise ValueError(f"Split {split!r} is not in dataset {builder.name}"
-                     f"{'/' + builder.builder_config.name if builder.builder_config else ''}; "
-                     f"available: {splits}.{hint}")
+      hint = (
+        f' It needs both {multi30k.file_prefix(split)}.{c.src}.gz and '
+        f'{multi30k.file_prefix(split)}.{c.tgt}.gz in the data dir.'
+      )
+    raise ValueError(
+      f'Split {split!r} is not in dataset {builder.name}'
+      f'{"/" + builder.builder_config.name if builder.builder_config else ""}; '
+      f'available: {splits}.{hint}'
+    )
   return split
 
 
 def _normalize(name: str, ex: dict) -> dict:
   """Raw tfds example (bytes) -> {index, source, target[, length]} with str fields."""
-  if name == "text":
-    return {"index": int(ex["index"]), "source": "", "target": ex["text"].decode("utf-8")}
-  out = {"index": int(ex["index"]), "source": ex["source"].decode("utf-8"),
-         "target": ex["target"].decode("utf-8")}
-  for key in ("source_raw", "target_raw"):  # multi30k with preprocess != 'raw'
+  if name == 'text':
+    return {'index': int(ex['index']), 'source': '', 'target': ex['text'].decode('utf-8')}
+  out = {
+    'index': int(ex['index']),
+    'source': ex['source'].decode('utf-8'),
+    'target': ex['target'].decode('utf-8'),
+  }
+  for key in ('source_raw', 'target_raw'):  # multi30k with preprocess != 'raw'
     if key in ex:
-      out[key] = ex[key].decode("utf-8")
-  if "length" in ex:
-    out["length"] = int(ex["length"])
+      out[key] = ex[key].decode('utf-8')
+  if 'length' in ex:
+    out['length'] = int(ex['length'])
   return out
 
 
@@ -215,7 +241,8 @@ class Records:
         continue
       if self._readers[k] is None:
         self._readers[k] = array_record_module.ArrayRecordReader(
-            self._paths[k], "readahead_buffer_size:0")
+          self._paths[k], 'readahead_buffer_size:0'
+        )
       offset = int(self._starts[k])
       raw = self._readers[k].read(int(lo) - offset, int(hi) - offset)
       out.extend(_normalize(self._name, _parse(r)) for r in raw)
@@ -236,9 +263,9 @@ def _parse(serialized: bytes) -> dict:
   """A stored tf.train.Example -> {name: str | int}; our features are all scalar text / int."""
   out = {}
   for name, feature in tf_example_pb2.Example.FromString(serialized).features.feature.items():
-    kind = feature.WhichOneof("kind")
+    kind = feature.WhichOneof('kind')
     value = getattr(feature, kind).value[0]
-    out[name] = value if kind == "bytes_list" else int(value)
+    out[name] = value if kind == 'bytes_list' else int(value)
   return out
 
 
@@ -249,12 +276,12 @@ def _read_all(key: tuple, split: str) -> tuple[dict, ...]:
   builder = _builder(key)
   out = []
   for path in builder.info.splits[split].filepaths:
-    reader = array_record_module.ArrayRecordReader(str(path), "readahead_buffer_size:0")
+    reader = array_record_module.ArrayRecordReader(str(path), 'readahead_buffer_size:0')
     try:
       out.extend(_normalize(builder.name, _parse(s)) for s in reader.read_all())
     finally:
       reader.close()
-  out.sort(key=lambda ex: ex["index"])
+  out.sort(key=lambda ex: ex['index'])
   return tuple(out)
 
 

@@ -16,6 +16,7 @@ train differ from the official files.
 Plain Python (no JAX): used by the data builder (`config.data.preprocess='lc_norm_tok'`) and by
 `train.scoring` (the literature BLEU). The sacremoses objects are built once per language.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,21 +25,23 @@ from typing import Iterable
 import sacremoses
 
 VERSION = sacremoses.__version__
-LANGS = ("en", "de", "fr", "cs")  # languages whose processing is checked against the official files
+LANGS = ('en', 'de', 'fr', 'cs')  # languages whose processing is checked against the official files
 
 
 @functools.lru_cache(maxsize=None)
 def _tools(lang: str):
   """(normalizer, tokenizer, detokenizer) for `lang`; constructing them costs ~0.1 s each."""
-  return (sacremoses.MosesPunctNormalizer(lang=lang, perl_parity=True),
-          sacremoses.MosesTokenizer(lang=lang),
-          sacremoses.MosesDetokenizer(lang=lang))
+  return (
+    sacremoses.MosesPunctNormalizer(lang=lang, perl_parity=True),
+    sacremoses.MosesTokenizer(lang=lang),
+    sacremoses.MosesDetokenizer(lang=lang),
+  )
 
 
 def process(line: str, lang: str) -> str:
   """One raw line as the official `*.lc.norm.tok.{lang}` files have it (tokens joined by spaces)."""
   normalizer, tokenizer, _ = _tools(lang)
-  text = normalizer.normalize(line.lower() + "\n")  # "\n": see the module docstring
+  text = normalizer.normalize(line.lower() + '\n')  # "\n": see the module docstring
   return tokenizer.tokenize(text, aggressive_dash_splits=False, return_str=True, escape=True)
 
 
@@ -57,4 +60,4 @@ def detokenize(line: str, lang: str) -> str:
 
 def signature(lang: str) -> str:
   """Names the processing, for the literature BLEU's signature."""
-  return f"lc+moses-norm+moses-tok(l={lang}, escape)|sacremoses:{VERSION}"
+  return f'lc+moses-norm+moses-tok(l={lang}, escape)|sacremoses:{VERSION}'

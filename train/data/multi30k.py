@@ -7,6 +7,7 @@ text; `{src}-{tgt}-lc_norm_tok` (config.data.preprocess='lc_norm_tok') stores th
 lowercased, normalised, Moses-tokenized text (train.data.moses, applied to the raw files here) as
 `source`/`target`, and the raw lines as `source_raw`/`target_raw` (sacreBLEU scores against them).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,33 +22,35 @@ from train.data import base
 from train.data import moses
 from train.data import paths
 
-LANGS = ("en", "de", "fr", "cs")
-PREPROCESS = ("raw", "lc_norm_tok")  # config.data.preprocess
-URL = "https://github.com/multi30k/dataset/raw/master/data/task1/raw/{prefix}.{lang}.gz"
-REQUIRED_SPLITS = ("train", "validation")
+LANGS = ('en', 'de', 'fr', 'cs')
+PREPROCESS = ('raw', 'lc_norm_tok')  # config.data.preprocess
+URL = 'https://github.com/multi30k/dataset/raw/master/data/task1/raw/{prefix}.{lang}.gz'
+REQUIRED_SPLITS = ('train', 'validation')
 # Upstream splits and the languages each one has (used only when downloading).
 UPSTREAM = {
-    "train": LANGS,
-    "validation": LANGS,
-    "test_2016_flickr": LANGS,
-    "test_2017_flickr": ("en", "de", "fr"),
-    "test_2017_mscoco": ("en", "de", "fr"),
+  'train': LANGS,
+  'validation': LANGS,
+  'test_2016_flickr': LANGS,
+  'test_2017_flickr': ('en', 'de', 'fr'),
+  'test_2017_mscoco': ('en', 'de', 'fr'),
 }
-GET_DATA = ("Get the raw files from https://github.com/multi30k/dataset (data/task1/raw/) or point "
-            f"{paths.DATA_ENV} at a directory laid out as {paths.SHARED_LAYOUT}.")
+GET_DATA = (
+  'Get the raw files from https://github.com/multi30k/dataset (data/task1/raw/) or point '
+  f'{paths.DATA_ENV} at a directory laid out as {paths.SHARED_LAYOUT}.'
+)
 
 
-def config_name(src: str, tgt: str, preprocess: str = "raw") -> str:
+def config_name(src: str, tgt: str, preprocess: str = 'raw') -> str:
   """The builder config of a language pair and preprocessing ('en-de', 'en-de-lc_norm_tok')."""
-  return f"{src}-{tgt}" if preprocess == "raw" else f"{src}-{tgt}-{preprocess}"
+  return f'{src}-{tgt}' if preprocess == 'raw' else f'{src}-{tgt}-{preprocess}'
 
 
 def file_prefix(split: str) -> str:
-  return "val" if split == "validation" else split
+  return 'val' if split == 'validation' else split
 
 
 def split_name(prefix: str) -> str:
-  return "validation" if prefix == "val" else prefix
+  return 'validation' if prefix == 'val' else prefix
 
 
 def local_split_files(raw_dir, src: str, tgt: str) -> dict[str, tuple[pathlib.Path, pathlib.Path]]:
@@ -56,17 +59,17 @@ def local_split_files(raw_dir, src: str, tgt: str) -> dict[str, tuple[pathlib.Pa
   raw_dir = pathlib.Path(raw_dir)
   files = {}
   for split in REQUIRED_SPLITS:
-    pair = tuple(raw_dir / f"{file_prefix(split)}.{lang}.gz" for lang in (src, tgt))
+    pair = tuple(raw_dir / f'{file_prefix(split)}.{lang}.gz' for lang in (src, tgt))
     for path in pair:
       if not path.is_file():
         raise FileNotFoundError(f"Multi30K split '{split}' is missing its file {path}. {GET_DATA}")
     files[split] = pair
-  for path in sorted(raw_dir.glob(f"*.{src}.gz")):
-    prefix = path.name[: -len(f".{src}.gz")]
+  for path in sorted(raw_dir.glob(f'*.{src}.gz')):
+    prefix = path.name[: -len(f'.{src}.gz')]
     split = split_name(prefix)
-    if split in files or not prefix.replace("_", "").isalnum():
+    if split in files or not prefix.replace('_', '').isalnum():
       continue
-    other = raw_dir / f"{prefix}.{tgt}.gz"
+    other = raw_dir / f'{prefix}.{tgt}.gz'
     if other.is_file():
       files[split] = (path, other)
     else:
@@ -81,32 +84,41 @@ def read_pairs(src_path, tgt_path) -> tuple[list[tuple[int, str, str]], int]:
   tgt_lines, _ = paths.read_gz_lines(tgt_path)
   if len(src_lines) != len(tgt_lines):
     raise ValueError(
-        f"Line-count mismatch: {src_path} has {len(src_lines)} lines but {tgt_path} has "
-        f"{len(tgt_lines)}; line N of one must translate line N of the other. Re-download both.")
-  pairs = [(i, s, t) for i, (s, t) in enumerate(zip(src_lines, tgt_lines))
-           if s is not None and t is not None]
+      f'Line-count mismatch: {src_path} has {len(src_lines)} lines but {tgt_path} has '
+      f'{len(tgt_lines)}; line N of one must translate line N of the other. Re-download both.'
+    )
+  pairs = [
+    (i, s, t)
+    for i, (s, t) in enumerate(zip(src_lines, tgt_lines))
+    if s is not None and t is not None
+  ]
   return pairs, len(src_lines) - len(pairs)
 
 
 @dataclasses.dataclass(eq=False)
 class Multi30kConfig(tfds.core.BuilderConfig):
-  src: str = "en"
-  tgt: str = "de"
-  preprocess: str = "raw"  # one of PREPROCESS
+  src: str = 'en'
+  tgt: str = 'de'
+  preprocess: str = 'raw'  # one of PREPROCESS
 
 
 class Multi30k(base.Builder, skip_registration=True):
   """Sentence pairs with their original line index (tfds stores examples in hashed order)."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version('1.0.0')
   BUILDER_CONFIGS = [
-      Multi30kConfig(name=f"{s}-{t}", src=s, tgt=t, description=f"{s} -> {t}")
-      for s, t in itertools.permutations(LANGS, 2)
+    Multi30kConfig(name=f'{s}-{t}', src=s, tgt=t, description=f'{s} -> {t}')
+    for s, t in itertools.permutations(LANGS, 2)
   ] + [
-      Multi30kConfig(name=config_name(s, t, "lc_norm_tok"), src=s, tgt=t, preprocess="lc_norm_tok",
-                     description=f"{s} -> {t}, lowercased, normalised, Moses-tokenized "
-                     f"(sacremoses {moses.VERSION})")
-      for s, t in itertools.permutations(LANGS, 2)
+    Multi30kConfig(
+      name=config_name(s, t, 'lc_norm_tok'),
+      src=s,
+      tgt=t,
+      preprocess='lc_norm_tok',
+      description=f'{s} -> {t}, lowercased, normalised, Moses-tokenized '
+      f'(sacremoses {moses.VERSION})',
+    )
+    for s, t in itertools.permutations(LANGS, 2)
   ]
 
   def __init__(self, *, raw_dir=None, **kwargs):
@@ -114,17 +126,17 @@ class Multi30k(base.Builder, skip_registration=True):
     super().__init__(**kwargs)
 
   def _info(self):
-    text = {"source": tfds.features.Text(), "target": tfds.features.Text()}
-    if self.builder_config.preprocess != "raw":
+    text = {'source': tfds.features.Text(), 'target': tfds.features.Text()}
+    if self.builder_config.preprocess != 'raw':
       text.update(source_raw=tfds.features.Text(), target_raw=tfds.features.Text())
     return tfds.core.DatasetInfo(
-        builder=self,
-        description="Multi30K task 1: Flickr30K image captions with professional translations.",
-        features=tfds.features.FeaturesDict({"index": np.int64, **text}),
-        supervised_keys=("source", "target"),
-        homepage="https://github.com/multi30k/dataset",
-        citation="Elliott et al. 2016, Multi30K: Multilingual English-German Image Descriptions.",
-        metadata=tfds.core.MetadataDict(),
+      builder=self,
+      description='Multi30K task 1: Flickr30K image captions with professional translations.',
+      features=tfds.features.FeaturesDict({'index': np.int64, **text}),
+      supervised_keys=('source', 'target'),
+      homepage='https://github.com/multi30k/dataset',
+      citation='Elliott et al. 2016, Multi30K: Multilingual English-German Image Descriptions.',
+      metadata=tfds.core.MetadataDict(),
     )
 
   def _split_generators(self, dl_manager):
@@ -132,7 +144,7 @@ class Multi30k(base.Builder, skip_registration=True):
     if self._raw_dir is not None:
       files = local_split_files(self._raw_dir, src, tgt)
     else:
-      paths.require_online(URL.format(prefix="train", lang=src), "multi30k")
+      paths.require_online(URL.format(prefix='train', lang=src), 'multi30k')
       files = {}
       for split, langs in UPSTREAM.items():
         if src in langs and tgt in langs:
@@ -142,16 +154,29 @@ class Multi30k(base.Builder, skip_registration=True):
 
   def _generate_examples(self, split, src_path, tgt_path):
     pairs, skipped = read_pairs(src_path, tgt_path)
-    self.info.metadata[f"skipped_{split}"] = skipped
+    self.info.metadata[f'skipped_{split}'] = skipped
     if skipped:
-      logging.warning("Multi30K %s %s: skipped %d pairs with an empty or non-UTF-8 line (%s, %s).",
-                      self.builder_config.name, split, skipped, src_path, tgt_path)
+      logging.warning(
+        'Multi30K %s %s: skipped %d pairs with an empty or non-UTF-8 line (%s, %s).',
+        self.builder_config.name,
+        split,
+        skipped,
+        src_path,
+        tgt_path,
+      )
     c = self.builder_config
-    if c.preprocess == "raw":
+    if c.preprocess == 'raw':
       for index, source, target in pairs:
-        yield index, {"index": index, "source": source, "target": target}
+        yield index, {'index': index, 'source': source, 'target': target}
       return
     for index, source, target in pairs:
-      yield index, {"index": index, "source": moses.process(source, c.src),
-                    "target": moses.process(target, c.tgt), "source_raw": source,
-                    "target_raw": target}
+      yield (
+        index,
+        {
+          'index': index,
+          'source': moses.process(source, c.src),
+          'target': moses.process(target, c.tgt),
+          'source_raw': source,
+          'target_raw': target,
+        },
+      )

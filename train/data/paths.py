@@ -1,4 +1,5 @@
 """Where raw corpora come from and where built artefacts go; small shared file helpers."""
+
 from __future__ import annotations
 
 import contextlib
@@ -12,14 +13,14 @@ import urllib.parse
 
 from train import layout
 
-DATA_ENV = "ATTNLAB_DATA_DIR"
-BUILD_ENV = "ATTNLAB_BUILD_DIR"
-SHARED_LAYOUT = "multi30k/, text/, word_eval/ (like ../shared/data/)"
+DATA_ENV = 'ATTNLAB_DATA_DIR'
+BUILD_ENV = 'ATTNLAB_BUILD_DIR'
+SHARED_LAYOUT = 'multi30k/, text/, word_eval/ (like ../shared/data/)'
 # The one set of defaults, inside and outside `make` (the Makefile sets neither variable):
 # built artefacts under the checkout, raw corpora in ../shared/data beside it when that exists.
 REPO = pathlib.Path(__file__).resolve().parents[2]
-DEFAULT_BUILD_DIR = REPO / ".cache" / "attnlab"
-DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
+DEFAULT_BUILD_DIR = REPO / '.cache' / 'attnlab'
+DEFAULT_DATA_DIR = REPO.parent / 'shared' / 'data'
 
 
 class DataUnavailable(FileNotFoundError):
@@ -47,38 +48,40 @@ def require_online(url: str, what: str, timeout: float = 5.0) -> None:
   parts = urllib.parse.urlsplit(url)
   host = parts.hostname or url
   try:
-    socket.create_connection((host, parts.port or (80 if parts.scheme == "http" else 443)),
-                             timeout=timeout).close()
+    socket.create_connection(
+      (host, parts.port or (80 if parts.scheme == 'http' else 443)), timeout=timeout
+    ).close()
   except OSError as e:
     raise DataUnavailable(
-        f"no local copy of {what} and {host} is unreachable ({e.__class__.__name__}: {e}); "
-        f"put the files in {DEFAULT_DATA_DIR / what} or point {DATA_ENV} (or "
-        f"--config.data.data_dir) at a directory laid out as {SHARED_LAYOUT}; upstream: {url}"
+      f'no local copy of {what} and {host} is unreachable ({e.__class__.__name__}: {e}); '
+      f'put the files in {DEFAULT_DATA_DIR / what} or point {DATA_ENV} (or '
+      f'--config.data.data_dir) at a directory laid out as {SHARED_LAYOUT}; upstream: {url}'
     ) from None
 
 
-def corpus_dir(name: str, data_dir=None, example_file: str = "") -> pathlib.Path | None:
+def corpus_dir(name: str, data_dir=None, example_file: str = '') -> pathlib.Path | None:
   """`<root>/<name>` when a root is configured (must exist), None when loaders should download."""
   root = data_root(data_dir)
   if root is None:
     return None
   path = root / name
   if not path.is_dir():
-    hint = f" (expected files like {path / example_file})" if example_file else ""
+    hint = f' (expected files like {path / example_file})' if example_file else ''
     raise FileNotFoundError(
-        f"Data directory {path} does not exist{hint}. Point {DATA_ENV} (or config.data.data_dir) "
-        f"at a directory laid out as {SHARED_LAYOUT}, or unset both to download the public "
-        "corpora (needs internet).")
+      f'Data directory {path} does not exist{hint}. Point {DATA_ENV} (or config.data.data_dir) '
+      f'at a directory laid out as {SHARED_LAYOUT}, or unset both to download the public '
+      'corpora (needs internet).'
+    )
   return path
 
 
-def fingerprint(paths, extra: str = "") -> str:
+def fingerprint(paths, extra: str = '') -> str:
   """sha256 over file names and contents (+ extra): keys caches so changed inputs rebuild."""
   digest = hashlib.sha256(extra.encode())
   for path in sorted(pathlib.Path(p) for p in paths):
-    digest.update(path.name.encode() + b"\0")
-    with open(path, "rb") as f:
-      for chunk in iter(lambda: f.read(1 << 20), b""):
+    digest.update(path.name.encode() + b'\0')
+    with open(path, 'rb') as f:
+      for chunk in iter(lambda: f.read(1 << 20), b''):
         digest.update(chunk)
   return digest.hexdigest()
 
@@ -86,19 +89,21 @@ def fingerprint(paths, extra: str = "") -> str:
 def read_gz_lines(path) -> tuple[list[str | None], int]:
   """Lines of a gzip text file; None marks an empty or non-UTF-8 line. Returns (lines, n_bad)."""
   try:
-    with gzip.open(path, "rb") as f:
+    with gzip.open(path, 'rb') as f:
       raw = f.read()
   except (OSError, EOFError) as e:  # BadGzipFile is an OSError
-    raise ValueError(f"{path}: cannot read as gzip text ({e}); re-download or re-compress it.") from e
-  if raw.endswith(b"\n"):
+    raise ValueError(
+      f'{path}: cannot read as gzip text ({e}); re-download or re-compress it.'
+    ) from e
+  if raw.endswith(b'\n'):
     raw = raw[:-1]
   lines: list[str | None] = []
   bad = 0
-  for chunk in raw.split(b"\n") if raw else []:
+  for chunk in raw.split(b'\n') if raw else []:
     try:
-      line = chunk.decode("utf-8").strip()
+      line = chunk.decode('utf-8').strip()
     except UnicodeDecodeError:
-      line = ""
+      line = ''
     if not line:
       bad += 1
       lines.append(None)
@@ -115,9 +120,9 @@ write_atomic = layout.write_atomic
 def build_lock(name: str):
   """Exclusive inter-process lock under the build dir (parallel test workers build the same
   dataset or tokenizer; the second waits and then reuses the first one's result)."""
-  lock_dir = build_dir() / "locks"
+  lock_dir = build_dir() / 'locks'
   lock_dir.mkdir(parents=True, exist_ok=True)
-  with open(lock_dir / f"{name}.lock", "w") as f:
+  with open(lock_dir / f'{name}.lock', 'w') as f:
     fcntl.flock(f, fcntl.LOCK_EX)
     try:
       yield
