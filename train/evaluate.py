@@ -460,6 +460,8 @@ def evaluate_step(
   if source_file:
     name = os.path.basename(source_file).removesuffix('.gz')
     sources, references = scoring.read_parallel(source_file, reference_file)
+    if not sources:
+      raise ValueError(f'{source_file}: the file is empty; nothing to translate or score')
     model_refs = model_text(config, references, 'target') if references else None
     batches = text_batches(
       loaded.tokenizer,
