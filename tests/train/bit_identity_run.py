@@ -23,7 +23,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def train(code_dir, workdir, steps):
   env = dict(os.environ, PYTHONPATH=code_dir, JAX_PLATFORMS='cpu')
+  # Old code may predate the in-code defaults (train/data/paths.py): pass both directories.
   env.setdefault('ATTNLAB_BUILD_DIR', os.path.join(REPO, '.cache', 'attnlab'))
+  env.setdefault('ATTNLAB_DATA_DIR', os.path.join(os.path.dirname(REPO), 'shared', 'data'))
   cmd = [
     sys.executable,
     '-m',
