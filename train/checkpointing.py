@@ -16,6 +16,7 @@ import json
 import logging as std_logging
 import os
 import shutil
+import sys
 from typing import Any
 
 import jax
@@ -44,6 +45,28 @@ class _OrbaxNotices(std_logging.Filter):
 
 if not any(isinstance(f, _OrbaxNotices) for f in logging.get_absl_logger().filters):
   logging.get_absl_logger().addFilter(_OrbaxNotices())
+
+
+def _closed_loop(exc_type, exc_value) -> bool:
+  return exc_type is RuntimeError and str(exc_value) == 'Event loop is closed'
+
+
+def _quiet_closed_loop(previous):
+  """After a restore fails, TensorStore can finish a pending read once Orbax has closed the
+  asyncio loop it ran on; its callback then raises 'Event loop is closed', which TensorStore
+  reports as unraisable from its own thread, at random, even after a clean fallback. It is not
+  the user's business: drop exactly that error and pass everything else on."""
+
+  def hook(unraisable):
+    if not _closed_loop(unraisable.exc_type, unraisable.exc_value):
+      previous(unraisable)
+
+  hook.attnlab_closed_loop = True
+  return hook
+
+
+if not getattr(sys.unraisablehook, 'attnlab_closed_loop', False):
+  sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
 
 
 # ----------------------------------------------------------------------------- data iterator state
