@@ -469,6 +469,9 @@ def markdown(tallies, seconds: float) -> str:
 
 def main(argv):
   del argv
+  from train import runtime  # pylint: disable=import-outside-toplevel
+
+  runtime.setup_runtime()  # this process restores checkpoints too: keep Orbax's INFO out
   f = flags.FLAGS
   start = time.time()
   campaign = Campaign(f.out, f.seed)
