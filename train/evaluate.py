@@ -611,6 +611,14 @@ def run(
       except checkpointing.CheckpointUnreadable as e:
         logging.warning('%s; skipped (--checkpoint=all goes on with the others)', e)
         continue
+      except FileNotFoundError:  # a training run still writing here deleted it (keep_checkpoints)
+        logging.warning(
+          'checkpoint %d of %s was deleted while evaluating (the training run '
+          'keeps only its newest checkpoints); skipped',
+          ckpt.step,
+          workdir,
+        )
+        continue
     else:
       ckpt, params = load_checkpoint(workdir, checkpoint, config)
     result = evaluate_step(

@@ -370,3 +370,21 @@ def test_translate_keeps_line_alignment(workdir, tmp_path):
     name = str(src) if how == 'file' else '<stdin>'
     assert f'{name}:3: not valid UTF-8' in p.stderr.decode(), p.stderr[-2000:]
     assert b'Traceback' not in p.stderr
+
+
+@pytest.mark.slow
+def test_all_skips_a_checkpoint_deleted_while_evaluating(workdir, monkeypatch):
+  """Found by the fault campaign: training deletes old steps (keep_checkpoints) while
+  `--checkpoint=all` works through its list; a vanished step is skipped, not an exit 1."""
+  from train import checkpointing, evaluate
+
+  real = checkpointing.restore_params
+
+  def deleted_meanwhile(w, step, config=None):
+    if step == 20:
+      raise FileNotFoundError(f'{w}/checkpoints: no checkpoint for step 20; available: [40]')
+    return real(w, step, config)
+
+  monkeypatch.setattr(checkpointing, 'restore_params', deleted_meanwhile)
+  results = evaluate.run(workdir, 'all', split='test', decode='beam', beam_size=3)
+  assert [r['step'] for r in results] == [40]
