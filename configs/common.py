@@ -108,6 +108,7 @@ def base_config():
   c.model.head_dim = mlc.config_dict.placeholder(int)  # None -> d_model // num_heads
   c.model.dropout = 0.1  # residual / embedding dropout
   c.model.attention_dropout = 0.0  # dropout on attention weights
+  c.model.dropout_mask = 'bernoulli'  # bernoulli (flax, threefry bits) | hash (~15x cheaper on CPU)
   c.model.position = 'sinusoidal'  # none | sinusoidal | learned | shaw | t5 | rotary | alibi
   c.model.encoder_position = mlc.config_dict.placeholder(str)  # None -> position
   c.model.decoder_position = mlc.config_dict.placeholder(str)  # None -> position

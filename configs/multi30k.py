@@ -58,7 +58,7 @@ SIZES = {
   # Wu et al. 2021 (ACL), "Transformer-Tiny": the published text-only recipe on this data.
   'wu2021': (128, 4, 4, 256, 10000, 128, 8000, 2000, 5e-3, 'rsqrt'),
   # The same model with a schedule that fits 60 minutes of training on the 2-core CPU.
-  'budget': (128, 4, 4, 256, 10000, 64, 2000, 400, 3e-3, 'cosine'),
+  'budget': (128, 4, 4, 256, 10000, 64, 2600, 400, 3e-3, 'cosine'),
 }
 
 # Settings beyond the size tuple, per size (dotted config keys).
@@ -69,6 +69,7 @@ RECIPES = {
   'wu2021': {
     'data.preprocess': 'lc_norm_tok',  # the paper trains and scores on the official tok files
     'model.dropout': 0.3,  # paper
+    'model.scan_layers': False,  # unrolled: ~17% less CPU time per token than nn.scan (README)
     'checkpoint_every': 100,  # ~2 epochs (8k target tokens per update, ~50 per epoch)
     'keep_checkpoints': 10,  # the paper averages the last 10
     'eval_every': 200,  # validation loss + greedy BLEU (500 val sentences)
@@ -78,9 +79,10 @@ RECIPES = {
   'budget': {
     'data.preprocess': 'lc_norm_tok',
     'model.dropout': 0.2,  # ~20 epochs, not 160: less regularisation than the paper
+    'model.scan_layers': False,
     'checkpoint_every': 100,
     'keep_checkpoints': 10,
-    'eval_every': 250,
+    'eval_every': 650,  # 4 validations: each greedy pass over 500 sentences costs ~40 s
     'eval.beam_size': 5,
   },
 }
@@ -119,6 +121,7 @@ def get_config(arg=None):
   c.model.d_ff = d_ff  # FFN width (4 x d_model)
   c.model.dropout = 0.1  # residual dropout (paper: 0.1)
   c.model.position = a.position  # every self-attention's position scheme
+  c.model.dropout_mask = 'hash'  # counter-hash keep bits: ~6% less CPU time per token (README)
 
   c.optim.schedule = schedule  # rsqrt = the paper's; cosine for the short CPU runs
   c.optim.learning_rate = lr  # peak, reached after warmup

@@ -45,6 +45,7 @@ from model import vocab
 from train import config_io
 from train import mesh as mesh_lib
 from train import metrics as metrics_lib
+from train import runtime
 from train import trainer
 
 FLAGS = flags.FLAGS
@@ -77,6 +78,12 @@ def define_flags():
     'share of op time per model part (launch/op_profile.py).',
   )
   flags.DEFINE_string(
+    'cpu_devices',
+    'auto',
+    'As train.main: auto = one single-threaded XLA device per core (largest count dividing '
+    'the rows), N = that many, 1 = one device using every thread.',
+  )
+  flags.DEFINE_string(
     'profile_dir',
     None,
     'Where the traces go, one subdirectory per setting (default: a new temporary directory).',
@@ -87,7 +94,7 @@ def define_flags():
 
 
 class MatmulReference:
-  """Float32 (or bf16) square matmul FLOP/s on device 0: the CPU's "peak" for MFU.
+  """Float32 (or bf16) square matmul FLOP/s of all devices at once: the CPU's "peak" for MFU.
 
   The machine may be shared, so `rate(seconds)` is sampled again right after every timed step
   and each step is compared with the matmul rate of the same moment. Rates come in wall-clock
@@ -99,12 +106,20 @@ class MatmulReference:
   def __init__(self, dtype='float32', sizes=(512, 1024, 2048), repeats=5):
     import jax  # pylint: disable=import-outside-toplevel
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=import-outside-toplevel
 
+    # One matmul per device, all at once: with --cpu_devices the cores are separate
+    # single-threaded devices, and the machine's rate is their sum (1 device: as before).
+    devices = jax.devices()
+    self.devices = len(devices)
+    mesh = jax.sharding.Mesh(devices, ('d',))
+    sharding = NamedSharding(mesh, PartitionSpec('d'))
     self.by_size, self._ops = {}, {}
     for n in sizes:
-      a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-      b = jax.random.normal(jax.random.key(1), (n, n), dtype)
-      f = jax.jit(jnp.dot)
+      shape = (self.devices, n, n)
+      a = jax.device_put(jax.random.normal(jax.random.key(0), shape, dtype), sharding)
+      b = jax.device_put(jax.random.normal(jax.random.key(1), shape, dtype), sharding)
+      f = jax.jit(lambda a, b: jnp.einsum('bij,bjk->bik', a, b), out_shardings=sharding)
       f(a, b).block_until_ready()
       self._ops[n] = (f, a, b)
       self.by_size[n] = statistics.median(self._time(n)[0] for _ in range(repeats))
@@ -115,7 +130,7 @@ class MatmulReference:
     f, a, b = self._ops[n]
     t0, c0 = time.perf_counter(), time.process_time()
     f(a, b).block_until_ready()
-    flops = 2.0 * n**3
+    flops = 2.0 * n**3 * self.devices
     return flops / (time.perf_counter() - t0), flops / max(time.process_time() - c0, 1e-9)
 
   def rate(self, seconds):
@@ -676,6 +691,11 @@ def main(argv):
   for c in args['cache']:
     if c not in ('cached', 'uncached'):
       raise app.UsageError(f'--cache={c!r}; valid: cached, uncached')
+  rows = FLAGS.config.batch_size // max(int(FLAGS.config.optim.grad_accum_steps), 1)
+  try:
+    runtime.configure_cpu_devices(runtime.cpu_devices_for(FLAGS.cpu_devices, rows))
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   spec = flags.FLAGS['config'].config_filename
   result = run(FLAGS.config, spec, FLAGS.sweep, args, FLAGS.json)
   print(format_tables(result))

@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from model import positions as pos_lib
+from model.dropout import Dropout
 from model.layers import DenseGeneral, constrain
 
 NEG_INF = -1e9  # finite, so fully masked rows (padding queries) stay NaN-free
@@ -254,7 +255,9 @@ class Attention(nn.Module):
     weights = softmax_weights(logits, mask, bias, q.dtype)
     if report:
       self._report(weights)
-    weights = nn.Dropout(cfg.attention_dropout)(weights, deterministic=self.deterministic)
+    weights = Dropout(cfg.attention_dropout, cfg.dropout_mask)(
+      weights, deterministic=self.deterministic
+    )
     out = combine(weights, v)
     if value_term is not None:
       out = out + value_term(weights)

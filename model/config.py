@@ -13,6 +13,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from model import attention as attn_lib
+from model import dropout as dropout_lib
 from model import positions as pos_lib
 
 ARCHS = ('encoder_decoder', 'decoder_only', 'rnn')
@@ -23,6 +24,7 @@ NORMS = ('post', 'pre')
 REMATS = ('none', 'full', 'dots')
 DTYPES = ('float32', 'bfloat16')
 RNN_CELLS = ('gru', 'lstm')
+DROPOUT_MASKS = dropout_lib.MASKS
 ATTENTION_IMPLS = attn_lib.IMPLS
 
 # Position schemes each attention kind cannot take (see the table in attention.py).
@@ -45,6 +47,7 @@ class ModelConfig:
   head_dim: int | None = None
   dropout: float = 0.1
   attention_dropout: float = 0.0
+  dropout_mask: str = 'bernoulli'
   position: str = 'sinusoidal'
   encoder_position: str | None = None
   decoder_position: str | None = None
@@ -121,6 +124,7 @@ def validate(c: ModelConfig) -> None:
   _choice('attention', c.attention, ATTENTIONS)
   _choice('ffn', c.ffn, FFNS)
   _choice('norm', c.norm, NORMS)
+  _choice('dropout_mask', c.dropout_mask, DROPOUT_MASKS)
   _choice('remat', c.remat, REMATS)
   _choice('dtype', c.dtype, DTYPES)
   _choice('rnn_cell', c.rnn_cell, RNN_CELLS)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from model import positions as pos_lib
+from model.dropout import Dropout
 
 Axes = Sequence[str | None]
 
@@ -112,7 +113,7 @@ class EmbedInput(nn.Module):
     scheme = pos_lib.SCHEMES[self.position]
     if scheme.embed is not None:
       x = x + scheme.embed(self, positions, cfg).astype(x.dtype)
-    x = nn.Dropout(cfg.dropout)(x, deterministic=self.deterministic)
+    x = Dropout(cfg.dropout, cfg.dropout_mask)(x, deterministic=self.deterministic)
     return constrain(x, ('batch', 'length', 'embed'))
 
 

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from model.dropout import Dropout
 from model.layers import DenseGeneral, Embed, constrain
 from model.transformer import segments_positions
 
@@ -92,7 +93,7 @@ class RNNSeq2Seq(nn.Module):
     cfg, h = self.cfg, self.cfg.rnn_hidden
     g = 3 if cfg.rnn_cell == 'gru' else 4
     gates = lambda name, ax: DenseGeneral((g * h,), (ax, 'mlp'), name=name)
-    self.dropout = nn.Dropout(cfg.dropout)
+    self.dropout = Dropout(cfg.dropout, cfg.dropout_mask)
     self.embed = Embed(cfg.vocab_size, cfg.d_model)
     self.target_embed = self.embed if cfg.share_embeddings else Embed(cfg.vocab_size, cfg.d_model)
     self.fwd_in, self.bwd_in = gates('fwd_in', 'embed'), gates('bwd_in', 'embed')

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from model import positions as pos_lib
+from model.dropout import Dropout
 from model.attention import Attention, make_mask
 from model.layers import DenseGeneral, Embed, EmbedInput, FeedForward, LayerNorm, constrain
 
@@ -37,7 +38,7 @@ class _Sublayers(nn.Module):
 
   def residual(self, x, fn, name):
     cfg = self.cfg
-    drop = nn.Dropout(cfg.dropout, name=f'{name}_dropout')
+    drop = Dropout(cfg.dropout, cfg.dropout_mask, name=f'{name}_dropout')
     if cfg.norm == 'pre':
       return x + drop(
         fn(LayerNorm(cfg.jdtype, name=f'{name}_norm')(x)), deterministic=self.deterministic

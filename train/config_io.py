@@ -34,6 +34,7 @@ CHOICES = {
   'model.remat': model_config.REMATS,
   'model.dtype': model_config.DTYPES,
   'model.rnn_cell': model_config.RNN_CELLS,
+  'model.dropout_mask': model_config.DROPOUT_MASKS,
   'optim.schedule': ('rsqrt', 'cosine', 'constant'),
   'eval.decode': ('beam', 'greedy'),
   'eval.train_decode': (None, 'beam', 'greedy'),
@@ -46,6 +47,7 @@ OPTIONAL = (
   'model.attention_impl',
   'patience',
   'data.preprocess',
+  'model.dropout_mask',
 )
 
 POSITIVE_INTS = (

@@ -33,6 +33,47 @@ def setup_runtime() -> None:
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 2.0)
 
 
+CPU_DEVICE_FLAG = 'xla_force_host_platform_device_count'
+
+
+def cpu_devices_for(spec: str, rows: int, cores: int | None = None) -> int:
+  """How many CPU devices `--cpu_devices=SPEC` asks for, given `rows` per (micro-)batch.
+
+  auto: one per core, reduced to the largest count that divides the rows (each device takes
+  an equal share of every batch); N: exactly N (rows must divide by it); 1: one device.
+  """
+  cores = cores or os.cpu_count() or 1
+  if spec == 'auto':
+    return max(d for d in range(1, cores + 1) if rows % d == 0)
+  try:
+    n = int(spec)
+  except ValueError:
+    n = 0
+  if n < 1:
+    raise ValueError(f'--cpu_devices={spec!r}: expected auto or a positive integer')
+  if rows % n:
+    raise ValueError(f'--cpu_devices={n} does not divide the {rows} rows per batch')
+  return n
+
+
+def configure_cpu_devices(n: int) -> bool:
+  """Before the backend starts: run the host CPU as `n` single-threaded XLA devices.
+
+  Data parallelism over cores instead of threads inside every op: small models' ops are too
+  small to split well over threads (the Multi30K recipe trains ~1.3x faster per update on 2
+  cores, README "Training throughput"). XLA_FLAGS that already set a device count win (the
+  tests simulate 8 devices that way); n = 1 leaves XLA's default (one device, all threads).
+  Returns whether anything was changed. Only the CPU backend reads either setting.
+  """
+  flags_now = os.environ.get('XLA_FLAGS', '')
+  if n <= 1 or CPU_DEVICE_FLAG in flags_now:
+    return False
+  jax.config.update('jax_num_cpu_devices', n)
+  if 'xla_cpu_multi_thread_eigen' not in flags_now:
+    os.environ['XLA_FLAGS'] = (flags_now + ' --xla_cpu_multi_thread_eigen=false').strip()
+  return True
+
+
 def maybe_initialize_distributed(
   config, *, coordinator_address=None, num_processes=None, process_id=None, auto=False
 ) -> None:
