@@ -257,10 +257,10 @@ class Campaign:
     )
     ok, note = self.clean(p, 1)
     ok = ok and 'No space left' in p.stderr.decode()
-    from train import checkpointing, evaluate  # pylint: disable=import-outside-toplevel
+    from train import checkpointing, restore  # pylint: disable=import-outside-toplevel
 
     steps = checkpointing.list_steps(w)
-    restorable = bool(steps) and evaluate.restorable_steps(w) == steps
+    restorable = bool(steps) and restore.restorable_steps(w) == steps
     again = self.run(self.train_cmd(w))
     same = again.returncode == 0 and self.same_as_reference(w)
     self.tally('full disk during a save').add(

@@ -19,16 +19,16 @@ embeddings, logits via the embedding), `optax.adamw(b1=0.9, b2=0.98, eps=1e-9)`,
 `pmap(initialize_cache)` + `pmap(predict_step, static_broadcasted_argnums=(3, 4))` per batch.
 
 Both sides get the same model (dims, layers, vocabulary and dropout from the attnlab config), the
-same batches (`launch.benchmark.real_batches` / `synthetic_batches`; the peer gets its own packed
+same batches (`launch.measure.real_batches` / `synthetic_batches`; the peer gets its own packed
 keys), the same source sentences and the same beam. Differences that are the peer's own design and
 stay: pre-LN, one `num_layers` for both stacks, shift-right with token 0 as BOS; and dtype follows
 the attnlab config (train.py would pick float16 + dynamic loss scale on GPU).
-Fixed-length decoding on both sides: attnlab's `benchmark.FixedLength` masks EOS until `--decode_len`; the
+Fixed-length decoding on both sides: attnlab's `measure.FixedLength` masks EOS until `--decode_len`; the
 peer gets `eos_id=-1` (no token has that id, so no beam finishes early) and
 `max_decode_len=decode_len + 1` (its loop writes max_decode_len - 1 tokens after the dummy 0): each
 sentence is exactly `--decode_len` decoder steps on both sides.
 
-Timing: attnlab through `launch.benchmark.measure_train` / `measure_decode`; the peer the same way
+Timing: attnlab through `launch.measure.measure_train` / `measure_decode`; the peer the same way
 (batches on the device first, one warm-up call, total real target tokens / total step time; decode
 median of `--decode_repeats` calls after a warm one). The sides alternate within each of
 `--repeats` rounds (A B, then B A, ...) and the best round of each side is kept. There is no greedy
@@ -37,42 +37,21 @@ row: the peer has beam search only.
 
 from __future__ import annotations
 
-import ast
 import datetime
 import functools
-import glob
-import importlib.util
-import json
-import os
 import statistics
-import subprocess
 import sys
-import tarfile
-import tempfile
 import time
-import types
 
 from absl import app, flags
 from ml_collections import config_flags
 
+from launch import peer_source
+from train import layout
+from train import runtime
+
 FLAGS = flags.FLAGS
 
-# train.py's top-level definitions that the timed path uses (compiled from its own source).
-TRAIN_PY_NAMES = (
-  'TrainState',
-  'rsqrt_schedule',
-  'create_learning_rate_schedule',
-  'compute_weighted_cross_entropy',
-  'compute_weighted_accuracy',
-  'compute_metrics',
-  'train_step',
-  'initialize_cache',
-  'predict_step',
-  'pad_examples',
-  'tohost',
-)
-# train.py's local imports: models/decode are the loaded modules; the others are not needed.
-LOCAL_MODULES = ('bleu', 'decode', 'input_pipeline', 'models')
 NO_EOS = -1  # an id no token has: the peer's beams never finish before max_decode_len
 
 
@@ -95,110 +74,9 @@ def define_flags():
   flags.DEFINE_string('flax_version', None, 'Peer version (default: the installed flax).')
   flags.DEFINE_string('peer_dir', None, 'Peer cache root (default: $ATTNLAB_BUILD_DIR/peer).')
   flags.DEFINE_string('json', None, 'Write the results here (atomically).')
-
-
-class PeerUnavailable(RuntimeError):
-  """The flax sdist could not be fetched or unpacked (offline, registry down, layout changed)."""
-
-
-# ============================================================================= fetch + load
-
-
-def default_peer_root():
-  build = os.environ.get('ATTNLAB_BUILD_DIR') or os.path.join(os.getcwd(), '.cache', 'attnlab')
-  return os.path.join(build, 'peer')
-
-
-def fetch_peer(version=None, root=None, timeout=300):
-  """Path of `examples/wmt` of flax `version`, downloading and unpacking it on first use."""
-  import flax  # pylint: disable=import-outside-toplevel
-
-  version = version or flax.__version__
-  root = root or default_peer_root()
-  dest = os.path.join(root, f'flax-{version}')
-  wmt = os.path.join(dest, 'examples', 'wmt')
-  if all(os.path.exists(os.path.join(wmt, f)) for f in ('models.py', 'decode.py', 'train.py')):
-    return wmt
-  os.makedirs(root, exist_ok=True)
-  with tempfile.TemporaryDirectory(dir=root, prefix='.fetch-') as tmp:
-    cmd = [
-      sys.executable,
-      '-m',
-      'pip',
-      'download',
-      '--no-deps',
-      '--no-binary',
-      ':all:',
-      f'flax=={version}',
-      '-d',
-      tmp,
-      '--quiet',
-    ]
-    try:
-      proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as e:
-      raise PeerUnavailable(f'`{" ".join(cmd)}` timed out after {timeout}s') from e
-    archives = glob.glob(os.path.join(tmp, f'flax-{version}.tar.gz'))
-    if proc.returncode or not archives:
-      raise PeerUnavailable(
-        f'`{" ".join(cmd)}` failed (rc {proc.returncode}): '
-        f'{(proc.stderr or proc.stdout).strip()[-600:]}'
-      )
-    prefix = f'flax-{version}/examples/wmt/'
-    stage = os.path.join(tmp, 'unpacked')
-    with tarfile.open(archives[0]) as tar:
-      members = [m for m in tar.getmembers() if m.name.startswith(prefix) and m.isfile()]
-      if not members:
-        raise PeerUnavailable(f'{os.path.basename(archives[0])} has no {prefix}')
-      for m in members:  # only examples/wmt, at its path below flax-X/
-        m.name = m.name[len(f'flax-{version}/') :]
-      tar.extractall(stage, members=members, filter='data')
-    os.makedirs(os.path.dirname(wmt), exist_ok=True)
-    try:
-      os.rename(os.path.join(stage, 'examples', 'wmt'), wmt)  # atomic: never half a directory
-    except OSError:
-      if not os.path.exists(os.path.join(wmt, 'train.py')):  # not a concurrent fetch that won
-        raise
-  return wmt
-
-
-def _load_module(name, path):
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def load_peer(wmt_dir):
-  """Namespace with `models`, `decode` (imported from the sdist) and train.py's step functions."""
-  models = _load_module('flax_wmt_models', os.path.join(wmt_dir, 'models.py'))
-  decode = _load_module('flax_wmt_decode', os.path.join(wmt_dir, 'decode.py'))
-  path = os.path.join(wmt_dir, 'train.py')
-  with open(path, encoding='utf-8') as f:
-    tree = ast.parse(f.read(), filename=path)
-  ns = types.ModuleType('flax_wmt_train')
-  ns.__dict__.update(models=models, decode=decode, __file__=path)
-  missing = []
-  for node in tree.body:  # train.py's own imports, one by one
-    if not isinstance(node, (ast.Import, ast.ImportFrom)):
-      continue
-    names = [a.name for a in node.names]
-    if isinstance(node, ast.Import) and all(n in LOCAL_MODULES for n in names):
-      continue
-    try:
-      exec(compile(ast.Module([node], []), path, 'exec'), ns.__dict__)  # pylint: disable=exec-used
-    except ImportError as e:
-      missing.append(f'{ast.unparse(node)}  ({type(e).__name__}: {e})')
-  defs = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-  absent = [n for n in TRAIN_PY_NAMES if n not in defs]
-  if absent:
-    raise PeerUnavailable(f'{path} no longer defines {absent}: update launch/peer.py')
-  exec(
-    compile(ast.Module([defs[n] for n in TRAIN_PY_NAMES], []), path, 'exec'),  # pylint: disable=exec-used
-    ns.__dict__,
+  flags.DEFINE_string(
+    'cpu_devices', 'auto', 'As train.main (both sides run on the same devices): auto | N | 1.'
   )
-  ns.missing_imports = missing
-  return ns
 
 
 # ============================================================================= the peer
@@ -317,10 +195,10 @@ class Peer:
         self.compile_s = time.perf_counter() - t0
 
   def time_train(self, steps, model_cfg, ref=None):
-    """Like benchmark.measure_train: total real target tokens / total step seconds."""
+    """Like measure.measure_train: total real target tokens / total step seconds."""
     import jax  # pylint: disable=import-outside-toplevel
     import numpy as np  # pylint: disable=import-outside-toplevel
-    from launch import benchmark  # pylint: disable=import-outside-toplevel
+    from launch import measure  # pylint: disable=import-outside-toplevel
 
     times, cpu_times, rates = [], [], []
     for i in range(steps):
@@ -334,7 +212,7 @@ class Peer:
         rates.append(ref.rate(0.25 * times[-1]))
     idx = [i % len(self.batches) for i in range(steps)]
     tokens = sum(float(np.sum(self.batches[i]['targets'] > 0)) for i in idx)
-    useful = [benchmark.useful_flops(model_cfg, b) for b in self.batches]
+    useful = [measure.useful_flops(model_cfg, b) for b in self.batches]
     out = {
       'params': self.params_count,
       'compile_s': self.compile_s,
@@ -390,7 +268,7 @@ class Peer:
 
 def prepare(config, args):
   """(config with vocab_size resolved, train batches, host s/batch, decode sources, tokenizer)."""
-  from launch import benchmark  # pylint: disable=import-outside-toplevel
+  from launch import measure  # pylint: disable=import-outside-toplevel
 
   config = config.copy_and_resolve_references()
   tokenizer = None
@@ -402,38 +280,96 @@ def prepare(config, args):
     tokenizer = data.get_tokenizer(config)
     with config.unlocked():
       config.model.vocab_size = config.model.vocab_size or int(tokenizer.vocab_size)
-    batches, host = benchmark.real_batches(config, tokenizer, n)
+    batches, host = measure.real_batches(config, tokenizer, n)
   else:
     with config.unlocked():
       config.model.vocab_size = config.model.vocab_size or config.data.vocab_size
-    batches, host = benchmark.synthetic_batches(config, min(n, 4), args['synthetic_len'])
-  sources = benchmark.decode_inputs(config, tokenizer, args['decode_batch'], args['synthetic_len'])
+    batches, host = measure.synthetic_batches(config, min(n, 4), args['synthetic_len'])
+  sources = measure.decode_inputs(config, tokenizer, args['decode_batch'], args['synthetic_len'])
   return config, batches, host, sources
+
+
+def best_of(rounds, decode_names):
+  """Per side, the best round of each measure (max tokens/s, max sentences/s)."""
+  return {
+    side: {
+      'train': max((x['train'] for x in rs), key=lambda t: t['tokens_per_s']),
+      **{
+        name: max((x[name] for x in rs), key=lambda d: d['sentences_per_s'])
+        for name in decode_names
+      },
+    }
+    for side, rs in rounds.items()
+  }
+
+
+def table_rows(args, peak):
+  """(label, part, key, format) of each row of the side-by-side table."""
+  cpu = peak is None
+  rows = [
+    ('train, real target tokens/s', 'train', 'tokens_per_s', ',.0f'),
+    (
+      'train MFU' + (' (CPU time, vs a float32 matmul)' if cpu else ''),
+      'train',
+      'cpu_time_mfu' if cpu else 'mfu',
+      '.1%',
+    ),
+    (
+      f'beam-{args["beam_size"]} decode, {args["decode_batch"]} sentences, sentences/s',
+      'beam',
+      'sentences_per_s',
+      ',.1f',
+    ),
+  ]
+  if args['batch1']:
+    label = f'beam-{args["beam_size"]} decode, 1 sentence, sentences/s'
+    rows.append((label, 'beam_batch1', 'sentences_per_s', ',.1f'))
+  return rows
+
+
+def setup_of(config, batches, train, peer_params, sources):
+  """What was compared: shapes, model settings and both parameter counts."""
+  m = config.model
+  return {
+    'rows': int(batches[0]['targets'].shape[0]),
+    'row_len': int(batches[0]['targets'].shape[1]),
+    'vocab_size': int(m.vocab_size),
+    'd_model': m.d_model,
+    'layers': m.num_layers,
+    'heads': m.num_heads,
+    'd_ff': m.d_ff,
+    'dropout': m.dropout,
+    'attention_dropout': m.attention_dropout,
+    'dtype': m.dtype,
+    'params': {'attnlab': train['params'], 'flax_wmt': peer_params},
+    'target_tokens_per_step': train['target_tokens_per_step'],
+    'decode_sources': list(sources['inputs'].shape),
+  }
 
 
 def run(config, args, wmt_dir=None, log=print):
   """Both sides, interleaved, as one JSON-able dict (with the Markdown table under 'table')."""
   import jax  # pylint: disable=import-outside-toplevel
-  from launch import benchmark  # pylint: disable=import-outside-toplevel
+  from launch import measure  # pylint: disable=import-outside-toplevel
   from train import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
 
   jax.config.update('jax_enable_compilation_cache', False)
-  wmt_dir = wmt_dir or fetch_peer(args.get('flax_version'), args.get('peer_dir'))
-  peer_ns = load_peer(wmt_dir)
+  wmt_dir = wmt_dir or peer_source.fetch_peer(args.get('flax_version'), args.get('peer_dir'))
+  peer_ns = peer_source.load_peer(wmt_dir)
   config, batches, host, sources = prepare(config, args)
-  info = benchmark.machine_info()
+  info = measure.machine_info()
   peak = metrics_lib.peak_flops(info['device_kind'], config.model.dtype)
-  ref = benchmark.MatmulReference('float32') if peak is None else None
+  ref = measure.MatmulReference('float32') if peak is None else None
   peer = Peer(peer_ns, config, batches, args['decode_len'], args['beam_size'])
   one = {k: v[:1] for k, v in sources.items()}
   decodes = [('beam', sources)] + ([('beam_batch1', one)] if args['batch1'] else [])
   rounds = {'attnlab': [], 'flax_wmt': []}
 
   def attnlab_round():
-    train, module, params = benchmark.measure_train(config, batches, host, args['steps'], ref)
+    train, module, params = measure.measure_train(config, batches, host, args['steps'], ref)
     out = {'train': train}
     for name, inputs in decodes:
-      out[name] = benchmark.measure_decode(
+      out[name] = measure.measure_decode(
         module,
         params,
         inputs,
@@ -464,39 +400,8 @@ def run(config, args, wmt_dir=None, log=print):
       for rnd in side:
         rnd['train'].setdefault('mfu', rnd['train']['flops_per_s'] / (peak * jax.device_count()))
 
-  best = {
-    side: {
-      'train': max((x['train'] for x in rs), key=lambda t: t['tokens_per_s']),
-      **{
-        name: max((x[name] for x in rs), key=lambda d: d['sentences_per_s']) for name, _ in decodes
-      },
-    }
-    for side, rs in rounds.items()
-  }
-  rows = [
-    ('train, real target tokens/s', 'train', 'tokens_per_s', ',.0f'),
-    (
-      'train MFU' + (' (CPU time, vs a float32 matmul)' if peak is None else ''),
-      'train',
-      'cpu_time_mfu' if peak is None else 'mfu',
-      '.1%',
-    ),
-    (
-      f'beam-{args["beam_size"]} decode, {args["decode_batch"]} sentences, sentences/s',
-      'beam',
-      'sentences_per_s',
-      ',.1f',
-    ),
-  ]
-  if args['batch1']:
-    rows.append(
-      (
-        f'beam-{args["beam_size"]} decode, 1 sentence, sentences/s',
-        'beam_batch1',
-        'sentences_per_s',
-        ',.1f',
-      )
-    )
+  best = best_of(rounds, [name for name, _ in decodes])
+  rows = table_rows(args, peak)
   ratios = {}
   for label, part, key, _ in rows:
     a, b = best['attnlab'][part].get(key), best['flax_wmt'][part].get(key)
@@ -508,21 +413,7 @@ def run(config, args, wmt_dir=None, log=print):
     'command': ' '.join(['python -m launch.peer'] + sys.argv[1:]),
     'args': args,
     'peak_flops_per_s': peak,
-    'setup': {
-      'rows': int(batches[0]['targets'].shape[0]),
-      'row_len': int(batches[0]['targets'].shape[1]),
-      'vocab_size': int(config.model.vocab_size),
-      'd_model': config.model.d_model,
-      'layers': config.model.num_layers,
-      'heads': config.model.num_heads,
-      'd_ff': config.model.d_ff,
-      'dropout': config.model.dropout,
-      'attention_dropout': config.model.attention_dropout,
-      'dtype': config.model.dtype,
-      'params': {'attnlab': t['params'], 'flax_wmt': peer.params_count},
-      'target_tokens_per_step': t['target_tokens_per_step'],
-      'decode_sources': list(sources['inputs'].shape),
-    },
+    'setup': setup_of(config, batches, t, peer.params_count, sources),
     'peer': {
       'source': wmt_dir,
       'missing_imports': peer_ns.missing_imports,
@@ -561,14 +452,6 @@ def format_table(result, rows):
   return '\n'.join(lines)
 
 
-def write_json_atomic(path, obj):
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(obj, f, indent=1, default=repr)
-  os.replace(tmp, path)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -589,9 +472,14 @@ def main(argv):
     )
   }
   args['config'] = FLAGS['config'].config_filename
+  try:
+    n = runtime.cpu_devices_for(FLAGS.cpu_devices, int(FLAGS.config.batch_size))
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  args['cpu_devices'] = n if runtime.configure_cpu_devices(n) else None
   result = run(FLAGS.config, args)
   if FLAGS.json:
-    write_json_atomic(FLAGS.json, result)
+    layout.write_json(FLAGS.json, result, default=repr)
   print(result['table'])
 
 

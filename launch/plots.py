@@ -26,7 +26,7 @@ import numpy as np
 
 import model
 from model import positions
-from train import data, evaluate
+from train import data, decode_text, restore
 from train.layout import write_atomic
 
 FIGSIZE = (12.0, 8.0)  # inches
@@ -410,18 +410,18 @@ def cross_attention_figures(
 ) -> list[str]:
   """Translate `sources`, then plot the cross-attention over each (source, own translation)."""
   config, tok = loaded.config, loaded.tokenizer
-  settings = evaluate.settings_from_config(config, decode=decode)
+  settings = decode_text.settings_from_config(config, decode=decode)
   kwargs = dict(
     arch='encoder_decoder',
     batch_size=len(sources),
     max_src_len=config.data.max_src_len,
     max_tgt_len=config.data.max_tgt_len,
   )
-  hyps = evaluate.translate_batches(
-    loaded.module, params, evaluate.text_batches(tok, sources, None, **kwargs), tok, settings
+  hyps = decode_text.translate_batches(
+    loaded.module, params, decode_text.text_batches(tok, sources, None, **kwargs), tok, settings
   )
   hyps = [hyps[i] for i in range(len(sources))]
-  (batch,) = evaluate.text_batches(tok, sources, hyps, **kwargs)
+  (batch,) = decode_text.text_batches(tok, sources, hyps, **kwargs)
   weights = cross_attention_weights(config.model, params, batch)
   paths = []
   for row, i in enumerate(batch['index']):
@@ -453,8 +453,8 @@ def make_plots(
   out_dir: str | None = None,
 ) -> list[str]:
   """Every figure for one checkpoint of `workdir`; returns the PNG paths."""
-  loaded = evaluate.load_workdir(workdir)
-  ckpt, params = evaluate.load_checkpoint(
+  loaded = restore.load_workdir(workdir)
+  ckpt, params = restore.load_checkpoint(
     workdir, checkpoint if checkpoint != 'all' else 'latest', loaded.config
   )
   out_dir = out_dir or os.path.join(workdir, 'plots')

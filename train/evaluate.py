@@ -20,403 +20,22 @@ training data, `.hyp.txt` holds its processed output, sacreBLEU scores that outp
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from typing import Any, Sequence
 
 from absl import logging
-import numpy as np
 
-import model
-from model import decoding
-from model.vocab import BOS, EOS
 from train import averaging
 from train import checkpointing
 from train import cli
-from train import config_io
 from train import data
+from train import decode_text
 from train import layout
+from train import restore
 from train import runtime
 from train import scoring
 from train import trainer
-from train.data import moses
-
-# Inputs the decoder needs (targets, index, ... are not passed).
-_DECODE_KEYS = ('inputs', 'inputs_position', 'inputs_segment')
-
-
-# ---------------------------------------------------------------------------------------------
-# Decode settings
-# ---------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class DecodeSettings:
-  method: str = 'beam'
-  beam_size: int = 4
-  alpha: float = 0.6
-  max_len_margin: int = 50
-
-  def __post_init__(self):
-    if self.method not in ('beam', 'greedy'):
-      raise ValueError(f"decode={self.method!r}: choose one of 'beam', 'greedy'")
-    if self.method == 'beam' and self.beam_size < 1:
-      raise ValueError(f'beam_size={self.beam_size}: must be >= 1')
-
-  @property
-  def tag(self) -> str:
-    """Short name used in the ledger and in non-default result file names."""
-    if self.method == 'greedy':
-      return 'greedy'
-    return f'beam{self.beam_size}-a{self.alpha:g}'
-
-  def as_dict(self) -> dict[str, Any]:
-    d = dataclasses.asdict(self)
-    if self.method == 'greedy':
-      d.pop('beam_size'), d.pop('alpha')
-    return d
-
-
-def settings_from_config(config, decode=None, beam_size=None, alpha=None) -> DecodeSettings:
-  """`config.eval` defaults, overridden by any argument that is not None."""
-  ev = config.get('eval', {}) or {}
-  return DecodeSettings(
-    method=decode if decode is not None else ev.get('decode', 'beam'),
-    beam_size=int(beam_size if beam_size is not None else ev.get('beam_size', 4)),
-    alpha=float(alpha if alpha is not None else ev.get('alpha', 0.6)),
-    max_len_margin=int(ev.get('max_len_margin', 50)),
-  )
-
-
-# ---------------------------------------------------------------------------------------------
-# Batches from raw text (for --source_file and train.translate); splits use train.data
-# ---------------------------------------------------------------------------------------------
-def _pad_to(n: int, multiple: int = 8) -> int:
-  return max(multiple, -(-n // multiple) * multiple)
-
-
-def text_batches(
-  tokenizer,
-  sources: Sequence[str],
-  references: Sequence[str] | None,
-  *,
-  arch: str,
-  batch_size: int,
-  max_src_len: int,
-  max_tgt_len: int,
-) -> list[dict[str, np.ndarray]]:
-  """Batches in the contracts.md layout for raw sentences, sorted by length, `index` = line.
-
-  Sources longer than `max_src_len` (with EOS) are truncated: the model never saw longer
-  inputs. Every batch is padded to the same widths so decoding compiles once.
-  """
-  src_ids = [tokenizer.encode(s, side='source')[: max_src_len - 1] + [EOS] for s in sources]
-  tgt_ids = None
-  if references is not None:
-    tgt_ids = [tokenizer.encode(r, side='target')[: max_tgt_len - 1] + [EOS] for r in references]
-  order = sorted(range(len(sources)), key=lambda i: len(src_ids[i]))
-  if arch == 'decoder_only' and tgt_ids is not None:
-    seqs = [src_ids[i] + tgt_ids[i] for i in range(len(sources))]
-    width_t = _pad_to(max((len(s) for s in seqs), default=1))
-  elif tgt_ids is not None:
-    width_t = _pad_to(max((len(t) for t in tgt_ids), default=1))
-  width_s = _pad_to(max((len(s) for s in src_ids), default=1))
-  batches = []
-  for start in range(0, len(order), batch_size):
-    rows = order[start : start + batch_size]
-    b = {
-      k: np.zeros((batch_size, width_s), np.int32)
-      for k in ('inputs', 'inputs_position', 'inputs_segment')
-    }
-    b['index'] = np.full((batch_size,), -1, np.int32)
-    if tgt_ids is not None:
-      for k in ('decoder_inputs', 'targets', 'targets_segment', 'targets_position'):
-        b[k] = np.zeros((batch_size, width_t), np.int32)
-      b['weights'] = np.zeros((batch_size, width_t), np.float32)
-    for r, i in enumerate(rows):
-      n = len(src_ids[i])
-      b['inputs'][r, :n] = src_ids[i]
-      b['inputs_position'][r, :n] = np.arange(n)
-      b['inputs_segment'][r, :n] = 1
-      b['index'][r] = i
-      if tgt_ids is None:
-        continue
-      if arch == 'decoder_only':  # x = src + [eos] + y + [eos]; loss only on y + [eos]
-        x, first = src_ids[i] + tgt_ids[i], n
-      else:
-        x, first = tgt_ids[i], 0
-      m = len(x)
-      b['targets'][r, :m] = x
-      b['decoder_inputs'][r, :m] = [BOS] + x[:-1]
-      b['targets_segment'][r, :m] = 1
-      b['targets_position'][r, :m] = np.arange(m)
-      b['weights'][r, first:m] = 1.0
-    batches.append(b)
-  return batches
-
-
-# ---------------------------------------------------------------------------------------------
-# Decoding (model.decoding.generate compiles one search per module, setting and batch width and
-# caches it, so repeated calls from the training loop and across checkpoints reuse it)
-# ---------------------------------------------------------------------------------------------
-def translate_batches(
-  module, params, batches, tokenizer, settings: DecodeSettings
-) -> dict[int, str]:
-  """`{original index: hypothesis text}` for every real row of `batches`."""
-  kwargs = dict(method=settings.method, max_len_margin=settings.max_len_margin)
-  if settings.method == 'beam':
-    kwargs.update(beam_size=settings.beam_size, alpha=settings.alpha)
-  out: dict[int, str] = {}
-  for batch in batches:
-    inputs = {k: batch[k] for k in _DECODE_KEYS if k in batch}
-    tokens = np.asarray(decoding.generate(module, params, inputs, **kwargs))
-    for row, index in zip(tokens, np.asarray(batch['index'])):
-      if index >= 0:
-        out[int(index)] = tokenizer.decode([int(t) for t in row], side='target')
-  return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Scoring a split (also called by the training loop on a validation subset)
-# ---------------------------------------------------------------------------------------------
-_SPLIT_CACHE: dict[tuple, tuple[list[dict], list[dict]]] = {}
-
-
-def _split_data(config, tokenizer, split, max_sentences, batch_size):
-  key = (config.data.to_json(), id(tokenizer), split, max_sentences, batch_size)
-  if key not in _SPLIT_CACHE:
-    examples = data.load_examples(config, split)
-    batches = data.make_eval_batches(
-      config, tokenizer, split, batch_size=batch_size, max_examples=max_sentences
-    )
-    _SPLIT_CACHE.clear()  # keep one split's data; training alternates between few
-    _SPLIT_CACHE[key] = (examples, batches)
-  return _SPLIT_CACHE[key]
-
-
-def target_text(config) -> dict[str, Any]:
-  """How a config's hypotheses are scored: `lang`, the target language of the literature BLEU
-  (None unless multi30k), and `processed`, whether the model reads and writes literature-processed
-  text (`data.preprocess='lc_norm_tok'`; absent in older configs = raw)."""
-  d = config.data
-  if (d.get('name', None) or 'multi30k') != 'multi30k':
-    return {'lang': None, 'processed': False}
-  return {
-    'lang': d.get('tgt', None) or 'de',
-    'processed': (d.get('preprocess', None) or 'raw') != 'raw',
-  }
-
-
-def model_text(config, lines: Sequence[str], side: str) -> list[str]:
-  """Raw lines (a --source_file, train.translate's input) as the model reads them: processed
-  like its training data for a `data.preprocess='lc_norm_tok'` model, else unchanged."""
-  if not target_text(config)['processed']:
-    return list(lines)
-  return moses.process_lines(lines, config.data.src if side == 'source' else config.data.tgt)
-
-
-def readable(config, hypotheses: Sequence[str]) -> list[str]:
-  """Hypotheses as text for people: a processed-text model's output Moses-detokenized
-  (lowercase stays), others unchanged."""
-  t = target_text(config)
-  if not t['processed']:
-    return list(hypotheses)
-  return [moses.detokenize(h, t['lang']) for h in hypotheses]
-
-
-def score(
-  hypotheses: dict[int, str],
-  examples_by_index: dict[int, dict],
-  tokenizer=None,
-  *,
-  lang: str | None = None,
-  processed: bool = False,
-) -> dict[str, Any]:
-  """BLEU/chrF in index order (+ the literature BLEU given the target `lang`; `processed`: the
-  hypotheses and `target`s are literature-processed text and examples carry `target_raw`, see
-  scoring.score_corpus); for lengthgen (examples carry `length`) also exact match per task
-  length and, given the tokenizer, per target length in tokens."""
-  indices = sorted(hypotheses)
-  hyps = [hypotheses[i] for i in indices]
-  refs = [examples_by_index[i]['target'] for i in indices]
-  raw_refs = None
-  if processed:
-    raw_refs = [examples_by_index[i].get('target_raw') for i in indices]
-    if None in raw_refs:
-      raise ValueError(
-        "a processed-text model's examples need their raw reference "
-        '(target_raw) for sacreBLEU; rebuild the dataset (train.data.prepare)'
-      )
-  result = scoring.score_corpus(hyps, refs, lang, processed=processed, raw_references=raw_refs)
-  if indices and 'length' in examples_by_index[indices[0]]:
-    lengths = [examples_by_index[i]['length'] for i in indices]
-    result.update(scoring.exact_match(hyps, refs, lengths))
-    if tokenizer is not None:
-      target_lengths = [len(tokenizer.encode(r, side='target')) for r in refs]
-      by_target = scoring.exact_match(hyps, refs, target_lengths)['exact_match_by_length']
-      result['exact_match_by_target_length'] = by_target
-  result.update(num_sentences=len(indices), indices=indices, hypotheses=hyps)
-  return result
-
-
-def decode_and_score(
-  config,
-  module,
-  params,
-  tokenizer,
-  split,
-  *,
-  max_sentences=None,
-  decode=None,
-  beam_size=None,
-  alpha=None,
-) -> dict[str, Any]:
-  """Decode `split` (its first `max_sentences` examples) and score against the references.
-
-  Returns bleu, chrf, sacrebleu_signature, hypotheses (in original order), indices,
-  num_sentences, decode settings, seconds; bleu_lit[_details, _signature] for multi30k;
-  exact_match[_by_length] for lengthgen.
-  """
-  start = time.time()
-  settings = settings_from_config(config, decode, beam_size, alpha)
-  batch_size = int(config.get('eval', {}).get('batch_size', 0) or 0) or None
-  examples, batches = _split_data(config, tokenizer, split, max_sentences, batch_size)
-  hypotheses = translate_batches(module, params, batches, tokenizer, settings)
-  result = score(
-    hypotheses, {int(e['index']): e for e in examples}, tokenizer, **target_text(config)
-  )
-  result.update(split=split, decode=settings.as_dict(), seconds=time.time() - start)
-  return result
-
-
-# ---------------------------------------------------------------------------------------------
-# Workdir: config, tokenizer, model, checkpoints
-# ---------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class Loaded:
-  config: Any
-  module: Any
-  tokenizer: Any
-
-
-def load_workdir(workdir: str) -> Loaded:
-  """Resolved config, tokenizer and model module of a training workdir."""
-  if not os.path.isdir(workdir):
-    raise FileNotFoundError(f'--workdir={workdir}: no such directory')
-  config = config_io.load_config(workdir)
-  tokenizer = data.load_tokenizer(os.path.join(workdir, 'tokenizer'))
-  if not config.model.get('vocab_size'):
-    with config.unlocked():
-      config.model.vocab_size = tokenizer.vocab_size
-  return Loaded(config, model.build_model(config.model), tokenizer)
-
-
-def resolve_steps(workdir: str, which: str) -> list[int]:
-  """Checkpoint steps for `latest | best | all | STEP` (ascending)."""
-  steps = sorted(int(s) for s in checkpointing.list_steps(workdir))
-  if not steps:
-    raise FileNotFoundError(
-      f'{workdir}/checkpoints: no checkpoints; train first '
-      f'(python -m train.main --workdir={workdir} --config=...)'
-    )
-  if which == 'latest':
-    return steps[-1:]
-  if which == 'all':
-    return steps
-  if which == 'best':
-    best = checkpointing.best_step(workdir)
-    if best is None:
-      raise ValueError(
-        f'{workdir}: no best checkpoint recorded (no validation metric was '
-        'saved); use --checkpoint=latest or a step'
-      )
-    return [int(best)]
-  try:
-    step = int(which)
-  except ValueError:
-    raise ValueError(
-      f'--checkpoint={which!r}: use latest, best, all or a step number, or avg_last:N'
-    ) from None
-  if step not in steps:
-    raise ValueError(
-      f'--checkpoint={step}: no such checkpoint in {workdir}; available steps: {steps}'
-    )
-  return [step]
-
-
-@dataclasses.dataclass(frozen=True)
-class Checkpoint:
-  """What one evaluation loads: a checkpoint step, or the mean of several (avg_last:N)."""
-
-  step: int  # the checkpoint's step; for an average, its newest step
-  averaged: tuple[int, ...] = ()  # the steps averaged; empty for a plain checkpoint
-
-  @property
-  def label(self) -> str:
-    """The step in result file names: '700', or 'avg10@700' for an average ending at 700."""
-    return layout.step_label(self.step, len(self.averaged))
-
-
-def resolve_checkpoints(workdir: str, which: str) -> list[Checkpoint]:
-  """`resolve_steps`, plus `avg_last:N`: one Checkpoint averaging the N newest steps."""
-  n = averaging.parse(which)
-  if n is None:
-    return [Checkpoint(step) for step in resolve_steps(workdir, which)]
-  steps = averaging.last_steps(workdir, n)
-  return [Checkpoint(steps[-1], tuple(steps))]
-
-
-def load_params(workdir: str, checkpoint: Checkpoint, config=None):
-  """Host-local params of `checkpoint` (an average is computed once, then read from disk)."""
-  if checkpoint.averaged:
-    return averaging.averaged_params(workdir, checkpoint.averaged, config)
-  return checkpointing.restore_params(workdir, checkpoint.step, config)
-
-
-def _candidates(workdir: str, which: str) -> list[Checkpoint]:
-  """The checkpoints `which` may fall back to, in order: `latest` newest first, `best` by
-  score (then newest first among unscored), anything else just itself."""
-  if which not in ('latest', 'best'):
-    return resolve_checkpoints(workdir, which)
-  first = resolve_steps(workdir, which)[0]
-  steps = sorted(checkpointing.list_steps(workdir), reverse=True)
-  if which == 'best':
-    scores = checkpointing.step_scores(workdir)
-    steps = sorted(steps, key=lambda s: (scores.get(s) is None, -(scores.get(s) or 0), -s))
-  return [Checkpoint(first)] + [Checkpoint(s) for s in steps if s != first]
-
-
-def restorable_steps(workdir: str, config=None) -> list[int]:
-  """Steps whose params restore (each one is read: for error messages, not hot paths)."""
-  good = []
-  for step in checkpointing.list_steps(workdir):
-    try:
-      checkpointing.restore_params(workdir, step, config)
-      good.append(step)
-    except checkpointing.CheckpointUnreadable:
-      pass
-  return good
-
-
-def load_checkpoint(workdir: str, which: str, config=None) -> tuple[Checkpoint, Any]:
-  """(checkpoint, params) for latest | best | STEP | avg_last:N. A `latest` or `best` that
-  fails to restore is reported in one line and the next candidate is used, as train.main does;
-  an explicit STEP that fails is an error naming the steps that do restore."""
-  candidates = _candidates(workdir, which)
-  for i, ckpt in enumerate(candidates):
-    try:
-      return ckpt, load_params(workdir, ckpt, config)
-    except checkpointing.CheckpointUnreadable as e:
-      if which not in ('latest', 'best'):
-        good = [s for s in restorable_steps(workdir, config) if s != e.step]
-        raise checkpointing.CheckpointUnreadable(e.step, workdir, e.cause, good) from None
-      if i + 1 < len(candidates):
-        logging.warning(
-          '%s; using step %d instead (--checkpoint=%s)', e, candidates[i + 1].step, which
-        )
-  raise FileNotFoundError(
-    f'{workdir}: no checkpoint restores (tried steps '
-    f'{[c.step for c in candidates]}); retrain or restore the files'
-  )
 
 
 def _results_paths(workdir, name, step, settings, default_settings, output, averaged=0):
@@ -430,7 +49,7 @@ def _results_paths(workdir, name, step, settings, default_settings, output, aver
   return json_path, layout.hypotheses_path(json_path)
 
 
-def _loss(loaded: Loaded, params, batches) -> dict[str, float]:
+def _loss(loaded: restore.Loaded, params, batches) -> dict[str, float]:
   out = trainer.eval_loss(loaded.module, params, batches, loaded.config)
   return {
     'loss': float(out['loss']),
@@ -440,7 +59,7 @@ def _loss(loaded: Loaded, params, batches) -> dict[str, float]:
 
 
 def evaluate_step(
-  loaded: Loaded,
+  loaded: restore.Loaded,
   workdir: str,
   step: int,
   params,
@@ -448,7 +67,7 @@ def evaluate_step(
   split=None,
   source_file=None,
   reference_file=None,
-  settings: DecodeSettings,
+  settings: decode_text.DecodeSettings,
   output=None,
   show: int = 0,
   averaged: Sequence[int] = (),
@@ -462,10 +81,10 @@ def evaluate_step(
     sources, references = scoring.read_parallel(source_file, reference_file)
     if not sources:
       raise ValueError(f'{source_file}: the file is empty; nothing to translate or score')
-    model_refs = model_text(config, references, 'target') if references else None
-    batches = text_batches(
+    model_refs = decode_text.model_text(config, references, 'target') if references else None
+    batches = decode_text.text_batches(
       loaded.tokenizer,
-      model_text(config, sources, 'source'),
+      decode_text.model_text(config, sources, 'source'),
       model_refs,
       arch=config.model.get('arch', 'encoder_decoder'),
       batch_size=batch_size or 32,
@@ -484,9 +103,11 @@ def evaluate_step(
     name = split
     batches = data.make_eval_batches(config, loaded.tokenizer, split, batch_size=batch_size)
     examples = {int(e['index']): e for e in data.load_examples(config, split)}
-  hypotheses = translate_batches(loaded.module, params, batches, loaded.tokenizer, settings)
+  hypotheses = decode_text.translate_batches(
+    loaded.module, params, batches, loaded.tokenizer, settings
+  )
   decode_seconds = time.time() - start
-  default = settings_from_config(config)
+  default = decode_text.settings_from_config(config)
   json_path, hyp_path = _results_paths(
     workdir, name, int(step), settings, default, output, averaged=len(averaged)
   )
@@ -502,7 +123,9 @@ def evaluate_step(
     }
     _print_examples(result, examples, show)
     return result
-  result = score(hypotheses, examples, loaded.tokenizer, **target_text(config))
+  result = decode_text.score(
+    hypotheses, examples, loaded.tokenizer, **decode_text.target_text(config)
+  )
   result.update(_loss(loaded, params, batches))
   result.update(
     step=int(step),
@@ -583,12 +206,12 @@ def run(
     raise ValueError(
       f'--checkpoint={checkpoint!r}: use latest, best, all or a step number, or avg_last:N'
     )
-  loaded = load_workdir(workdir)
+  loaded = restore.load_workdir(workdir)
   config = loaded.config
   if not source_file and not split:
     split = list(config.data.get('eval_splits') or ['val'])[0]
-  settings = settings_from_config(config, decode, beam_size, alpha)
-  checkpoints = resolve_checkpoints(workdir, checkpoint)
+  settings = decode_text.settings_from_config(config, decode, beam_size, alpha)
+  checkpoints = restore.resolve_checkpoints(workdir, checkpoint)
   if output and len(checkpoints) > 1 and '{step}' not in output:
     raise ValueError(
       f'--output={output}: several checkpoints would overwrite one file; '
@@ -602,12 +225,12 @@ def run(
       [c.step for c in checkpoints], scoring.load_ledger(eval_dir), ledger_key
     )
     print(f'{len(steps)} checkpoint(s) to evaluate on {name}: {steps}')
-    checkpoints = [Checkpoint(step) for step in steps]
+    checkpoints = [restore.Checkpoint(step) for step in steps]
   results = []
   for ckpt in checkpoints:
     if checkpoint == 'all':
       try:
-        params = load_params(workdir, ckpt, config)
+        params = restore.load_params(workdir, ckpt, config)
       except checkpointing.CheckpointUnreadable as e:
         logging.warning('%s; skipped (--checkpoint=all goes on with the others)', e)
         continue
@@ -620,7 +243,7 @@ def run(
         )
         continue
     else:
-      ckpt, params = load_checkpoint(workdir, checkpoint, config)
+      ckpt, params = restore.load_checkpoint(workdir, checkpoint, config)
     result = evaluate_step(
       loaded,
       workdir,
@@ -645,7 +268,7 @@ def run(
 
 
 def _define_flags():
-  # Defined only when run as a program: train.loop imports this module for decode_and_score.
+  # Defined only when run as a program: library users import this module.
   from absl import flags  # pylint: disable=import-outside-toplevel
 
   flags.DEFINE_string('workdir', None, 'Training workdir (config.json, checkpoints/).')

@@ -23,7 +23,7 @@ from train import config_io
 from train import data
 from train import early_stopping
 from train import embed_init
-from train import evaluate
+from train import decode_text
 from train import layout
 from train import mesh as mesh_lib
 from train import metrics as metrics_lib
@@ -69,7 +69,7 @@ def run_validation(config, module, params, tokenizer, val_batches, step) -> dict
   n = int(config.eval.get('bleu_sentences', 0) or 0)
   if n > 0:
     t0 = time.time()
-    scores = evaluate.decode_and_score(
+    scores = decode_text.decode_and_score(
       config,
       module,
       params,

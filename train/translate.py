@@ -18,7 +18,8 @@ from typing import Sequence
 from absl import flags
 
 from train import cli
-from train import evaluate
+from train import decode_text
+from train import restore
 from train import runtime
 from train import scoring
 
@@ -45,22 +46,22 @@ def translate(
   out_lines = [''] * len(sentences)
   if not todo:
     return out_lines
-  loaded = evaluate.load_workdir(workdir)
+  loaded = restore.load_workdir(workdir)
   config = loaded.config
-  _, params = evaluate.load_checkpoint(workdir, checkpoint, config)
-  settings = evaluate.settings_from_config(config, decode, beam_size, alpha)
+  _, params = restore.load_checkpoint(workdir, checkpoint, config)
+  settings = decode_text.settings_from_config(config, decode, beam_size, alpha)
   batch_size = batch_size or int(config.get('eval', {}).get('batch_size', 0) or 0) or 32
-  batches = evaluate.text_batches(
+  batches = decode_text.text_batches(
     loaded.tokenizer,
-    evaluate.model_text(config, [sentences[i] for i in todo], 'source'),
+    decode_text.model_text(config, [sentences[i] for i in todo], 'source'),
     None,
     arch=config.model.get('arch', 'encoder_decoder'),
     batch_size=batch_size,
     max_src_len=config.data.max_src_len,
     max_tgt_len=config.data.max_tgt_len,
   )
-  out = evaluate.translate_batches(loaded.module, params, batches, loaded.tokenizer, settings)
-  for i, line in zip(todo, evaluate.readable(config, [out[j] for j in range(len(todo))])):
+  out = decode_text.translate_batches(loaded.module, params, batches, loaded.tokenizer, settings)
+  for i, line in zip(todo, decode_text.readable(config, [out[j] for j in range(len(todo))])):
     out_lines[i] = line
   return out_lines
 

@@ -59,21 +59,21 @@ def test_processed_variant_has_processed_text_raw_references_and_its_own_caches(
 
   # Scoring such a model: processed hypotheses vs processed targets (literature BLEU), their
   # detokenization vs the raw references (sacreBLEU).
-  from train import evaluate  # pylint: disable=import-outside-toplevel
+  from train import decode_text  # pylint: disable=import-outside-toplevel
 
-  opts = evaluate.target_text(lit_cfg)
+  opts = decode_text.target_text(lit_cfg)
   assert opts == {'lang': 'de', 'processed': True}
-  assert evaluate.target_text(raw_cfg) == {'lang': 'de', 'processed': False}
+  assert decode_text.target_text(raw_cfg) == {'lang': 'de', 'processed': False}
   examples = {ex['index']: ex for ex in lit}
-  result = evaluate.score({i: ex['target'] for i, ex in examples.items()}, examples, **opts)
+  result = decode_text.score({i: ex['target'] for i, ex in examples.items()}, examples, **opts)
   assert result['bleu_lit'] == pytest.approx(100.0)
   assert 0 < result['bleu'] < 100  # cased sacreBLEU: lowercased output loses the capitals
-  assert evaluate.readable(lit_cfg, [lit[0]['target']]) == [
+  assert decode_text.readable(lit_cfg, [lit[0]['target']]) == [
     'ein mann hält ein schild: "come on now... what \'s up".'
   ]
-  assert evaluate.model_text(lit_cfg, [PAIRS[1][0]], 'source') == [lit[1]['source']]
+  assert decode_text.model_text(lit_cfg, [PAIRS[1][0]], 'source') == [lit[1]['source']]
   with pytest.raises(ValueError, match='target_raw'):
-    evaluate.score({0: 'x'}, {0: {'target': 'x'}}, **opts)
+    decode_text.score({0: 'x'}, {0: {'target': 'x'}}, **opts)
 
 
 def test_bad_or_misplaced_preprocess_is_named(tmp_path):

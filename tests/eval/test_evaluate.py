@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from eval_helpers import CharTokenizer
+from train import decode_text
 from train import evaluate
 
 
@@ -15,7 +16,7 @@ def _rows(batches, key):
 def test_text_batches_encoder_decoder_layout():
   tok = CharTokenizer()
   sources, refs = ['hello', 'a', 'longer sentence'], ['hallo', 'b', 'längerer Satz']
-  batches = evaluate.text_batches(
+  batches = decode_text.text_batches(
     tok, sources, refs, arch='encoder_decoder', batch_size=2, max_src_len=64, max_tgt_len=64
   )
   assert len(batches) == 2
@@ -44,7 +45,7 @@ def test_text_batches_encoder_decoder_layout():
 
 def test_text_batches_decoder_only_weights_cover_target_part():
   tok = CharTokenizer()
-  batches = evaluate.text_batches(
+  batches = decode_text.text_batches(
     tok, ['ab'], ['xyz'], arch='decoder_only', batch_size=1, max_src_len=16, max_tgt_len=16
   )
   b = batches[0]
@@ -58,7 +59,7 @@ def test_text_batches_decoder_only_weights_cover_target_part():
 
 def test_text_batches_truncate_and_no_reference():
   tok = CharTokenizer()
-  batches = evaluate.text_batches(
+  batches = decode_text.text_batches(
     tok, ['abcdefghij'], None, arch='encoder_decoder', batch_size=4, max_src_len=5, max_tgt_len=5
   )
   b = batches[0]
@@ -68,20 +69,20 @@ def test_text_batches_truncate_and_no_reference():
 
 
 def test_decode_settings_validation_and_tags():
-  assert evaluate.DecodeSettings('greedy').tag == 'greedy'
-  assert evaluate.DecodeSettings('beam', 5, 0.8).tag == 'beam5-a0.8'
-  assert 'beam_size' not in evaluate.DecodeSettings('greedy').as_dict()
+  assert decode_text.DecodeSettings('greedy').tag == 'greedy'
+  assert decode_text.DecodeSettings('beam', 5, 0.8).tag == 'beam5-a0.8'
+  assert 'beam_size' not in decode_text.DecodeSettings('greedy').as_dict()
   with pytest.raises(ValueError, match="'beam', 'greedy'"):
-    evaluate.DecodeSettings('sample')
+    decode_text.DecodeSettings('sample')
 
 
 def test_results_paths_default_and_override(tmp_path):
-  default = evaluate.DecodeSettings()
+  default = decode_text.DecodeSettings()
   j, h = evaluate._results_paths(str(tmp_path), 'val', 100, default, default, None)
   assert j == str(tmp_path / 'eval' / 'val-100.json')
   assert h == str(tmp_path / 'eval' / 'val-100.hyp.txt')
   j, _ = evaluate._results_paths(
-    str(tmp_path), 'val', 100, evaluate.DecodeSettings('greedy'), default, None
+    str(tmp_path), 'val', 100, decode_text.DecodeSettings('greedy'), default, None
   )
   assert j.endswith('val-100-greedy.json')
   j, h = evaluate._results_paths(
@@ -98,7 +99,7 @@ def test_score_lengthgen_reports_exact_match_per_task_and_target_length():
     3: {'target': 'cc', 'length': 1},
   }
   hyps = {0: 'ab', 1: 'aba', 2: 'c', 3: 'cc'}
-  r = evaluate.score(hyps, examples, CharTokenizer())
+  r = decode_text.score(hyps, examples, CharTokenizer())
   assert r['exact_match'] == pytest.approx(0.75)
   assert r['exact_match_by_length'] == {
     '1': {'accuracy': 1.0, 'count': 2},
@@ -111,5 +112,5 @@ def test_score_lengthgen_reports_exact_match_per_task_and_target_length():
   }
   assert r['hypotheses'] == ['ab', 'aba', 'c', 'cc'] and r['num_sentences'] == 4
   # Translation data (no `length`) gets no exact-match keys.
-  plain = evaluate.score({0: 'a b c d e'}, {0: {'target': 'a b c d e'}}, CharTokenizer())
+  plain = decode_text.score({0: 'a b c d e'}, {0: {'target': 'a b c d e'}}, CharTokenizer())
   assert 'exact_match' not in plain and plain['bleu'] == pytest.approx(100.0)

@@ -30,7 +30,7 @@ def get_config(arg=None):
   c.model.d_model, c.model.num_heads, c.model.num_layers, c.model.d_ff = 32, 2, 1, 64
   c.model.max_len = 40
   c.optim.schedule, c.optim.warmup_steps, c.optim.learning_rate = 'rsqrt', 5, 3e-3
-  c.eval.bleu_sentences = 8         # the training loop calls evaluate.decode_and_score
+  c.eval.bleu_sentences = 8         # the training loop calls decode_text.decode_and_score
   c.eval.loss_sentences = 0         # validation loss over the whole split
   c.eval.batch_size = 16
   c.eval.max_len_margin = 4
@@ -128,9 +128,9 @@ def test_loss_matches_training_validation(workdir):
 
 @pytest.mark.slow
 def test_text_files_and_translate(workdir, tmp_path):
-  from train import data, evaluate, translate
+  from train import data, evaluate, restore, translate
 
-  config = evaluate.load_workdir(workdir).config
+  config = restore.load_workdir(workdir).config
   examples = data.load_examples(config, 'test')[:10]
   src, ref = tmp_path / 'src.txt', tmp_path / 'ref.txt.gz'
   src.write_text(''.join(e['source'] + '\n' for e in examples))
@@ -239,7 +239,7 @@ def test_averaged_checkpoint(workdir, capsys):
   """--checkpoint=avg_last:2: the mean of steps 20 and 40, evaluated, translated and plotted
   like any checkpoint; its own result name; never listed as a checkpoint or in the ledger."""
   from launch import plots
-  from train import checkpointing, evaluate, scoring, translate
+  from train import checkpointing, evaluate, restore, scoring, translate
 
   (r,) = evaluate.run(workdir, 'avg_last:2', split='validation', decode='greedy')
   assert os.path.basename(r['results_file']) == 'validation-avg2@40.json'
@@ -272,7 +272,7 @@ def test_averaged_checkpoint(workdir, capsys):
   assert any(p.endswith('cross_attention-0.png') for p in paths)
   assert os.path.getmtime(info) == mtime  # computed once, then reused
   assert checkpointing.list_steps(workdir) == [20, 40]
-  assert evaluate.resolve_steps(workdir, 'latest') == [40]
+  assert restore.resolve_steps(workdir, 'latest') == [40]
   for steps in scoring.load_ledger(os.path.join(workdir, 'eval')).values():
     assert not any('avg2@' in rel for rel in steps.values())
   with pytest.raises(ValueError, match=r'only 2 checkpoint\(s\).*keep_checkpoints=3'):

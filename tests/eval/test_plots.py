@@ -149,14 +149,14 @@ def test_cross_attention_weights_reproduce_the_model_output(attention, scan):
   import model
   from model import attention as attn
   from eval_helpers import CharTokenizer, random_params, tiny_model_cfg
-  from train import evaluate
+  from train import decode_text
 
   cfg = tiny_model_cfg(
     attention=attention,
     scan_layers=scan,
     num_kv_heads=2 if attention in ('dot', 'linear') else None,
   )
-  (batch,) = evaluate.text_batches(
+  (batch,) = decode_text.text_batches(
     CharTokenizer(),
     ['hello there', 'a b'],
     ['hallo', 'xy z'],

@@ -15,6 +15,7 @@ from ml_collections import ConfigDict
 import model
 from train import metrics
 from launch import benchmark
+from launch import measure
 from model import decoding
 from model import vocab
 from tests.xla_flags import xla_flags
@@ -107,7 +108,7 @@ def test_segment_lengths_and_useful_flops_of_packed_rows():
     'inputs_segment': sseg,
     'weights': (tseg > 0).astype(np.float32),
   }
-  assert sorted(benchmark.segment_lengths(batch)) == [(1, 3), (2, 4), (3, 2)]
+  assert sorted(measure.segment_lengths(batch)) == [(1, 3), (2, 4), (3, 2)]
   cfg = ConfigDict(
     {
       'arch': 'encoder_decoder',
@@ -119,7 +120,7 @@ def test_segment_lengths_and_useful_flops_of_packed_rows():
     }
   )
   expected = sum(metrics.flops_per_token(cfg, s, t) * t for s, t in [(1, 3), (2, 4), (3, 2)])
-  assert benchmark.useful_flops(cfg, batch) == pytest.approx(expected)
+  assert measure.useful_flops(cfg, batch) == pytest.approx(expected)
 
 
 def test_fixed_length_holds_eos_back_to_the_last_step():
@@ -141,7 +142,7 @@ def test_fixed_length_holds_eos_back_to_the_last_step():
   )
   for cached in (True, False):
     out = decoding.generate(
-      benchmark.FixedLength(module, cached=cached),
+      measure.FixedLength(module, cached=cached),
       params,
       {'inputs': inputs},
       method='greedy',

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from launch import peer
+from launch import peer_source
 from tests.xla_flags import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,8 +27,9 @@ SHRINK = [
 @pytest.fixture(scope='module')
 def wmt_dir():
   try:
-    return peer.fetch_peer()  # the build cache after the first run; else pip download (~40 s)
-  except peer.PeerUnavailable as e:
+    # the build cache after the first run; else pip download (~40 s)
+    return peer_source.fetch_peer()
+  except peer_source.PeerUnavailable as e:
     pytest.skip(f'flax sdist not available (offline CI?): {e}')
 
 
@@ -58,8 +60,8 @@ def test_peer_batch_keys():
 
 
 def test_load_peer_takes_train_py_functions_without_tensorflow(wmt_dir):
-  ns = peer.load_peer(wmt_dir)
-  for name in peer.TRAIN_PY_NAMES:
+  ns = peer_source.load_peer(wmt_dir)
+  for name in peer_source.TRAIN_PY_NAMES:
     assert callable(getattr(ns, name)), name
   assert ns.train_step.__code__.co_filename.endswith(os.path.join('examples', 'wmt', 'train.py'))
   assert ns.models.__file__.startswith(wmt_dir) and ns.decode.__file__.startswith(wmt_dir)

@@ -11,7 +11,7 @@ import pytest
 from configs import common
 from train import averaging
 from train import checkpointing
-from train import evaluate
+from train import restore
 from train import mesh as mesh_lib
 from train import trainer
 from tests.train import toy
@@ -114,9 +114,9 @@ def workdir(tmp_path_factory):
 
 def test_avg_last_writes_the_mean_apart_and_reuses_it(workdir, monkeypatch):
   wd, _, _, saved = workdir
-  (ckpt,) = evaluate.resolve_checkpoints(wd, 'avg_last:2')
-  assert ckpt == evaluate.Checkpoint(5, (4, 5)) and ckpt.label == 'avg2@5'
-  params = jax.device_get(evaluate.load_params(wd, ckpt))
+  (ckpt,) = restore.resolve_checkpoints(wd, 'avg_last:2')
+  assert ckpt == restore.Checkpoint(5, (4, 5)) and ckpt.label == 'avg2@5'
+  params = jax.device_get(restore.load_params(wd, ckpt))
   expected = averaging.average_trees([saved[4].params, saved[5].params])
   _exactly_equal(params, expected)
   for p, a, b in zip(*(jax.tree.leaves(t) for t in (params, saved[4].params, saved[5].params))):
@@ -127,14 +127,14 @@ def test_avg_last_writes_the_mean_apart_and_reuses_it(workdir, monkeypatch):
     assert json.load(f)['steps'] == [4, 5]
   # Asked again: read back, not recomputed.
   monkeypatch.setattr(averaging, 'average_trees', lambda *_: pytest.fail('recomputed'))
-  _exactly_equal(jax.device_get(evaluate.load_params(wd, ckpt)), expected)
+  _exactly_equal(jax.device_get(restore.load_params(wd, ckpt)), expected)
 
 
 def test_avg_last_1_is_the_latest_checkpoint_exactly(workdir):
   wd, _, _, saved = workdir
-  (ckpt,) = evaluate.resolve_checkpoints(wd, 'avg_last:1')
+  (ckpt,) = restore.resolve_checkpoints(wd, 'avg_last:1')
   assert ckpt.averaged == (5,)
-  _exactly_equal(jax.device_get(evaluate.load_params(wd, ckpt)), saved[5].params)
+  _exactly_equal(jax.device_get(restore.load_params(wd, ckpt)), saved[5].params)
 
 
 def test_too_few_checkpoints_is_one_clear_error(workdir):
@@ -144,18 +144,18 @@ def test_too_few_checkpoints_is_one_clear_error(workdir):
     match=r'has only 3 checkpoint\(s\) \[3, 4, 5\].*'
     r'--config.keep_checkpoints=4',
   ) as e:
-    evaluate.resolve_checkpoints(wd, 'avg_last:4')
+    restore.resolve_checkpoints(wd, 'avg_last:4')
   assert '\n' not in str(e.value)
 
 
 def test_an_average_is_never_latest_nor_resumed_from(workdir):
   wd, cfg, fresh, saved = workdir
-  evaluate.load_params(wd, evaluate.Checkpoint(5, (3, 4, 5)))
+  restore.load_params(wd, restore.Checkpoint(5, (3, 4, 5)))
   assert os.path.isdir(os.path.join(wd, 'averaged', 'last3-3-5', 'params'))
   assert checkpointing.list_steps(wd) == [3, 4, 5]
-  assert evaluate.resolve_steps(wd, 'latest') == [5]
-  assert evaluate.resolve_steps(wd, 'all') == [3, 4, 5]
-  assert [c.step for c in evaluate.resolve_checkpoints(wd, 'all')] == [3, 4, 5]
+  assert restore.resolve_steps(wd, 'latest') == [5]
+  assert restore.resolve_steps(wd, 'all') == [3, 4, 5]
+  assert [c.step for c in restore.resolve_checkpoints(wd, 'all')] == [3, 4, 5]
   ck = checkpointing.Checkpointer(wd, cfg)
   restored, data_state = ck.restore_latest(fresh())
   ck.close()

@@ -1,0 +1,354 @@
+"""The measuring kit shared by launch.benchmark and launch.peer: the matmul reference (the CPU's
+"peak"), real and synthetic batches with their useful FLOPs, the timed train step (the trainer's
+own `setup`) and timed decoding (held-back EOS, cached and uncached).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import platform
+import statistics
+import time
+
+from flax import linen as nn
+import jax
+from jax.sharding import NamedSharding, PartitionSpec
+import jax.numpy as jnp
+import numpy as np
+
+from launch import op_profile
+import model
+from model import decoding
+from model import vocab
+from train import data
+from train import mesh as mesh_lib
+from train import metrics as metrics_lib
+from train import trainer
+
+
+# ============================================================================= reference
+
+
+class MatmulReference:
+  """Float32 (or bf16) square matmul FLOP/s of all devices at once: the CPU's "peak" for MFU.
+
+  The machine may be shared, so `rate(seconds)` is sampled again right after every timed step
+  and each step is compared with the matmul rate of the same moment. Rates come in wall-clock
+  and in process CPU time (all threads): CPU time barely moves when other processes compete for
+  the cores, so the CPU-time ratio is the steadier MFU on a busy machine (it cannot see cores
+  left idle, which the wall-clock ratio does).
+  """
+
+  def __init__(self, dtype='float32', sizes=(512, 1024, 2048), repeats=5):
+
+    # One matmul per device, all at once: with --cpu_devices the cores are separate
+    # single-threaded devices, and the machine's rate is their sum (1 device: as before).
+    devices = jax.devices()
+    self.devices = len(devices)
+    mesh = jax.sharding.Mesh(devices, ('d',))
+    sharding = NamedSharding(mesh, PartitionSpec('d'))
+    self.by_size, self._ops = {}, {}
+    for n in sizes:
+      shape = (self.devices, n, n)
+      a = jax.device_put(jax.random.normal(jax.random.key(0), shape, dtype), sharding)
+      b = jax.device_put(jax.random.normal(jax.random.key(1), shape, dtype), sharding)
+      f = jax.jit(lambda a, b: jnp.einsum('bij,bjk->bik', a, b), out_shardings=sharding)
+      f(a, b).block_until_ready()
+      self._ops[n] = (f, a, b)
+      self.by_size[n] = statistics.median(self._time(n)[0] for _ in range(repeats))
+    self.n = max(self.by_size, key=self.by_size.get)
+    self.best = self.by_size[self.n]
+
+  def _time(self, n):
+    f, a, b = self._ops[n]
+    t0, c0 = time.perf_counter(), time.process_time()
+    f(a, b).block_until_ready()
+    flops = 2.0 * n**3 * self.devices
+    return flops / (time.perf_counter() - t0), flops / max(time.process_time() - c0, 1e-9)
+
+  def rate(self, seconds):
+    """Median (wall, CPU-time) FLOP/s of the best size over about `seconds` (>= 3 runs)."""
+    out, t_end = [], time.perf_counter() + seconds
+    while len(out) < 3 or time.perf_counter() < t_end:
+      out.append(self._time(self.n))
+    return tuple(statistics.median(x) for x in zip(*out))
+
+
+# ============================================================================= batches
+
+
+def synthetic_batches(config, n, length, seed=0):
+  """`n` batches of full rows: every token real, so tokens/s here is the no-padding ceiling."""
+
+  rng = np.random.default_rng(seed)
+  rows, vocab_size = int(config.batch_size), int(config.model.vocab_size)
+  out = []
+  for _ in range(n):
+    tgt = rng.integers(4, vocab_size, (rows, length), dtype=np.int32)
+    tgt[:, -1] = vocab.EOS
+    pos = np.broadcast_to(np.arange(length, dtype=np.int32), (rows, length)).copy()
+    seg = np.ones((rows, length), np.int32)
+    batch = {
+      'decoder_inputs': np.concatenate([np.full((rows, 1), vocab.BOS, np.int32), tgt[:, :-1]], 1),
+      'targets': tgt,
+      'targets_segment': seg,
+      'targets_position': pos,
+      'weights': np.ones((rows, length), np.float32),
+    }
+    if config.model.arch != 'decoder_only':
+      src = rng.integers(4, vocab_size, (rows, length), dtype=np.int32)
+      src[:, -1] = vocab.EOS
+      batch.update(inputs=src, inputs_segment=seg.copy(), inputs_position=pos.copy())
+    out.append(batch)
+  return out, None
+
+
+def real_batches(config, tokenizer, n):
+  """`n` training batches from the config's pipeline, and the mean host seconds per batch."""
+
+  it = data.make_train_iterator(config, tokenizer)
+  try:
+    next(it)  # let the prefetch thread start
+    t0 = time.perf_counter()
+    batches = [next(it) for _ in range(n)]
+    host = (time.perf_counter() - t0) / n
+  finally:
+    it.close()
+  return batches, host
+
+
+def segment_lengths(batch):
+  """(source length, target length) of every sentence in the batch (packed rows: per segment)."""
+
+  tseg = batch.get('targets_segment')
+  tseg = (batch['targets'] > 0).astype(np.int32) if tseg is None else tseg
+  sseg = None
+  if 'inputs' in batch:
+    sseg = batch.get('inputs_segment')
+    sseg = (batch['inputs'] > 0).astype(np.int32) if sseg is None else sseg
+  m = int(tseg.max()) + 1
+  pairs = []
+  for r in range(tseg.shape[0]):
+    t = np.bincount(tseg[r], minlength=m)
+    s = np.bincount(sseg[r], minlength=m) if sseg is not None else np.zeros(m, int)
+    pairs.extend((int(s[i]), int(t[i])) for i in range(1, m) if t[i] > 0)
+  return pairs
+
+
+def useful_flops(model_cfg, batch):
+  """Training FLOPs of the real sentences only, each at its own lengths."""
+  total = 0.0
+  for (s, t), count in collections.Counter(segment_lengths(batch)).items():
+    if model_cfg.arch == 'decoder_only':
+      total += metrics_lib.flops_per_token(model_cfg, 0, t) * t * count
+    else:
+      total += metrics_lib.flops_per_token(model_cfg, s, t) * t * count
+  return total
+
+
+def shape_key(batch):
+  return tuple(sorted((k, v.shape) for k, v in batch.items()))
+
+
+# ============================================================================= training
+
+
+def measure_train(config, batches, host_s, steps, ref=None, profile_dir=None):
+  """Compile + step time of the trainer's jitted train_step on `batches` (cycled).
+
+  With `ref` (CPU), the matmul reference is sampled after every step (for a quarter of the
+  step's time) and `mfu` is the median of the per-step ratios. With `profile_dir`, 3 more steps
+  run under the profiler and `op_time_s` holds their op time per model part.
+  """
+
+  mesh = mesh_lib.make_mesh(config.mesh)
+  t = trainer.setup(config, mesh, batches[0])  # exactly what train.loop builds
+  module, state, step_fn = t.module, t.state, t.step_fn
+
+  t0 = time.perf_counter()
+  device_batches = [mesh_lib.global_batch(b, mesh) for b in batches]
+  jax.block_until_ready(device_batches)
+  put_s = (time.perf_counter() - t0) / len(batches)
+
+  compiled, compile_s = {}, []
+  for b in device_batches:  # every distinct shape compiles once, before timing
+    key = shape_key(b)
+    if key not in compiled:
+      t0 = time.perf_counter()
+      compiled[key] = step_fn.lower(state, b).compile()
+      compile_s.append(time.perf_counter() - t0)
+      state, m = compiled[key](state, b)  # warm-up run of this shape
+      jax.block_until_ready(m)
+  useful = [useful_flops(config.model, b) for b in batches]
+  executed = [metrics_lib.batch_flops(config.model, b) for b in batches]
+  times, cpu_times, ref_rates = [], [], []
+  for i in range(steps):
+    b = device_batches[i % len(device_batches)]
+    t0, c0 = time.perf_counter(), time.process_time()
+    state, m = compiled[shape_key(b)](state, b)
+    jax.block_until_ready(m['loss'])
+    times.append(time.perf_counter() - t0)
+    cpu_times.append(time.process_time() - c0)
+    if ref is not None:
+      ref_rates.append(ref.rate(0.25 * times[-1]))
+  loss = float(m['loss'])
+
+  idx = [i % len(batches) for i in range(steps)]
+  total_t = sum(times)
+  tokens = sum(float(np.sum(batches[i]['weights'])) for i in idx)
+  slots = sum(float(batches[i]['targets'].size) for i in idx)
+  stats = jax.devices()[0].memory_stats() or {}
+  out = {
+    'params': model.count_params(state.params),
+    'compile_s': compile_s[0],
+    'compile_total_s': sum(compile_s),
+    'num_shapes': len(compiled),
+    'step_s': statistics.median(times),
+    'step_s_min': min(times),
+    'step_cpu_s': statistics.median(cpu_times),
+    'host_s': (host_s or 0.0) + put_s,
+    'target_tokens_per_step': tokens / steps,
+    'tokens_per_s': tokens / total_t,
+    'padding_fraction': 1.0 - tokens / slots,
+    'flops_per_s': sum(useful[i] for i in idx) / total_t,
+    'executed_flops_per_s': sum(executed[i] for i in idx) / total_t,
+    'peak_memory_bytes': stats.get('peak_bytes_in_use'),
+    'final_loss': loss,
+  }
+  if profile_dir:
+    b = device_batches[0]
+    fn, holder = compiled[shape_key(b)], [state]
+
+    def run_step():
+      holder[0], step_metrics = fn(holder[0], b)
+      return step_metrics
+
+    trace = op_profile.trace_steps(run_step, 3, profile_dir)
+    out['op_time_s'] = op_profile.breakdown(trace, fn.as_text())
+    state = holder[0]
+  if ref_rates:
+    # Per-step pairs cancel most of the load other processes put on a shared machine.
+    wall, cpu = zip(*ref_rates)
+    out['matmul_flops_per_s'] = statistics.median(wall)
+    out['mfu'] = statistics.median(useful[i] / t / r for i, t, r in zip(idx, times, wall))
+    out['executed_mfu'] = statistics.median(
+      executed[i] / t / r for i, t, r in zip(idx, times, wall)
+    )
+    out['cpu_time_mfu'] = statistics.median(
+      useful[i] / t / r for i, t, r in zip(idx, cpu_times, cpu)
+    )
+    out['step_matmul_equiv'] = statistics.median(t * r for t, r in zip(times, wall))
+    out['step_matmul_equiv_cpu'] = statistics.median(t * r for t, r in zip(cpu_times, cpu))
+  return out, module, state.params
+
+
+# ============================================================================= decoding
+
+
+def init_params(config, batch):
+  """(module, unboxed initial params) for decode-only runs."""
+
+  module = model.build_model(config.model)
+  b = {k: jnp.asarray(v) for k, v in batch.items()}
+  params = jax.jit(lambda: module.init(jax.random.key(config.seed), b)['params'])()
+  return module, nn.unbox(params)
+
+
+class FixedLength:
+  """Stands in for the model inside `model.decoding.generate` (same `cfg` and `apply`), with
+  EOS pushed to -1e9 so every sentence runs to the forced EOS at max_len: decode timings then
+  count the same tokens on every side. `cached=False` decodes through
+  `decoding.Uncached` (the prefix recomputed each step)."""
+
+  def __init__(self, module, cached=True):
+    self.inner = module if cached else decoding.Uncached(module)
+    self.cfg = module.cfg
+
+  def apply(self, variables, *args, method=None, mutable=False):
+    if method != 'decode':
+      return self.inner.apply(variables, *args, method=method)
+    logits, mut = self.inner.apply(variables, *args, method='decode', mutable=mutable)
+    return logits.at[..., vocab.EOS].set(-1e9), mut
+
+
+def decode_inputs(config, tokenizer, n, length, seed=1):
+  """`n` source sentences: a middle-length batch of the eval split, or random tokens."""
+
+  if tokenizer is not None and config.data.eval_splits:
+    batches = data.make_eval_batches(config, tokenizer, config.data.eval_splits[0], batch_size=n)
+    full = [b for b in batches if np.all(b['index'] >= 0)] or batches
+    b = full[len(full) // 2]
+    return {k: b[k] for k in ('inputs', 'inputs_segment', 'inputs_position') if k in b}
+  rng = np.random.default_rng(seed)
+  src = rng.integers(4, int(config.model.vocab_size), (n, length), dtype=np.int32)
+  src[:, -1] = vocab.EOS
+  return {'inputs': src}
+
+
+def measure_decode(module, params, inputs, methods, caches, max_len, beam_size, repeats):
+  """{'{method}_{cached|uncached}': {sentences_per_s, tokens_per_s, compile_s, seconds}}.
+
+  Variants are timed round-robin (each repeat runs every variant once), so a change in the
+  machine's load hits them all alike and the speed-ups stay comparable.
+  """
+
+  runs = {}
+  for cache in caches:
+    adapter = FixedLength(module, cached=(cache == 'cached'))
+    for method in methods:
+      runs[f'{method}_{cache}'] = lambda a=adapter, m=method: decoding.generate(
+        a, params, inputs, method=m, beam_size=beam_size, max_len=max_len
+      )
+  first, times, cpu, tokens = {}, collections.defaultdict(list), collections.defaultdict(list), {}
+  for name, fn in runs.items():
+    t0 = time.perf_counter()
+    tokens[name] = fn()
+    first[name] = time.perf_counter() - t0
+  for _ in range(repeats):
+    for name, fn in runs.items():
+      t0, c0 = time.perf_counter(), time.process_time()
+      fn()
+      times[name].append(time.perf_counter() - t0)
+      cpu[name].append(time.process_time() - c0)
+  out = {}
+  for name in runs:
+    sec = statistics.median(times[name]) if times[name] else first[name]
+    n, real = tokens[name].shape[0], float(np.sum(tokens[name] != 0))
+    out[name] = {
+      'seconds': sec,
+      'compile_s': max(first[name] - sec, 0.0),
+      'cpu_seconds': statistics.median(cpu[name]) if cpu[name] else None,
+      'sentences_per_s': n / sec,
+      'tokens_per_s': real / sec,
+      'tokens_per_sentence': real / n,
+    }
+  for method in methods:
+    c, u = out.get(f'{method}_cached'), out.get(f'{method}_uncached')
+    if c and u:
+      out[f'{method}_speedup'] = u['seconds'] / c['seconds']
+      if c['cpu_seconds']:
+        out[f'{method}_speedup_cpu_time'] = u['cpu_seconds'] / c['cpu_seconds']
+  return out
+
+
+# ============================================================================= machine
+
+
+def machine_info():
+
+  dev = jax.devices()[0]
+  kind = dev.device_kind
+  desc = (
+    f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores'
+    if dev.platform == 'cpu'
+    else kind
+  )
+  return {
+    'platform': dev.platform,
+    'device_kind': kind,
+    'num_devices': jax.device_count(),
+    'cpu_count': os.cpu_count(),
+    'jax': jax.__version__,
+    'description': f'{desc}, {jax.device_count()} {dev.platform} device(s), jax {jax.__version__}',
+  }
