@@ -73,6 +73,12 @@ def define_flags():
     'Also trace 3 train steps with jax.profiler and report the '
     'share of op time per model part (launch/op_profile.py).',
   )
+  flags.DEFINE_bool(
+    'compile_cache',
+    False,
+    'Reuse compiled programs from the persistent cache ($ATTNLAB_COMPILE_CACHE, else the build '
+    "dir's): faster, but the compile column is then not a compile time.",
+  )
   flags.DEFINE_string(
     'cpu_devices',
     'auto',
@@ -112,7 +118,7 @@ def sweep_runs(config_spec, sweep):
     return [{}]
   if '=' in sweep:
     return parse_overrides(sweep)
-  from launch import sweep as sweep_lib  # pylint: disable=import-outside-toplevel
+  from launch import sweep_plan as sweep_lib  # pylint: disable=import-outside-toplevel
 
   path, arg = sweep_lib.split_config_spec(config_spec)
   runs, seen = [], set()
@@ -289,7 +295,10 @@ def run(config, config_spec, sweep, args, json_path=None):
   """The whole benchmark as a JSON-able dict."""
   import jax  # pylint: disable=import-outside-toplevel
 
-  jax.config.update('jax_enable_compilation_cache', False)  # compile times must be real
+  # Compile times must be real; --compile_cache (the GPU check's dry run) trades that for speed.
+  if args.get('compile_cache'):
+    runtime.setup_runtime()  # the cache directory train.main uses
+  jax.config.update('jax_enable_compilation_cache', bool(args.get('compile_cache')))
   info = measure.machine_info()
   ref = measure.MatmulReference('float32' if info['platform'] == 'cpu' else config.model.dtype)
   peak = metrics_lib.peak_flops(info['device_kind'], config.model.dtype)
@@ -335,6 +344,7 @@ def main(argv):
     'decode_repeats': FLAGS.decode_repeats,
     'beam_size': FLAGS.beam_size,
     # --profile: one trace directory per benchmark run (a subdirectory per setting)
+    'compile_cache': FLAGS.compile_cache,
     'profile_dir': (FLAGS.profile_dir or tempfile.mkdtemp(prefix='attnlab_prof'))
     if FLAGS.profile
     else None,

@@ -98,7 +98,9 @@ class Tally:
 class Campaign:
   """Trials share one uninterrupted reference run; each trial gets its own workdir."""
 
-  def __init__(self, root: str, seed: int = 0):
+  def __init__(
+    self, root: str, seed: int = 0, xla_flags: str = '--xla_force_host_platform_device_count=1'
+  ):
     self.root = os.path.abspath(root)
     os.makedirs(self.root, exist_ok=True)
     self.config = os.path.join(self.root, 'tiny.py')
@@ -108,7 +110,7 @@ class Campaign:
       os.environ,
       JAX_PLATFORMS='cpu',
       PYTHONPATH=REPO,
-      XLA_FLAGS='--xla_force_host_platform_device_count=1',
+      XLA_FLAGS=xla_flags,  # one device; the tests add their cheap-codegen flags
       ATTNLAB_BUILD_DIR=os.path.join(self.root, 'build'),
     )
     self.env.pop('ATTNLAB_TRACEBACK', None)

@@ -80,6 +80,7 @@ BENCH_ARGS = [
 # --dry_run: the same stages on a shrunken model, f32-only kernels (cuDNN needs a GPU).
 DRY_SWEEP = 'model.attention_impl=xla;model.attention_impl=einsum'
 DRY_BENCH_ARGS = [
+  '--compile_cache',  # both sizes are the same tiny model in a dry run: compile it once
   '--data=synthetic',
   '--synthetic_len=8',
   '--steps=1',

@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from launch import report_plots
-from launch import sweep as sweep_lib
+from launch import sweep_plan as sweep_lib
 from train import layout
 
 METRICS = (

@@ -28,12 +28,6 @@ Backends:
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
-import functools
-import hashlib
-import importlib.util
-import inspect
-import json
 import os
 import re
 import shlex
@@ -42,266 +36,11 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
+
+from launch import sweep_plan
 
 from train import layout
-
-DONE_FILE = layout.DONE_FILE
-SPEC_FILE = layout.SPEC_FILE
-LOG_FILE = layout.LOG_FILE
-_MAX_NAME = 120
-
-
-# ---------------------------------------------------------------------------- sweep definition
-def split_config_spec(spec: str) -> tuple[str, str | None]:
-  """'configs/x.py:size=tiny' -> ('configs/x.py', 'size=tiny'); like ml_collections does."""
-  path, sep, arg = spec.partition(':')
-  return path, (arg if sep else None)
-
-
-def load_config_module(path: str):
-  """Imports a config file by path (configs are plain modules that import no project code)."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-      f'config file {path!r} does not exist; pass --config=configs/NAME.py[:ARG]'
-    )
-  name = '_attnlab_sweep_config_' + re.sub(r'\W', '_', os.path.abspath(path))
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def get_sweep(module, name: str, arg: str | None = None) -> list[dict[str, Any]]:
-  """The override dicts of sweep `name`, from `sweep(name[, arg])` or a dict of named sweeps."""
-  source = getattr(module, 'sweep', None)
-  if source is None:
-    source = getattr(module, 'SWEEPS', None)
-  where = getattr(module, '__file__', module)
-  if source is None:
-    raise ValueError(
-      f'{where} defines no sweeps: add `def sweep(name)` or a dict `SWEEPS = {{name: [...]}}`'
-    )
-  if isinstance(source, dict):
-    if name not in source:
-      raise ValueError(f'unknown sweep {name!r} in {where}; valid choices: {sorted(source)}')
-    runs = source[name]
-  elif callable(source):
-    n_params = len(inspect.signature(source).parameters)
-    runs = source(name, arg) if n_params >= 2 else source(name)
-  else:
-    raise ValueError(f'{where}: `sweep` must be a function or a dict, got {type(source).__name__}')
-  return validate_sweep(list(runs), f'sweep {name!r} of {where}')
-
-
-def validate_sweep(runs: list, what: str) -> list[dict[str, Any]]:
-  """Checks the shape of a sweep and that no two runs share a workdir."""
-  if not runs:
-    raise ValueError(f'{what} is empty')
-  names = {}
-  for i, overrides in enumerate(runs):
-    if not isinstance(overrides, dict) or not all(isinstance(k, str) and k for k in overrides):
-      raise ValueError(f'{what}: run {i} must be a dict of dotted config keys, got {overrides!r}')
-    name = run_name(overrides)
-    if name in names:
-      raise ValueError(f'{what}: runs {names[name]} and {i} have the same overrides {overrides!r}')
-    names[name] = i
-  return runs
-
-
-def format_value(value: Any) -> str:
-  """A config value as ml_collections' flag parsers read it (tuples as '(a, b)')."""
-  if isinstance(value, str):
-    return value
-  if isinstance(value, (list, tuple, dict)):
-    return repr(tuple(value) if isinstance(value, list) else value)
-  return repr(value)  # bool -> 'True', None -> 'None', numbers exact
-
-
-def override_flags(overrides: dict[str, Any]) -> list[str]:
-  return [f'--config.{key}={format_value(value)}' for key, value in overrides.items()]
-
-
-def run_name(overrides: dict[str, Any]) -> str:
-  """Stable, filesystem-safe workdir name: sorted 'key-value' pairs joined by '__'."""
-  if not overrides:
-    return 'default'
-  parts = []
-  for key in sorted(overrides):
-    value = format_value(overrides[key])
-    parts.append(f'{key}-{value}')
-  name = re.sub(r'[^A-Za-z0-9._+=-]+', '_', '__'.join(parts)).strip('._') or 'run'
-  if len(name) > _MAX_NAME:
-    digest = hashlib.sha1(json.dumps(overrides, sort_keys=True, default=repr).encode()).hexdigest()[
-      :10
-    ]
-    name = name[: _MAX_NAME - 11] + '_' + digest
-  return name
-
-
-def shared_overrides(sweep_runs: Sequence[dict]) -> set[str]:
-  """Keys every run sets to the same value (e.g. a smoke sweep's tiny sizes): left out of names."""
-  if len(sweep_runs) < 2:
-    return set()
-  first = sweep_runs[0]
-  return {k for k in first if all(k in r and repr(r[k]) == repr(first[k]) for r in sweep_runs[1:])}
-
-
-# ---------------------------------------------------------------------------- commands
-@dataclasses.dataclass
-class Run:
-  """One run of a sweep: where it lives and the commands that make it."""
-
-  index: int
-  name: str
-  workdir: str
-  overrides: dict[str, Any]
-  train_cmd: list[str]
-  eval_cmds: list[list[str]]
-
-  @property
-  def done(self) -> bool:
-    return os.path.exists(os.path.join(self.workdir, DONE_FILE))
-
-
-def plan_runs(
-  *,
-  config: str,
-  sweep_runs: Sequence[dict],
-  root: str,
-  eval_splits: Sequence[str],
-  checkpoint: str = 'best',
-  extra: Sequence[str] = (),
-  python: str = sys.executable,
-  train_module: str = 'train.main',
-  eval_module: str = 'train.evaluate',
-) -> list[Run]:
-  """The train and evaluate command of every run; `extra` are '--config.K=V' flags for all runs."""
-  runs = []
-  shared = shared_overrides(sweep_runs)
-  for i, overrides in enumerate(sweep_runs):
-    name = run_name({k: v for k, v in overrides.items() if k not in shared})
-    workdir = os.path.join(os.path.abspath(root), name)
-    train = [
-      python,
-      '-m',
-      train_module,
-      f'--config={config}',
-      f'--workdir={workdir}',
-      *override_flags(overrides),
-      *extra,
-    ]
-    evals = [
-      [
-        python,
-        '-m',
-        eval_module,
-        f'--workdir={workdir}',
-        f'--checkpoint={checkpoint}',
-        f'--split={split}',
-      ]
-      for split in eval_splits
-    ]
-    runs.append(Run(i, name, workdir, dict(overrides), train, evals))
-  return runs
-
-
-def default_eval_splits(config_path: str, arg: str | None, module=None) -> list[str]:
-  """config.data.eval_splits from the config's `get_config(arg)`."""
-  module = module or load_config_module(config_path)
-  config = module.get_config(arg) if arg is not None else module.get_config()
-  try:
-    splits = list(config.data.eval_splits)
-  except (AttributeError, KeyError, TypeError):
-    splits = []
-  if not splits:
-    raise ValueError(
-      f'{config_path} sets no config.data.eval_splits; pass --eval_splits=SPLIT[,SPLIT]'
-    )
-  return splits
-
-
-# ---------------------------------------------------------------------------- files
-# Indented, sorted JSON (anything else as its repr), atomically; launch.benchmark uses it too.
-write_json_atomic = functools.partial(layout.write_json, default=repr)
-
-
-def latest_eval_files(workdir: str, splits: Sequence[str]) -> dict[str, str]:
-  """Per split, the file name of the newest `eval/{split}-{step}.json` or
-  `-avg{N}@{step}.json` (from --checkpoint=avg_last:N): what the last evaluate call wrote."""
-  return {s: os.path.basename(rel) for s, rel in layout.latest_results(workdir, splits).items()}
-
-
-def mark_done(workdir: str, splits: Sequence[str], seconds: float | None = None) -> dict:
-  """Writes DONE.json naming each split's results file; fails if one is missing."""
-  results = layout.latest_results(workdir, splits)
-  missing = [s for s in splits if s not in results]
-  if missing:
-    raise RuntimeError(f'{workdir}: evaluation wrote no eval/{{split}}-STEP.json for {missing}')
-  marker = {
-    'results': results,
-    'finished': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-    'seconds': seconds,
-  }
-  write_json_atomic(os.path.join(workdir, DONE_FILE), marker)
-  return marker
-
-
-def training_gap(workdir: str) -> str | None:
-  """Why training looks unfinished (newest checkpoint step < config total_steps), else None.
-
-  A trainer that saves and exits cleanly on SIGTERM (preemption) returns 0 before the end; this
-  keeps such a run from being evaluated and marked done. Unknown layouts count as finished, and
-  so does a run that early stopping (config.patience) ended.
-  """
-  if os.path.exists(os.path.join(workdir, layout.STOPPED_FILE)):
-    return None
-  try:
-    with open(os.path.join(workdir, layout.CONFIG_FILE)) as f:
-      total = int(json.load(f)['total_steps'])
-    names = os.listdir(os.path.join(workdir, layout.CKPT_DIR))
-  except (OSError, ValueError, KeyError, TypeError):
-    return None
-  steps = [int(n) for n in names if n.isdigit()]
-  if steps and max(steps) < total:
-    return f'training stopped at step {max(steps)} of {total}'
-  return None
-
-
-def check_spec(run: Run) -> None:
-  """Refuses a workdir that an earlier sweep filled with a different training command.
-
-  Runs are named from their overrides only, so the same --root with another --config arg or
-  --set would otherwise resume (or skip as done) someone else's run.
-  """
-  path = os.path.join(run.workdir, SPEC_FILE)
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    old = json.load(f).get('train_cmd', [])
-  if old[1:] != run.train_cmd[1:]:  # [0] is the interpreter: a moved venv is fine
-    raise ValueError(
-      f'{run.workdir} holds a run trained with\n  {shlex.join(old[1:])}\n'
-      f'not\n  {shlex.join(run.train_cmd[1:])}\npick another --root for these settings'
-    )
-
-
-def write_spec(run: Run, *, config: str, sweep: str, eval_splits: Sequence[str]) -> None:
-  check_spec(run)
-  os.makedirs(run.workdir, exist_ok=True)
-  write_json_atomic(
-    os.path.join(run.workdir, SPEC_FILE),
-    {
-      'name': run.name,
-      'index': run.index,
-      'overrides': run.overrides,
-      'config': config,
-      'sweep': sweep,
-      'eval_splits': list(eval_splits),
-      'train_cmd': run.train_cmd,
-      'eval_cmds': run.eval_cmds,
-    },
-  )
 
 
 # ---------------------------------------------------------------------------- local backend
@@ -347,11 +86,11 @@ class LocalRunner:
       with self._lock:
         self._procs.discard(proc)
 
-  def run_one(self, run: Run, eval_splits: Sequence[str]) -> str:
+  def run_one(self, run: sweep_plan.Run, eval_splits: Sequence[str]) -> str:
     """'done', 'failed: ...' or 'stopped'. Everything goes to WORKDIR/sweep.log."""
     start = time.time()
     os.makedirs(run.workdir, exist_ok=True)
-    with open(os.path.join(run.workdir, LOG_FILE), 'a') as log:
+    with open(os.path.join(run.workdir, sweep_plan.LOG_FILE), 'a') as log:
       for step, cmd in [('train', run.train_cmd)] + [('evaluate', c) for c in run.eval_cmds]:
         if self._stop.is_set():
           return 'stopped'
@@ -360,18 +99,18 @@ class LocalRunner:
           return 'stopped'
         if rc != 0:
           return f'failed: {step} exited with {rc}'
-        gap = training_gap(run.workdir) if step == 'train' else None
+        gap = sweep_plan.training_gap(run.workdir) if step == 'train' else None
         if gap:
           log.write(f'\n### {gap}\n')
           return f'failed: {gap}'
       try:
-        mark_done(run.workdir, eval_splits, seconds=round(time.time() - start, 1))
+        sweep_plan.mark_done(run.workdir, eval_splits, seconds=round(time.time() - start, 1))
       except RuntimeError as e:
         log.write(f'\n### {e}\n')
         return f'failed: {e}'
     return 'done'
 
-  def run_all(self, runs: Sequence[Run], eval_splits: Sequence[str]) -> dict[str, str]:
+  def run_all(self, runs: Sequence[sweep_plan.Run], eval_splits: Sequence[str]) -> dict[str, str]:
     """Runs every unfinished run; returns {name: status} including 'skipped' ones."""
     status = {r.name: 'skipped' for r in runs if r.done}
     todo = [r for r in runs if not r.done]
@@ -380,10 +119,10 @@ class LocalRunner:
       f'{self.parallel} at a time'
     )
 
-    def work(run: Run) -> str:
+    def work(run: sweep_plan.Run) -> str:
       if self._stop.is_set():
         return 'stopped'
-      self.say(f'[start] {run.name}  (log: {os.path.join(run.workdir, LOG_FILE)})')
+      self.say(f'[start] {run.name}  (log: {os.path.join(run.workdir, sweep_plan.LOG_FILE)})')
       t0 = time.time()
       result = self.run_one(run, eval_splits)
       self.say(f'[{result}] {run.name}  ({time.time() - t0:.0f} s)')
@@ -410,7 +149,7 @@ def summarize(status: dict[str, str]) -> tuple[str, bool]:
 
 # ---------------------------------------------------------------------------- slurm / print backends
 def slurm_script(
-  runs: Sequence[Run],
+  runs: Sequence[sweep_plan.Run],
   *,
   root: str,
   sweep: str,
@@ -457,7 +196,7 @@ def slurm_script(
     workdir = shlex.quote(run.workdir)
     body += [
       f'  {run.index})  # {run.name}',
-      f'    if [ -f {workdir}/{DONE_FILE} ]; then echo "already done: {run.name}"; exit 0; fi',
+      f'    if [ -f {workdir}/{sweep_plan.DONE_FILE} ]; then echo "already done: {run.name}"; exit 0; fi',
       '    ' + shlex.join(launcher + run.train_cmd),
     ]
     body += ['    ' + shlex.join(cmd) for cmd in run.eval_cmds]
@@ -478,7 +217,7 @@ def slurm_script(
   return '\n'.join(head + [''] + body) + '\n'
 
 
-def print_commands(runs: Sequence[Run]) -> str:
+def print_commands(runs: Sequence[sweep_plan.Run]) -> str:
   blocks = []
   for run in runs:
     lines = [f'# {run.index}: {run.name}' + ('  (done)' if run.done else '')]
@@ -542,22 +281,22 @@ def _main(argv) -> int:
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments {argv[1:]}; config overrides go in --set=KEY=VALUE')
   if FLAGS.mark_done:
-    mark_done(FLAGS.mark_done, FLAGS.eval_splits or [])
+    sweep_plan.mark_done(FLAGS.mark_done, FLAGS.eval_splits or [])
     return 0
   for name in ('config', 'sweep', 'root'):
     if not getattr(FLAGS, name):
       raise ValueError(f'--{name} is required (see python -m launch.sweep --help)')
-  path, arg = split_config_spec(FLAGS.config)
-  module = load_config_module(path)
-  sweep_runs = get_sweep(module, FLAGS.sweep, arg)
-  splits = FLAGS.eval_splits or default_eval_splits(path, arg, module)
+  path, arg = sweep_plan.split_config_spec(FLAGS.config)
+  module = sweep_plan.load_config_module(path)
+  sweep_runs = sweep_plan.get_sweep(module, FLAGS.sweep, arg)
+  splits = FLAGS.eval_splits or sweep_plan.default_eval_splits(path, arg, module)
   extra = []
   for item in FLAGS.set:
     key, sep, value = item.partition('=')
     if not sep or not key:
       raise ValueError(f'--set={item!r}: expected KEY=VALUE, e.g. --set=total_steps=100')
     extra.append(f'--config.{key}={value}')
-  runs = plan_runs(
+  runs = sweep_plan.plan_runs(
     config=FLAGS.config,
     sweep_runs=sweep_runs,
     root=FLAGS.root,
@@ -572,10 +311,10 @@ def _main(argv) -> int:
     print(print_commands(runs))
     return 0
   for run in runs:  # all checked before any is written
-    check_spec(run)
+    sweep_plan.check_spec(run)
   os.makedirs(FLAGS.root, exist_ok=True)
   for run in runs:
-    write_spec(run, config=FLAGS.config, sweep=FLAGS.sweep, eval_splits=splits)
+    sweep_plan.write_spec(run, config=FLAGS.config, sweep=FLAGS.sweep, eval_splits=splits)
   if FLAGS.backend == 'slurm':
     script = slurm_script(
       runs,

@@ -7,3 +7,16 @@ from tests.xla_flags import xla_flags
 os.environ.setdefault('XLA_FLAGS', xla_flags(8))
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# One persistent XLA compile cache for every test process (pytest workers and the train.main /
+# evaluate subprocesses they start): the same tiny programs are compiled by many tests. Keyed by
+# program, flags and jax version, so a stale entry is never used; `make clean` removes it.
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault('ATTNLAB_COMPILE_CACHE', os.path.join(_REPO, '.cache', 'test_jax_cache'))
+
+
+def pytest_configure(config):
+  del config
+  import jax  # pylint: disable=import-outside-toplevel
+
+  jax.config.update('jax_compilation_cache_dir', os.environ['ATTNLAB_COMPILE_CACHE'])
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)

@@ -29,8 +29,10 @@ def setup_runtime() -> None:
   handler = logging.get_absl_handler()
   if not any(isinstance(f, QuietLibraries) for f in handler.filters):
     handler.addFilter(QuietLibraries())
-  jax.config.update('jax_compilation_cache_dir', str(paths.build_dir() / 'jax_cache'))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 2.0)
+  # $ATTNLAB_COMPILE_CACHE: one cache for many build dirs (the tests share one across runs).
+  cache = os.environ.get('ATTNLAB_COMPILE_CACHE') or str(paths.build_dir() / 'jax_cache')
+  jax.config.update('jax_compilation_cache_dir', cache)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
 
 
 CPU_DEVICE_FLAG = 'xla_force_host_platform_device_count'

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from launch import sweep
+from launch import sweep, sweep_plan
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -126,21 +126,23 @@ def sweep_cli(config, sweep_name, root, env, *extra, wait=True):
 
 # ---------------------------------------------------------------------------- pure helpers
 def test_run_name_is_order_independent_safe_and_unique():
-  a = sweep.run_name({'model.position': 'rotary', 'seed': 1})
+  a = sweep_plan.run_name({'model.position': 'rotary', 'seed': 1})
   assert (
-    a == sweep.run_name({'seed': 1, 'model.position': 'rotary'}) == 'model.position-rotary__seed-1'
+    a
+    == sweep_plan.run_name({'seed': 1, 'model.position': 'rotary'})
+    == 'model.position-rotary__seed-1'
   )
-  weird = sweep.run_name({'data.path': '/tmp/a b/c', 'x': (1, 2)})
+  weird = sweep_plan.run_name({'data.path': '/tmp/a b/c', 'x': (1, 2)})
   assert '/' not in weird and ' ' not in weird and weird
-  long_a = sweep.run_name({f'k{i}': 'v' * 20 for i in range(10)})
-  long_b = sweep.run_name({**{f'k{i}': 'v' * 20 for i in range(10)}, 'k9': 'w' * 20})
+  long_a = sweep_plan.run_name({f'k{i}': 'v' * 20 for i in range(10)})
+  long_b = sweep_plan.run_name({**{f'k{i}': 'v' * 20 for i in range(10)}, 'k9': 'w' * 20})
   assert len(long_a) <= 120 and long_a != long_b
-  assert sweep.run_name({}) == 'default'
+  assert sweep_plan.run_name({}) == 'default'
 
 
 def test_keys_shared_by_every_run_stay_out_of_workdir_names(tmp_path):
   tiny = {'total_steps': 10, 'model.d_model': 16}
-  runs = sweep.plan_runs(
+  runs = sweep_plan.plan_runs(
     config='c.py',
     sweep_runs=[{**tiny, 'model.position': p} for p in ('a', 'b')],
     root=str(tmp_path),
@@ -148,7 +150,7 @@ def test_keys_shared_by_every_run_stay_out_of_workdir_names(tmp_path):
   )
   assert [r.name for r in runs] == ['model.position-a', 'model.position-b']
   assert '--config.total_steps=10' in runs[0].train_cmd  # still passed to the trainer
-  single = sweep.plan_runs(
+  single = sweep_plan.plan_runs(
     config='c.py', sweep_runs=[tiny], root=str(tmp_path), eval_splits=['test']
   )
   assert single[0].name == 'model.d_model-16__total_steps-10'
@@ -174,7 +176,7 @@ def test_override_flags_parse_back_through_ml_collections(tmp_path):
     'model.position': 'rotary',
     'sizes': (4, 5, 6),
   }
-  argv = ['prog', f'--config={cfg}', *sweep.override_flags(overrides)]
+  argv = ['prog', f'--config={cfg}', *sweep_plan.override_flags(overrides)]
   fv = flags.FlagValues()
   holder = config_flags.DEFINE_config_file('config', flag_values=fv, sys_argv=argv)
   fv(argv)
@@ -190,20 +192,20 @@ def test_override_flags_parse_back_through_ml_collections(tmp_path):
 
 
 def test_get_sweep_from_function_dict_and_errors(tmp_path, stubs):
-  module = sweep.load_config_module(stubs[0])
-  assert len(sweep.get_sweep(module, 'smoke')) == 2
+  module = sweep_plan.load_config_module(stubs[0])
+  assert len(sweep_plan.get_sweep(module, 'smoke')) == 2
   with pytest.raises(ValueError, match='valid: smoke'):
-    sweep.get_sweep(module, 'nope')
+    sweep_plan.get_sweep(module, 'nope')
   dict_cfg = tmp_path / 'd.py'
   dict_cfg.write_text("SWEEPS = {'a': [{'seed': 0}], 'dup': [{'seed': 0}, {'seed': 0}]}\n")
-  module = sweep.load_config_module(str(dict_cfg))
-  assert sweep.get_sweep(module, 'a') == [{'seed': 0}]
+  module = sweep_plan.load_config_module(str(dict_cfg))
+  assert sweep_plan.get_sweep(module, 'a') == [{'seed': 0}]
   with pytest.raises(ValueError, match=r"valid choices: \['a', 'dup'\]"):
-    sweep.get_sweep(module, 'b')
+    sweep_plan.get_sweep(module, 'b')
   with pytest.raises(ValueError, match='same overrides'):
-    sweep.get_sweep(module, 'dup')
+    sweep_plan.get_sweep(module, 'dup')
   with pytest.raises(FileNotFoundError, match='does not exist'):
-    sweep.load_config_module(str(tmp_path / 'missing.py'))
+    sweep_plan.load_config_module(str(tmp_path / 'missing.py'))
 
 
 # ---------------------------------------------------------------------------- local backend
@@ -311,10 +313,10 @@ def test_sigterm_stops_running_trainers(tmp_path, stubs):
 
 # ---------------------------------------------------------------------------- slurm / print
 def _plan(stubs, root, name='smoke'):
-  module = sweep.load_config_module(stubs[0])
-  return sweep.plan_runs(
+  module = sweep_plan.load_config_module(stubs[0])
+  return sweep_plan.plan_runs(
     config=stubs[0],
-    sweep_runs=sweep.get_sweep(module, name),
+    sweep_runs=sweep_plan.get_sweep(module, name),
     root=str(root),
     eval_splits=['valid'],
     train_module='stub_train',
@@ -417,12 +419,12 @@ def _shipped_sweeps():
     path = os.path.join('configs', name)
     if not name.endswith('.py') or name.startswith('_'):
       continue
-    module = sweep.load_config_module(os.path.join(REPO, path))
+    module = sweep_plan.load_config_module(os.path.join(REPO, path))
     if not hasattr(module, 'sweep') and not hasattr(module, 'SWEEPS'):
       continue
     for sweep_name in _SWEEP_NAMES:
       try:
-        runs = sweep.get_sweep(module, sweep_name)
+        runs = sweep_plan.get_sweep(module, sweep_name)
       except ValueError as e:
         if 'unknown sweep' in str(e):
           continue
@@ -467,7 +469,7 @@ def test_shipped_sweeps_override_real_keys_with_valid_values(path, sweep_name, r
   from train import config_io
 
   for overrides in runs:
-    argv = ['prog', f'--config={os.path.join(REPO, path)}', *sweep.override_flags(overrides)]
+    argv = ['prog', f'--config={os.path.join(REPO, path)}', *sweep_plan.override_flags(overrides)]
     fv = flags.FlagValues()
     holder = config_flags.DEFINE_config_file(
       'config', flag_values=fv, sys_argv=argv, lock_config=True

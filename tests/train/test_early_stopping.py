@@ -98,10 +98,10 @@ def test_patience_config_key():
 
 
 def test_sweep_counts_an_early_stopped_run_as_finished(tmp_path):
-  from launch import sweep
+  from launch import sweep_plan
 
   (tmp_path / 'config.json').write_text(json.dumps({'total_steps': 100}))
   (tmp_path / 'checkpoints' / '40').mkdir(parents=True)
-  assert sweep.training_gap(str(tmp_path)) == 'training stopped at step 40 of 100'
+  assert sweep_plan.training_gap(str(tmp_path)) == 'training stopped at step 40 of 100'
   (tmp_path / early_stopping.STOPPED_FILE).write_text('{}')
-  assert sweep.training_gap(str(tmp_path)) is None
+  assert sweep_plan.training_gap(str(tmp_path)) is None

@@ -6,11 +6,12 @@ kill -9 and SIGTERM resumes have their own tests in test_main.py."""
 import pytest
 
 from launch import faults
+from tests.xla_flags import xla_flags
 
 
 @pytest.mark.slow
 def test_broken_params_and_full_disk_are_survived(tmp_path):
-  campaign = faults.Campaign(str(tmp_path))
+  campaign = faults.Campaign(str(tmp_path), xla_flags=xla_flags(1))
   campaign.reference()
   campaign.checkpoint_item_trials([('params', 'truncated')])
   campaign.full_disk_trial()

@@ -91,18 +91,18 @@ def test_latest_results_newest_per_split_default_decoding_only(tmp_path):
 
 
 def test_sweep_and_report_use_the_layout_lookup(tmp_path):
-  from launch import report, sweep
+  from launch import report, sweep_plan
 
   eval_dir = tmp_path / 'eval'
   eval_dir.mkdir()
   _touch(eval_dir, 'val-40.json', 1)
   _touch(eval_dir, 'val-avg2@40.json', 2)
-  assert sweep.latest_eval_files(str(tmp_path), ['val']) == {'val': 'val-avg2@40.json'}
+  assert sweep_plan.latest_eval_files(str(tmp_path), ['val']) == {'val': 'val-avg2@40.json'}
   assert report._newest_results(str(tmp_path)) == {'val': os.path.join('eval', 'val-40.json')}
-  marker = sweep.mark_done(str(tmp_path), ['val'])
+  marker = sweep_plan.mark_done(str(tmp_path), ['val'])
   assert marker['results'] == {'val': os.path.join('eval', 'val-avg2@40.json')}
   with pytest.raises(RuntimeError, match=r"no eval/\{split\}-STEP.json for \['test'\]"):
-    sweep.mark_done(str(tmp_path), ['val', 'test'])
+    sweep_plan.mark_done(str(tmp_path), ['val', 'test'])
 
 
 def test_layout_sweep_and_report_import_no_jax_and_no_tensorflow():
@@ -149,10 +149,10 @@ def test_write_text_and_json_formats(tmp_path):
 
 
 def test_the_old_names_are_the_layout_writer():
-  from launch import sweep
+  from launch import sweep_plan
   from train import scoring
   from train.data import paths
 
   assert paths.write_atomic is layout.write_atomic
   assert scoring.write_json is layout.write_json
-  assert sweep.write_json_atomic.func is layout.write_json
+  assert sweep_plan.write_json_atomic.func is layout.write_json
