@@ -37,8 +37,10 @@ def cross_entropy_sums(logits, targets, weights, label_smoothing=0.0):
   """Token sums of the (label-smoothed) loss, plain NLL, weight and correct predictions.
 
   Smoothing puts 1 - eps on the label and eps / (V - 1) on every other token; the loss is
-  the cross-entropy against that distribution minus its entropy (so a perfect model scores
-  0). Computed from logsumexp and the mean logit: no [B, T, V] one-hot is materialised.
+  the cross-entropy against that distribution, in nats: the label-smoothed cross-entropy that
+  fairseq (`label_smoothed_cross_entropy`, there in bits) and T2T log, so the numbers compare.
+  (Before 2026-12-02 the logged loss was that minus the smoothing distribution's entropy, the
+  KL divergence, which a perfect model drives to 0; the gradient is the same.) Computed from logsumexp and the mean logit: no [B, T, V] one-hot is materialised.
   A prediction is correct when the label's logit is the row's maximum: exact ties count as
   correct, and the [B, T, V] argmax (a variadic reduce, ~2.5% of a CPU train step) is skipped.
   """
@@ -47,11 +49,11 @@ def cross_entropy_sums(logits, targets, weights, label_smoothing=0.0):
   weights = weights.astype(jnp.float32)
   nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
   if label_smoothing > 0:
-    conf, low, entropy = _smoothing(label_smoothing, vocab)
+    conf, low, _ = _smoothing(label_smoothing, vocab)
     lse = jax.nn.logsumexp(logits, axis=-1)
     # CE(q, p) = lse - sum_k q_k z_k = (conf - low) * nll + low * V * (lse - mean_k z_k)
     smooth = (conf - low) * nll + low * vocab * (lse - jnp.mean(logits, axis=-1))
-    loss = smooth - entropy
+    loss = smooth
   else:
     loss = nll
   label_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
@@ -98,7 +100,7 @@ def _chunk_pass(x, table, targets, weights, conf, low):
 def _fused_forward(hidden, table, targets, weights, label_smoothing, chunk_tokens):
   b, t, d = hidden.shape
   vocab = table.shape[0]
-  conf, low, entropy = _smoothing(label_smoothing, vocab)
+  conf, low, _ = _smoothing(label_smoothing, vocab)
   weights = weights.astype(jnp.float32)
   c = chunk_length(b, t, chunk_tokens)
   n = t // c
@@ -114,7 +116,6 @@ def _fused_forward(hidden, table, targets, weights, label_smoothing, chunk_token
   )
   loss, nll, correct = (jnp.sum(s) for s in sums)
   tokens = jnp.sum(weights)
-  loss = loss - entropy * tokens
   dhidden = jnp.swapaxes(dx, 0, 1).reshape(b, t, d).astype(hidden.dtype)
   out = {'loss': loss, 'nll': nll, 'tokens': tokens, 'correct': correct}
   return out, (dhidden, dtable.astype(table.dtype))

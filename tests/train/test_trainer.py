@@ -33,7 +33,11 @@ def np_smoothed_ce(logits, targets, weights, eps):
   )
   q = np.full(logits.shape, eps / (v - 1))
   np.put_along_axis(q, targets[..., None], 1 - eps, -1)
-  ce = -(q * logp).sum(-1) + (q * np.log(np.where(q > 0, q, 1))).sum(-1)  # KL(q || p)
+  ce = -(q * logp).sum(-1)  # cross-entropy H(q, p): what fairseq and T2T log
+  # fairseq's label_smoothed_nll_loss: (1 - eps - eps_i) * nll + eps_i * sum_k(-log p_k).
+  eps_i = eps / (v - 1)
+  nll = -np.take_along_axis(logp, targets[..., None], -1)[..., 0]
+  np.testing.assert_allclose(ce, (1 - eps - eps_i) * nll + eps_i * -logp.sum(-1), rtol=1e-5)
   return (ce * weights).sum(), (
     -np.take_along_axis(logp, targets[..., None], -1)[..., 0] * weights
   ).sum()
@@ -67,12 +71,18 @@ def test_cross_entropy_matches_numpy_one_hot(eps):
   )
 
 
-def test_smoothed_loss_is_zero_at_the_smoothed_target():
+def test_smoothed_loss_is_minimal_at_the_smoothed_target():
+  # The logged loss is the cross-entropy H(q, p): at p = q it is q's entropy (Gibbs), its minimum,
+  # and the gradient there is zero.
   eps, v = 0.1, 7
   q = np.full((1, 1, v), eps / (v - 1))
   q[0, 0, 3] = 1 - eps
-  got = trainer.cross_entropy_sums(jnp.log(jnp.asarray(q)), jnp.array([[3]]), jnp.ones((1, 1)), eps)
-  assert abs(float(got['loss'])) < 1e-6
+  f = lambda z: trainer.cross_entropy_sums(z, jnp.array([[3]]), jnp.ones((1, 1)), eps)['loss']
+  z = jnp.log(jnp.asarray(q, jnp.float32))
+  np.testing.assert_allclose(float(f(z)), -(q * np.log(q)).sum(), rtol=1e-6)
+  np.testing.assert_allclose(jax.grad(f)(z), 0.0, atol=1e-6)
+  noise = jax.random.normal(jax.random.key(0), z.shape) * 0.1
+  assert float(f(z + noise)) > float(f(z))
 
 
 def test_rsqrt_schedule_is_the_papers_formula():
