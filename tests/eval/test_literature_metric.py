@@ -153,13 +153,13 @@ def test_no_language_no_literature_metric():
 
 def test_in_training_validation_logs_val_bleu_lit_beside_val_bleu(monkeypatch):
   import ml_collections as mlc
-  from train import evaluate, loop, trainer
+  from train import decode_text, loop, trainer
 
   monkeypatch.setattr(trainer, 'eval_loss', lambda *a, **k: {'loss': 2.0, 'accuracy': 0.5})
   scores = scoring.score_corpus(
     ['Zwei hunde spielen im Schnee .'], ['Zwei Hunde spielen im Schnee.'], 'de'
   )
-  monkeypatch.setattr(evaluate, 'decode_and_score', lambda *a, **k: dict(scores))
+  monkeypatch.setattr(decode_text, 'decode_and_score', lambda *a, **k: dict(scores))
   config = mlc.ConfigDict(
     {
       'data': {'eval_splits': ('val',)},
