@@ -8,6 +8,8 @@ import statistics
 import pytest
 
 from launch import report
+from launch import report_data
+from launch import report_figures
 
 
 def _write_run(
@@ -52,7 +54,7 @@ def test_read_scalars_merges_resumed_files_subdirs_and_torn_records(tmp_path):
   assert len(files) == 2
   with open(files[-1], 'ab') as f:  # a writer killed mid-record
     f.write(b'\x40\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00partial')
-  scalars = report.read_scalars(str(tb))
+  scalars = report_data.read_scalars(str(tb))
   assert scalars['train/loss'] == [
     (1, 9.0),
     (2, 8.0),
@@ -63,28 +65,30 @@ def test_read_scalars_merges_resumed_files_subdirs_and_torn_records(tmp_path):
     (7, 107.0),
   ]
   assert scalars['eval/bleu'] == [(7, 12.5)]
-  assert report.read_scalars(str(tmp_path / 'missing')) == {}
+  assert report_data.read_scalars(str(tmp_path / 'missing')) == {}
 
 
 def test_mean_std_is_sample_std():
   values = [20.0, 22.0, 27.0]
-  assert report.mean_std(values) == pytest.approx(
+  assert report_data.mean_std(values) == pytest.approx(
     (statistics.mean(values), statistics.stdev(values))
   )
-  assert report.mean_std([3.0]) == (3.0, 0.0)
+  assert report_data.mean_std([3.0]) == (3.0, 0.0)
 
 
 def test_by_length_reads_both_layouts():
-  assert report.by_length({'exact_match_by_length': {'3': {'accuracy': 0.5, 'count': 2}}}) == {
+  assert report_data.by_length({'exact_match_by_length': {'3': {'accuracy': 0.5, 'count': 2}}}) == {
     3: 0.5
   }
-  assert report.by_length({'accuracy_by_length': {'10': 0.25}}) == {10: 0.25}
-  assert report.by_length({'bleu': 1.0}) == {}
+  assert report_data.by_length({'accuracy_by_length': {'10': 0.25}}) == {10: 0.25}
+  assert report_data.by_length({'bleu': 1.0}) == {}
   both = {
     'exact_match_by_length': {'3': 0.5},
     'exact_match_by_target_length': {'4': {'accuracy': 0.75}},
   }
-  assert report.by_length(both, 'target_length') == {4: 0.75} and report.by_length(both) == {3: 0.5}
+  assert report_data.by_length(both, 'target_length') == {4: 0.75} and report_data.by_length(
+    both
+  ) == {3: 0.5}
 
 
 def test_facets_split_many_settings_into_panels():
@@ -98,12 +102,12 @@ def test_facets_split_many_settings_into_panels():
     for a in ('encoder_decoder', 'decoder_only')
     for p in ('none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary', 'alibi')
   ]
-  panels = report.facets(groups)
+  panels = report_figures.facets(groups)
   assert len(panels) == 4 and all(len(items) == 7 for _, items in panels)
   title, items = panels[0]
   assert title == 'task=copy, arch=encoder_decoder'
   assert [label for label, _ in items][:2] == ['position=none', 'position=sinusoidal']
-  few = report.facets(groups[:3])
+  few = report_figures.facets(groups[:3])
   assert len(few) == 1 and len(few[0][1]) == 3
 
 
@@ -239,13 +243,13 @@ def test_curve_tags_prefer_validation_metric_then_losses():
     'perf/eta_s',
     'eval/exact_match',
   ]
-  assert report.curve_tags({'run': {t: [] for t in tags}}) == [
+  assert report_data.curve_tags({'run': {t: [] for t in tags}}) == [
     'eval/bleu',
     'eval/loss',
     'train/loss',
     'eval/accuracy',
   ]
-  assert report.curve_tags({'run': {t: [] for t in tags}}, 'exact_match')[:2] == [
+  assert report_data.curve_tags({'run': {t: [] for t in tags}}, 'exact_match')[:2] == [
     'eval/exact_match',
     'eval/loss',
   ]

@@ -164,7 +164,7 @@ def test_an_average_is_never_latest_nor_resumed_from(workdir):
 
 
 def test_sweep_and_report_read_or_skip_average_result_names(tmp_path):
-  from launch import report, sweep_plan
+  from launch import report_data, sweep_plan
 
   eval_dir = tmp_path / 'eval'
   eval_dir.mkdir()
@@ -175,7 +175,7 @@ def test_sweep_and_report_read_or_skip_average_result_names(tmp_path):
   # launch.sweep (--checkpoint=avg_last:N): the newest results file, average or not.
   assert sweep_plan.latest_eval_files(str(tmp_path), ['val']) == {'val': 'val-avg2@40.json'}
   # launch.report without DONE.json: single-checkpoint results only; the average is skipped.
-  assert report._newest_results(str(tmp_path)) == {'val': os.path.join('eval', 'val-40.json')}
+  assert report_data._newest_results(str(tmp_path)) == {'val': os.path.join('eval', 'val-40.json')}
 
 
 def test_an_average_reads_back_from_a_relative_workdir(tmp_path, monkeypatch):

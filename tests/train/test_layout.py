@@ -91,14 +91,14 @@ def test_latest_results_newest_per_split_default_decoding_only(tmp_path):
 
 
 def test_sweep_and_report_use_the_layout_lookup(tmp_path):
-  from launch import report, sweep_plan
+  from launch import report_data, sweep_plan
 
   eval_dir = tmp_path / 'eval'
   eval_dir.mkdir()
   _touch(eval_dir, 'val-40.json', 1)
   _touch(eval_dir, 'val-avg2@40.json', 2)
   assert sweep_plan.latest_eval_files(str(tmp_path), ['val']) == {'val': 'val-avg2@40.json'}
-  assert report._newest_results(str(tmp_path)) == {'val': os.path.join('eval', 'val-40.json')}
+  assert report_data._newest_results(str(tmp_path)) == {'val': os.path.join('eval', 'val-40.json')}
   marker = sweep_plan.mark_done(str(tmp_path), ['val'])
   assert marker['results'] == {'val': os.path.join('eval', 'val-avg2@40.json')}
   with pytest.raises(RuntimeError, match=r"no eval/\{split\}-STEP.json for \['test'\]"):
@@ -107,8 +107,8 @@ def test_sweep_and_report_use_the_layout_lookup(tmp_path):
 
 def test_layout_sweep_and_report_import_no_jax_and_no_tensorflow():
   code = (
-    'import sys; import train.layout, launch.sweep, launch.report; '
-    'launch.report.read_scalars("/nonexistent"); '
+    'import sys; import train.layout, launch.sweep, launch.report, launch.report_data; '
+    'launch.report_data.read_scalars("/nonexistent"); '
     'print(sorted(m for m in ("jax", "tensorflow", "matplotlib.pyplot") if m in sys.modules))'
   )
   out = subprocess.run(
