@@ -58,6 +58,32 @@ def _loss(loaded: restore.Loaded, params, batches) -> dict[str, float]:
   }
 
 
+def _file_batches(config, tokenizer, source_file, reference_file, batch_size):
+  """(batches, examples by index) for a parallel text file pair (references optional)."""
+  sources, references = scoring.read_parallel(source_file, reference_file)
+  if not sources:
+    raise ValueError(f'{source_file}: the file is empty; nothing to translate or score')
+  model_refs = decode_text.model_text(config, references, 'target') if references else None
+  batches = decode_text.text_batches(
+    tokenizer,
+    decode_text.model_text(config, sources, 'source'),
+    model_refs,
+    arch=config.model.get('arch', 'encoder_decoder'),
+    batch_size=batch_size or 32,
+    max_src_len=config.data.max_src_len,
+    max_tgt_len=config.data.max_tgt_len,
+  )
+  examples = {
+    i: {
+      'source': s,
+      'target': model_refs[i] if references else None,
+      'target_raw': references[i] if references else None,
+    }
+    for i, s in enumerate(sources)
+  }
+  return batches, examples
+
+
 def evaluate_step(
   loaded: restore.Loaded,
   workdir: str,
@@ -78,27 +104,9 @@ def evaluate_step(
   batch_size = int(config.get('eval', {}).get('batch_size', 0) or 0) or None
   if source_file:
     name = os.path.basename(source_file).removesuffix('.gz')
-    sources, references = scoring.read_parallel(source_file, reference_file)
-    if not sources:
-      raise ValueError(f'{source_file}: the file is empty; nothing to translate or score')
-    model_refs = decode_text.model_text(config, references, 'target') if references else None
-    batches = decode_text.text_batches(
-      loaded.tokenizer,
-      decode_text.model_text(config, sources, 'source'),
-      model_refs,
-      arch=config.model.get('arch', 'encoder_decoder'),
-      batch_size=batch_size or 32,
-      max_src_len=config.data.max_src_len,
-      max_tgt_len=config.data.max_tgt_len,
+    batches, examples = _file_batches(
+      config, loaded.tokenizer, source_file, reference_file, batch_size
     )
-    examples = {
-      i: {
-        'source': s,
-        'target': model_refs[i] if references else None,
-        'target_raw': references[i] if references else None,
-      }
-      for i, s in enumerate(sources)
-    }
   else:
     name = split
     batches = data.make_eval_batches(config, loaded.tokenizer, split, batch_size=batch_size)
