@@ -3,8 +3,12 @@
 Scoring (`model.attention`):
 - `dot`: softmax(q.k / sqrt(D) + bias) v. Runs through `jax.nn.dot_product_attention` (fused cuDNN
   on GPU) unless Shaw terms or active attention dropout need the explicit einsum path.
-- `shared_qk`: the same matrix projects queries and keys (W_q = W_k), so q_i.k_j is a symmetric
-  bilinear form of the inputs: the "why two matrices?" ablation.
+- `shared_qk`: Reformer's shared-QK attention (Kitaev et al. 2020, sec. 2): in self-attention the
+  same matrix projects queries and keys (W_q = W_k), keys are unit-normalised (k_j = q_j / |q_j|),
+  and a token does not attend to itself unless no other key is visible (the first token of a
+  causal row, a one-token segment): with shared QK a token's own key would otherwise score
+  highest. Cross-attention keeps its own key projection (decoder queries and encoder keys are
+  different things). The "why two matrices?" ablation.
 - `additive`: Bahdanau scoring v_h . tanh(q_i + k_j) per head (no 1/sqrt(D)).
 - `linear`: Katharopoulos et al. 2020 with feature map elu+1:
   out_i = sum_j phi(q_i).phi(k_j) v_j / sum_j phi(q_i).phi(k_j). Full passes use this parallel form
@@ -59,6 +63,14 @@ def make_mask(q_seg, k_seg, q_pos=None, k_pos=None, causal: bool = False) -> jax
   if causal:
     m &= k_pos[:, None, :] <= q_pos[:, :, None]
   return m[:, None]
+
+
+def exclude_self(mask: jax.Array, q_pos: jax.Array, k_pos: jax.Array) -> jax.Array:
+  """Reformer's rule for shared QK: drop each query's own key (same segment and position) from
+  `mask` [B,1,Tq,Tk], except in rows where it is the only visible key."""
+  own = q_pos[:, None, :, None] == k_pos[:, None, None, :]
+  others = mask & ~own
+  return jnp.where(jnp.any(others, axis=-1, keepdims=True), others, mask)
 
 
 def _group(q: jax.Array, num_kv: int) -> jax.Array:
@@ -199,12 +211,17 @@ class Attention(nn.Module):
     kind, scheme = KINDS[cfg.attention], pos_lib.SCHEMES[self.position]
     proj = lambda n, name: DenseGeneral((n, d), ('embed', 'heads', 'kv'), dtype=dt, name=name)
     q_proj = proj(nh, 'query')
-    k_proj = q_proj if kind.shared_qk else proj(nk, 'key')
+    shared = kind.shared_qk and self.is_self  # Reformer shares QK in self-attention only
+    k_proj = q_proj if shared else proj(nk, 'key')
     v_proj = proj(nk, 'value')
     q = constrain(q_proj(x), ('batch', 'length', 'heads', 'kv'))
 
     if self.is_self:
       k, v = k_proj(x), v_proj(x)
+      if shared:  # unit-length keys (before rotary, which keeps lengths; before the cache)
+        k = k * jax.lax.rsqrt(
+          jnp.sum(jnp.square(k.astype(jnp.float32)), -1, keepdims=True) + 1e-12
+        ).astype(k.dtype)
     elif self.decode:  # cross K/V: computed when the cache is created, reused afterwards
       k = self.variable('cache', 'cross_k', lambda: k_proj(kv_input)).value
       v = self.variable('cache', 'cross_v', lambda: v_proj(kv_input)).value

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from model import positions as pos_lib
 from model.dropout import Dropout
-from model.attention import Attention, make_mask
+from model.attention import KINDS, Attention, exclude_self, make_mask
 from model.layers import DenseGeneral, Embed, EmbedInput, FeedForward, LayerNorm, constrain
 
 
@@ -131,6 +131,8 @@ class Encoder(nn.Module):
     cfg = self.cfg
     x = EmbedInput(cfg, cfg.enc_pos, deterministic, name='embed_input')(self.embed, ids, pos)
     mask = make_mask(seg, seg)
+    if KINDS[cfg.attention].shared_qk:
+      mask = exclude_self(mask, pos, pos)
     bias = _position_bias(self, cfg.enc_pos, pos, pos, bidirectional=True)
     x = run_layers(
       self, EncoderLayer, cfg.enc_layers, x, (mask, bias, pos), deterministic=deterministic
@@ -175,6 +177,8 @@ class Decoder(nn.Module):
       index.value = cache_index + t
       k_pos, k_seg = cpos.value, cseg.value
     self_mask = make_mask(seg, k_seg, pos, k_pos, causal=True)
+    if KINDS[cfg.attention].shared_qk:
+      self_mask = exclude_self(self_mask, pos, k_pos)
     bias = _position_bias(self, cfg.dec_pos, pos, k_pos, bidirectional=False)
     cross_mask = make_mask(seg, src_seg) if self.cross else None
     x = run_layers(

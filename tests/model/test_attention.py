@@ -107,6 +107,47 @@ def test_kv_heads_equal_heads_is_mha():
   assert p['key']['kernel'].unbox().shape == (D_MODEL, H, HD)
 
 
+def test_shared_qk_follows_reformer():
+  """Kitaev et al. 2020 sec. 2: no attention to one's own key unless it is the only one visible,
+  unit-length keys, and QK sharing in self-attention only."""
+  cfg = _cfg(attention='shared_qk')
+  module, params = _run(cfg)
+  x, causal, pos = _inputs(causal=True)
+  for is_causal, mask in ((True, causal), (False, _inputs(causal=False)[1])):
+    mask = attn.exclude_self(mask, pos, pos)
+    _, state = module.apply(
+      {'params': params}, x, x, mask, None, pos, pos, mutable=['intermediates']
+    )
+    w = np.asarray(state['intermediates']['attention_weights'][0])  # [B, H, T, S]
+    own = np.diagonal(w, axis1=-2, axis2=-1)  # [B, H, T]
+    valid = [(0, t) for t in range(T)] + [(1, t) for t in range(3)]
+    m = np.asarray(mask)[:, 0]
+    alone = np.diagonal(m, axis1=-2, axis2=-1) & (m.sum(-1) == 1)  # own key the only one left
+    for b, t in valid:
+      np.testing.assert_allclose(own[b, :, t], 1.0 if alone[b, t] else 0.0, atol=1e-6)
+    # causal: only the first token is alone; bidirectional: none is
+    assert list(alone[0]) == [is_causal] + [False] * (T - 1)
+
+  # Keys are unit length: scaling the input by 3 scales queries by 3 and leaves keys alone, so
+  # log-weight differences (= logit differences) triple; unnormalised shared q = k would give 9x.
+  full = attn.exclude_self(_inputs(causal=False)[1], pos, pos)
+
+  def log_weights(scale):
+    _, st = module.apply(
+      {'params': params}, x * scale, x * scale, full, None, pos, pos, mutable=['intermediates']
+    )
+    return np.log(np.asarray(st['intermediates']['attention_weights'][0])[0, :, 2, [0, 1, 3, 4]])
+
+  d1, d3 = (np.diff(log_weights(s), axis=0) for s in (1.0, 3.0))
+  np.testing.assert_allclose(d3, 3.0 * d1, rtol=1e-3, atol=1e-4)
+  # Cross-attention: decoder queries and encoder keys get their own matrices.
+  cross = attn.Attention(cfg, is_self=False)
+  mem = jnp.asarray(np.random.default_rng(5).normal(size=(B, T + 2, D_MODEL)), jnp.float32)
+  cmask = attn.make_mask(jnp.ones((B, T), jnp.int32), jnp.ones((B, T + 2), jnp.int32))
+  cparams = cross.init(jax.random.key(1), x, mem, cmask, None, pos, None)['params']
+  assert 'key' in cparams and 'query' in cparams
+
+
 def test_shared_qk_has_one_matrix_and_symmetric_scores():
   cfg = _cfg(attention='shared_qk')
   module, params = _run(cfg)
