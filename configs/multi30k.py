@@ -34,15 +34,19 @@ model is meaningless, its output is lowercase):
                  python -m train.main --config=configs/multi30k.py:size=wu2021 --workdir=runs/wu2021
                  python -m train.evaluate --workdir=runs/wu2021 --checkpoint=avg_last:10 \
                      --split=test_2016_flickr
-               ~2.5 s per update here, so 8,000 updates are ~5.7 h: not yet run to the end.
-  size=budget  the same model on a 60-minute CPU schedule (2,000 updates of ~3.9k target tokens,
-               cosine from 3e-3 after 400 warmup updates, dropout 0.2; ~20 epochs):
+               ~2.5 s per update on the old code path (2026-12-01), ~2 s with 2 CPU devices, hash
+               dropout and unrolled layers on a noisier host: 8,000 updates are 4-6 h; not yet
+               run to the end.
+  size=budget  the same model on a ~60-minute CPU schedule (2,600 updates of ~3.9k target tokens,
+               cosine from 3e-3 after 400 warmup updates, dropout 0.2; ~26 epochs):
                  python -m train.main --config=configs/multi30k.py:size=budget --workdir=runs/budget
                  python -m train.evaluate --workdir=runs/budget --checkpoint=latest \
                      --split=test_2016_flickr
-               measured 2026-12-01: 69 min wall (1.75 s/update idle, slower while other jobs ran;
-               ~60 min on an idle machine), test_2016_flickr literature BLEU 35.58 (beam 5; the
-               mean of the last 5 / 10 checkpoints: 35.35 / 34.77, no gain after a cosine decay).
+               measured 2026-12-02 (2,600 updates, 2 CPU devices, hash dropout, unrolled layers):
+               75 min wall with tests running beside it (~63 min at its best 1.45 s/update),
+               test_2016_flickr literature BLEU 38.28 (beam 5, latest checkpoint).
+               2026-12-01, 2,000 updates on the old code path: 69 min, 35.58 (the mean of the
+               last 5 / 10 checkpoints: 35.35 / 34.77, no gain after a cosine decay).
 """
 
 from configs import common
