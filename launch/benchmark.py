@@ -79,12 +79,7 @@ def define_flags():
     'Reuse compiled programs from the persistent cache ($ATTNLAB_COMPILE_CACHE, else the build '
     "dir's): faster, but the compile column is then not a compile time.",
   )
-  flags.DEFINE_string(
-    'cpu_devices',
-    'auto',
-    'As train.main: auto = one single-threaded XLA device per core (largest count dividing '
-    'the rows), N = that many, 1 = one device using every thread.',
-  )
+  runtime.define_cpu_devices_flag()
   flags.DEFINE_string(
     'profile_dir',
     None,
@@ -355,9 +350,8 @@ def main(argv):
   for c in args['cache']:
     if c not in ('cached', 'uncached'):
       raise app.UsageError(f'--cache={c!r}; valid: cached, uncached')
-  rows = FLAGS.config.batch_size // max(int(FLAGS.config.optim.grad_accum_steps), 1)
   try:
-    runtime.configure_cpu_devices(runtime.cpu_devices_for(FLAGS.cpu_devices, rows))
+    runtime.use_cpu_devices(FLAGS.cpu_devices, FLAGS.config)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   spec = flags.FLAGS['config'].config_filename

@@ -74,9 +74,7 @@ def define_flags():
   flags.DEFINE_string('flax_version', None, 'Peer version (default: the installed flax).')
   flags.DEFINE_string('peer_dir', None, 'Peer cache root (default: $ATTNLAB_BUILD_DIR/peer).')
   flags.DEFINE_string('json', None, 'Write the results here (atomically).')
-  flags.DEFINE_string(
-    'cpu_devices', 'auto', 'As train.main (both sides run on the same devices): auto | N | 1.'
-  )
+  runtime.define_cpu_devices_flag()  # both sides run on the same devices
 
 
 # ============================================================================= the peer
@@ -473,10 +471,9 @@ def main(argv):
   }
   args['config'] = FLAGS['config'].config_filename
   try:
-    n = runtime.cpu_devices_for(FLAGS.cpu_devices, int(FLAGS.config.batch_size))
+    args['cpu_devices'] = runtime.use_cpu_devices(FLAGS.cpu_devices, FLAGS.config)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  args['cpu_devices'] = n if runtime.configure_cpu_devices(n) else None
   result = run(FLAGS.config, args)
   if FLAGS.json:
     layout.write_json(FLAGS.json, result, default=repr)

@@ -16,7 +16,6 @@ os.environ.setdefault('ATTNLAB_COMPILE_CACHE', os.path.join(_REPO, '.cache', 'te
 
 def pytest_configure(config):
   del config
-  import jax  # pylint: disable=import-outside-toplevel
+  from train import runtime  # pylint: disable=import-outside-toplevel  (after the env above)
 
-  jax.config.update('jax_compilation_cache_dir', os.environ['ATTNLAB_COMPILE_CACHE'])
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+  runtime.setup_runtime()  # the pytest workers use that cache too, as train.main does

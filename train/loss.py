@@ -19,18 +19,14 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 
 def _smoothing(label_smoothing: float, vocab: int):
-  """(confidence on the label, mass on every other token, entropy of that distribution)."""
+  """(confidence on the label, mass on every other token)."""
   if label_smoothing <= 0:
-    return 1.0, 0.0, 0.0
-  conf = 1.0 - label_smoothing
-  low = label_smoothing / (vocab - 1)
-  entropy = -(conf * np.log(conf) + (vocab - 1) * low * np.log(low))
-  return conf, low, float(entropy)
+    return 1.0, 0.0
+  return 1.0 - label_smoothing, label_smoothing / (vocab - 1)
 
 
 def cross_entropy_sums(logits, targets, weights, label_smoothing=0.0):
@@ -40,7 +36,8 @@ def cross_entropy_sums(logits, targets, weights, label_smoothing=0.0):
   the cross-entropy against that distribution, in nats: the label-smoothed cross-entropy that
   fairseq (`label_smoothed_cross_entropy`, there in bits) and T2T log, so the numbers compare.
   (Before 2026-12-02 the logged loss was that minus the smoothing distribution's entropy, the
-  KL divergence, which a perfect model drives to 0; the gradient is the same.) Computed from logsumexp and the mean logit: no [B, T, V] one-hot is materialised.
+  KL divergence, which a perfect model drives to 0; the gradient is the same.) Computed from
+  logsumexp and the mean logit: no [B, T, V] one-hot is materialised.
   A prediction is correct when the label's logit is the row's maximum: exact ties count as
   correct, and the [B, T, V] argmax (a variadic reduce, ~2.5% of a CPU train step) is skipped.
   """
@@ -49,7 +46,7 @@ def cross_entropy_sums(logits, targets, weights, label_smoothing=0.0):
   weights = weights.astype(jnp.float32)
   nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
   if label_smoothing > 0:
-    conf, low, _ = _smoothing(label_smoothing, vocab)
+    conf, low = _smoothing(label_smoothing, vocab)
     lse = jax.nn.logsumexp(logits, axis=-1)
     # CE(q, p) = lse - sum_k q_k z_k = (conf - low) * nll + low * V * (lse - mean_k z_k)
     smooth = (conf - low) * nll + low * vocab * (lse - jnp.mean(logits, axis=-1))
@@ -100,7 +97,7 @@ def _chunk_pass(x, table, targets, weights, conf, low):
 def _fused_forward(hidden, table, targets, weights, label_smoothing, chunk_tokens):
   b, t, d = hidden.shape
   vocab = table.shape[0]
-  conf, low, _ = _smoothing(label_smoothing, vocab)
+  conf, low = _smoothing(label_smoothing, vocab)
   weights = weights.astype(jnp.float32)
   c = chunk_length(b, t, chunk_tokens)
   n = t // c

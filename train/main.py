@@ -31,12 +31,7 @@ def define_flags():
   flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-host).')
   flags.DEFINE_integer('process_id', None, 'This process (multi-host).')
   flags.DEFINE_bool('multihost_auto', False, 'jax.distributed.initialize() with auto-detection.')
-  flags.DEFINE_string(
-    'cpu_devices',
-    'auto',
-    'On CPU: auto = one single-threaded XLA device per core (the largest count that divides '
-    'the rows of a micro-batch); N = that many; 1 = one device using every thread.',
-  )
+  runtime.define_cpu_devices_flag()
 
 
 def main(argv):
@@ -49,12 +44,10 @@ def main(argv):
     raise cli.UsageError(str(e)) from None
   distributed = FLAGS.coordinator_address or FLAGS.multihost_auto or config.get('distributed')
   spec = '1' if distributed and FLAGS.cpu_devices == 'auto' else FLAGS.cpu_devices
-  rows = config.batch_size // max(int(config.optim.grad_accum_steps), 1)
   try:
-    n_cpu = runtime.cpu_devices_for(spec, rows)
+    runtime.use_cpu_devices(spec, config)  # before anything starts the backend
   except ValueError as e:
     raise cli.UsageError(str(e)) from None
-  runtime.configure_cpu_devices(n_cpu)  # before anything starts the backend
   runtime.setup_runtime()
   runtime.maybe_initialize_distributed(
     config,

@@ -7,6 +7,7 @@ import logging as std_logging
 import os
 import signal
 
+from absl import flags
 from absl import logging
 import jax
 from jax.experimental import multihost_utils
@@ -56,6 +57,24 @@ def cpu_devices_for(spec: str, rows: int, cores: int | None = None) -> int:
   if rows % n:
     raise ValueError(f'--cpu_devices={n} does not divide the {rows} rows per batch')
   return n
+
+
+def define_cpu_devices_flag() -> None:
+  """`--cpu_devices`, for every CLI that trains or times training (train.main, benchmark, peer)."""
+  flags.DEFINE_string(
+    'cpu_devices',
+    'auto',
+    'On CPU: auto = one single-threaded XLA device per core (the largest count that divides '
+    'the rows of a micro-batch); N = that many; 1 = one device using every thread.',
+  )
+
+
+def use_cpu_devices(spec: str, config) -> int | None:
+  """`--cpu_devices=SPEC` for `config`'s micro-batch rows, applied before the backend starts.
+  Returns the device count when it changed anything, else None; ValueError for a bad SPEC."""
+  rows = config.batch_size // max(int(config.optim.grad_accum_steps), 1)
+  n = cpu_devices_for(spec, rows)
+  return n if configure_cpu_devices(n) else None
 
 
 def configure_cpu_devices(n: int) -> bool:
