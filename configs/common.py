@@ -116,7 +116,9 @@ def base_config():
   c.model.shaw_max_distance = 16  # Shaw et al. clipping distance
   c.model.t5_num_buckets = 32  # T5 relative buckets
   c.model.t5_max_distance = 128  # T5 largest bucketed distance
-  c.model.attention = 'dot'  # dot | additive | shared_qk | linear
+  c.model.attention = 'dot'  # dot | additive | shared_qk | linear | lightconv | dynamicconv
+  c.model.conv_kernels = (3, 7, 15, 31, 31, 31, 31)  # lightconv/dynamicconv width per layer
+  c.model.conv_weight_dropout = 0.1  # DropConnect on the convolution kernels (Wu et al. 2019)
   # cudnn: bf16, dot / shared_qk attention, no shaw positions
   c.model.attention_impl = 'auto'  # auto (= xla) | einsum | xla | cudnn
   c.model.ffn = 'relu'  # relu | gelu | swiglu

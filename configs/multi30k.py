@@ -149,7 +149,7 @@ def get_config(arg=None):
 # model/positions.py SCHEMES and model/attention.py KINDS, in their order. A test
 # (tests/train/test_configs.py) fails when these differ from the registries.
 SCHEMES = ('none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary', 'alibi')
-ATTENTIONS = ('dot', 'additive', 'shared_qk', 'linear')
+ATTENTIONS = ('dot', 'additive', 'shared_qk', 'linear', 'lightconv', 'dynamicconv')
 SEEDS = (0, 1, 2)
 # Two runs small enough to finish in a few minutes on a 2-core CPU: checks an install end to end.
 SMOKE = {
@@ -177,8 +177,11 @@ def sweep(name):
   # Seed-major order: a study stopped part-way has every setting with the same number of seeds.
   if name == 'positions':  # study 1: 7 schemes x 3 seeds
     return [{'model.position': p, 'seed': s} for s in SEEDS for p in SCHEMES]
-  if name == 'attention':  # study 3: scoring / shared QK at 4 heads, then 1 and 8 dot-product heads
+  if name == 'attention':  # study 3: scoring, shared QK, convolutions at 4 heads; 1 and 8 dot heads
     settings = [{'model.attention': a, 'model.num_heads': 4} for a in ATTENTIONS]
+    for o in settings:  # kernel widths 3, 7 differ per layer: nn.scan cannot stack them
+      if o['model.attention'].endswith('conv'):
+        o['model.scan_layers'] = False
     settings += [{'model.attention': 'dot', 'model.num_heads': h} for h in (1, 8)]
     return [{**o, 'seed': s} for s in SEEDS for o in settings]
   if name == 'heads':  # multi-query / grouped-query attention

@@ -27,10 +27,16 @@ Every kind is one `KINDS` entry; `Kind.takes` records which position-scheme hook
 | shared_qk  |  y   |     y      |    y    |   y    |  y   | y  |   y   |
 | additive   |  y   |     y      |    y    |   -    |  -   | y  |   y   |
 | linear     |  y   |     y      |    y    |   y    |  -   | -  |   -   |
+| lightconv  |  y   |     y      |    y    |   -    |  -   | -  |   -   |
+| dynamicconv|  y   |     y      |    y    |   -    |  -   | -  |   -   |
 
 additive: rotary and Shaw's key term are defined through a dot product q.k. linear: there is no
 score matrix in the recurrence to add a bias or relative term to; rotary follows RoFormer sec. 3.3
-(rotate phi(q), phi(k) in the numerator only). Cross-attention always uses position `none`.
+(rotate phi(q), phi(k) in the numerator only). lightconv / dynamicconv (model/convolution.py,
+Wu et al. 2019) replace self-attention by a convolution, whose kernel already sees relative
+offsets: they take the added position embeddings the paper uses, and there are no q.k logits for
+rotary, Shaw or a bias to act on. Their cross-attention is `dot`. Cross-attention always uses
+position `none`.
 
 The layer reports its attention weights [B,H,Tq,Tk] as `('intermediates', 'attention_weights')`
 when that collection is mutable (`module.apply(..., mutable=['intermediates'])`); on the fused
@@ -47,6 +53,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from model import convolution as conv_lib
 from model import positions as pos_lib
 from model.dropout import Dropout
 from model.layers import DenseGeneral, constrain
@@ -169,6 +176,9 @@ class Kind:
   takes: frozenset[str]  # the position-scheme hooks it can take (positions.HOOKS)
   fused: bool = False  # logits are q.k / sqrt(D): may run as jax.nn.dot_product_attention
   shared_qk: bool = False  # one projection for queries and keys (so no grouped K/V heads)
+  # (module, h [B,T,d], K) -> kernel logits: self-attention is a convolution block
+  # (model/convolution.py) and cross-attention is `dot`, as in Wu et al. 2019.
+  conv: Callable | None = None
 
 
 _ALL = frozenset(pos_lib.HOOKS)
@@ -178,6 +188,8 @@ KINDS: dict[str, Kind] = {
   'additive': Kind(additive_logits, frozenset({'embed', 'bias'})),
   'shared_qk': Kind(scaled_dot_logits, _ALL, fused=True, shared_qk=True),
   'linear': Kind(None, frozenset({'embed', 'rotate'})),
+  'lightconv': Kind(None, frozenset({'embed'}), conv=conv_lib.light_kernel),
+  'dynamicconv': Kind(None, frozenset({'embed'}), conv=conv_lib.dynamic_kernel),
 }
 # Softmax attention kernels (an implementation choice, not a kind): xla / cudnn =
 # jax.nn.dot_product_attention(implementation=...); auto = xla; einsum = the explicit path the other
@@ -209,6 +221,9 @@ class Attention(nn.Module):
     cfg, dt = self.cfg, self.cfg.jdtype
     nh, nk, d = cfg.num_heads, cfg.kv_heads, cfg.hd
     kind, scheme = KINDS[cfg.attention], pos_lib.SCHEMES[self.position]
+    if kind.conv is not None:  # a convolution model's cross-attention
+      assert not self.is_self, 'self-attention of a convolution kind is model.convolution'
+      kind = KINDS['dot']
     proj = lambda n, name: DenseGeneral((n, d), ('embed', 'heads', 'kv'), dtype=dt, name=name)
     q_proj = proj(nh, 'query')
     shared = kind.shared_qk and self.is_self  # Reformer shares QK in self-attention only

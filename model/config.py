@@ -57,6 +57,10 @@ class ModelConfig:
   t5_max_distance: int = 128
   attention: str = 'dot'
   attention_impl: str = 'auto'
+  # lightconv / dynamicconv: kernel width per layer (layer i takes entry i, the last repeats;
+  # Wu et al. 2019 use 3, 7, 15, 31, 31, 31, 31) and DropConnect on the normalised kernel.
+  conv_kernels: tuple[int, ...] = (3, 7, 15, 31, 31, 31, 31)
+  conv_weight_dropout: float = 0.1
   ffn: str = 'relu'
   norm: str = 'post'
   share_embeddings: bool = True
@@ -93,6 +97,10 @@ class ModelConfig:
   def dec_pos(self) -> str:
     return self.position if self.decoder_position is None else self.decoder_position
 
+  def kernel_size(self, layer: int) -> int:
+    """The convolution kinds' kernel width in `layer` (0-based) of either stack."""
+    return self.conv_kernels[min(layer, len(self.conv_kernels) - 1)]
+
   @property
   def jdtype(self):
     return jnp.bfloat16 if self.dtype == 'bfloat16' else jnp.float32
@@ -113,6 +121,8 @@ def make_config(cfg: Any) -> ModelConfig:
     unknown = sorted(set(d) - known)
     if unknown:
       raise ValueError(f'unknown model config key(s) {unknown}; valid keys are {sorted(known)}.')
+    if isinstance(d.get('conv_kernels'), list):  # JSON round trip
+      d['conv_kernels'] = tuple(d['conv_kernels'])
     mc = ModelConfig(**d)
   validate(mc)
   return mc
@@ -156,6 +166,8 @@ def validate(c: ModelConfig) -> None:
       f'model.attention={c.attention} uses one matrix for queries and keys, so '
       'model.num_kv_heads must be None or equal to model.num_heads.'
     )
+  if kind.conv is not None:
+    _validate_conv(c)
   used = [p for p in POSITIONS if p in (c.enc_pos, c.dec_pos)]
   for name in used:
     check = pos_lib.SCHEMES[name].check
@@ -197,3 +209,31 @@ def validate(c: ModelConfig) -> None:
     )
   if c.shaw_max_distance < 1:
     raise ValueError('model.shaw_max_distance must be >= 1.')
+
+
+def _validate_conv(c: ModelConfig) -> None:
+  """lightconv / dynamicconv: kernel widths, DropConnect rate, heads, and nn.scan's one shape."""
+  ks = c.conv_kernels
+  if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
+    raise ValueError(
+      f'model.conv_kernels={ks!r} must be a non-empty list of kernel widths >= 1 '
+      '(e.g. (3, 7, 15, 31)).'
+    )
+  if not 0.0 <= c.conv_weight_dropout < 1.0:
+    raise ValueError(f'model.conv_weight_dropout={c.conv_weight_dropout} must be in [0, 1).')
+  if c.d_model % c.num_heads:
+    raise ValueError(
+      f'model.attention={c.attention} splits model.d_model={c.d_model} channels into '
+      f'model.num_heads={c.num_heads} groups: make d_model divisible by num_heads.'
+    )
+  if c.kv_heads != c.num_heads:
+    raise ValueError(
+      f'model.attention={c.attention} has no keys or values to group: model.num_kv_heads '
+      'must be None or equal to model.num_heads (cross-attention keeps all heads).'
+    )
+  widths = {c.kernel_size(i) for i in range(max(c.enc_layers, c.dec_layers))}
+  if c.scan_layers and len(widths) > 1:
+    raise ValueError(
+      f'model.conv_kernels gives the layers widths {sorted(widths)}, and model.scan_layers=True '
+      'stacks identical layers: set --config.model.scan_layers=False, or give one width.'
+    )

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from model import positions as pos_lib
 from model.dropout import Dropout
 from model.attention import KINDS, Attention, exclude_self, make_mask
+from model.convolution import Convolution
 from model.layers import DenseGeneral, Embed, EmbedInput, FeedForward, LayerNorm, constrain
 
 
@@ -50,14 +51,22 @@ class _Sublayers(nn.Module):
 class EncoderLayer(_Sublayers):
   cfg: object
   deterministic: bool = True
+  kernel_size: int = 0  # convolution kinds only
 
   @nn.compact
-  def __call__(self, x, mask, bias, pos):
+  def __call__(self, x, mask, bias, pos, seg):
     cfg = self.cfg
-    attn = Attention(
-      cfg, cfg.enc_pos, is_self=True, deterministic=self.deterministic, name='self_attn'
-    )
-    x = self.residual(x, lambda h: attn(h, h, mask, bias, pos, pos), 'attn')
+    conv = KINDS[cfg.attention].conv
+    if conv is not None:
+      mixer = Convolution(
+        cfg, conv, self.kernel_size, causal=False, deterministic=self.deterministic, name='conv'
+      )
+      x = self.residual(x, lambda h: mixer(h, seg, pos), 'attn')
+    else:
+      attn = Attention(
+        cfg, cfg.enc_pos, is_self=True, deterministic=self.deterministic, name='self_attn'
+      )
+      x = self.residual(x, lambda h: attn(h, h, mask, bias, pos, pos), 'attn')
     x = self.residual(x, FeedForward(cfg, self.deterministic, name='ffn'), 'ffn')
     return constrain(x, ('batch', 'length', 'embed')), None
 
@@ -67,19 +76,27 @@ class DecoderLayer(_Sublayers):
   cross: bool = True
   decode: bool = False
   deterministic: bool = True
+  kernel_size: int = 0  # convolution kinds only
 
   @nn.compact
-  def __call__(self, x, encoded, self_mask, bias, q_pos, k_pos, cross_mask, cache_index):
+  def __call__(self, x, encoded, self_mask, bias, q_pos, k_pos, cross_mask, cache_index, seg):
     cfg = self.cfg
-    attn = Attention(
-      cfg,
-      cfg.dec_pos,
-      is_self=True,
-      decode=self.decode,
-      deterministic=self.deterministic,
-      name='self_attn',
-    )
-    x = self.residual(x, lambda h: attn(h, h, self_mask, bias, q_pos, k_pos, cache_index), 'attn')
+    conv = KINDS[cfg.attention].conv
+    if conv is not None:
+      mixer = Convolution(
+        cfg, conv, self.kernel_size, True, self.decode, self.deterministic, name='conv'
+      )
+      x = self.residual(x, lambda h: mixer(h, seg, q_pos), 'attn')
+    else:
+      attn = Attention(
+        cfg,
+        cfg.dec_pos,
+        is_self=True,
+        decode=self.decode,
+        deterministic=self.deterministic,
+        name='self_attn',
+      )
+      x = self.residual(x, lambda h: attn(h, h, self_mask, bias, q_pos, k_pos, cache_index), 'attn')
     if self.cross:
       xattn = Attention(
         cfg,
@@ -95,7 +112,10 @@ class DecoderLayer(_Sublayers):
 
 
 def run_layers(parent, layer_cls, n: int, x, args, **kwargs):
-  """Apply n layers: a Python loop, or nn.scan (compile time flat in depth); optional nn.remat."""
+  """Apply n layers: a Python loop, or nn.scan (compile time flat in depth); optional nn.remat.
+
+  Layer i gets `kernel_size=cfg.kernel_size(i)` (the convolution kinds' width; model/config.py
+  refuses nn.scan when the widths differ)."""
   cfg = parent.cfg
   if cfg.remat != 'none':
     policy = None if cfg.remat == 'full' else jax.checkpoint_policies.checkpoint_dots
@@ -110,10 +130,10 @@ def run_layers(parent, layer_cls, n: int, x, args, **kwargs):
       length=n,
       metadata_params={nn.PARTITION_NAME: 'layers'},
     )
-    x, _ = stack(cfg, name='layers', **kwargs)(x, *args)
+    x, _ = stack(cfg, name='layers', kernel_size=cfg.kernel_size(0), **kwargs)(x, *args)
     return x
   for i in range(n):
-    x, _ = layer_cls(cfg, name=f'layer_{i}', **kwargs)(x, *args)
+    x, _ = layer_cls(cfg, name=f'layer_{i}', kernel_size=cfg.kernel_size(i), **kwargs)(x, *args)
   return x
 
 
@@ -135,7 +155,7 @@ class Encoder(nn.Module):
       mask = exclude_self(mask, pos, pos)
     bias = _position_bias(self, cfg.enc_pos, pos, pos, bidirectional=True)
     x = run_layers(
-      self, EncoderLayer, cfg.enc_layers, x, (mask, bias, pos), deterministic=deterministic
+      self, EncoderLayer, cfg.enc_layers, x, (mask, bias, pos, seg), deterministic=deterministic
     )
     if cfg.norm == 'pre':
       x = LayerNorm(cfg.jdtype, name='final_norm')(x)
@@ -186,7 +206,7 @@ class Decoder(nn.Module):
       DecoderLayer,
       cfg.dec_layers,
       x,
-      (encoded, self_mask, bias, pos, k_pos, cross_mask, cache_index),
+      (encoded, self_mask, bias, pos, k_pos, cross_mask, cache_index, seg),
       cross=self.cross,
       decode=decode,
       deterministic=deterministic,

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from model import attention as attn_lib
 from model.config import ModelConfig, make_config
 from train import layout
 
@@ -56,6 +57,23 @@ def _attention_flops(mc: ModelConfig, q_len: float, kv_len: float, proj_kv: bool
   return f
 
 
+def _conv_flops(mc: ModelConfig, n: float, size: int) -> float:
+  """Forward FLOPs of one convolution block (Wu et al. 2019) over n tokens with `size` taps."""
+  d = mc.d_model
+  f = 2 * n * d * 2 * d + 2 * n * d * d  # GLU input projection (d -> 2d) and output projection
+  f += 2 * n * size * d  # the depthwise convolution
+  if mc.attention == 'dynamicconv':
+    f += 2 * n * d * mc.num_heads * size  # the per-position kernel
+  return f
+
+
+def _self_mixer_flops(mc: ModelConfig, n: float, layer: int) -> float:
+  """Self-attention of `layer`, or the convolution block that takes its place."""
+  if attn_lib.KINDS[mc.attention].conv is not None:
+    return _conv_flops(mc, n, mc.kernel_size(layer))
+  return _attention_flops(mc, n, n, True)
+
+
 def _ffn_flops(mc: ModelConfig, n: float) -> float:
   return 2 * n * mc.d_model * mc.d_ff * (3 if mc.ffn == 'swiglu' else 2)
 
@@ -80,12 +98,13 @@ def flops_per_token(cfg: Any, src_len: int, tgt_len: int, training: bool = True)
     total, tokens = enc + dec + att + out, t
   elif mc.arch == 'decoder_only':
     n = s + t
-    layer = _attention_flops(mc, n, n, True) + _ffn_flops(mc, n)
-    total, tokens = mc.dec_layers * layer + 2 * n * d * v, n
+    layers = sum(_self_mixer_flops(mc, n, i) + _ffn_flops(mc, n) for i in range(mc.dec_layers))
+    total, tokens = layers + 2 * n * d * v, n
   else:
-    enc = mc.enc_layers * (_attention_flops(mc, s, s, True) + _ffn_flops(mc, s))
-    dec = mc.dec_layers * (
-      _attention_flops(mc, t, t, True) + _attention_flops(mc, t, s, True) + _ffn_flops(mc, t)
+    enc = sum(_self_mixer_flops(mc, s, i) + _ffn_flops(mc, s) for i in range(mc.enc_layers))
+    dec = sum(
+      _self_mixer_flops(mc, t, i) + _attention_flops(mc, t, s, True) + _ffn_flops(mc, t)
+      for i in range(mc.dec_layers)
     )
     total, tokens = enc + dec + 2 * t * d * v, t
   return (3.0 if training else 1.0) * total / tokens

@@ -17,7 +17,7 @@ AXES = {'vocab', 'embed', 'heads', 'kv', 'mlp', 'layers', 'relpos', None}
   [
     (
       dict(attention='flash'),
-      r"model.attention='flash'.*\['dot', 'additive', 'shared_qk', 'linear'\]",
+      r"model.attention='flash'.*\['dot', 'additive', 'shared_qk', 'linear', 'lightconv', 'dyn",
     ),
     (dict(position='xpos'), r"model.position='xpos'.*'alibi'"),
     (
@@ -110,3 +110,31 @@ def test_flops_per_token_matches_parameter_count():
   want = 2 * n_kernel + 3 * 2 * 2 * (src + tgt) * 16
   assert metrics.flops_per_token(cfg, src, tgt, training=False) == pytest.approx(want)
   assert metrics.flops_per_token(cfg, src, tgt) == pytest.approx(3 * want)
+
+
+@pytest.mark.parametrize('kind', ['lightconv', 'dynamicconv'])
+def test_conv_flops_per_token_match_their_weights(kind):
+  """Convolution blocks: 2 FLOPs per matmul weight per token (GLU, output, dynamic kernel
+  predictor, FFN, logits) plus the depthwise convolution's 2 * K * d per layer."""
+  widths = (3, 5, 5)
+  cfg = dict(
+    arch='decoder_only',
+    vocab_size=50,
+    d_model=16,
+    num_heads=4,
+    num_layers=3,
+    d_ff=32,
+    tie_output=False,
+    position='none',
+    attention=kind,
+    scan_layers=False,
+    conv_kernels=widths[:2],
+  )
+  m = model.build_model(cfg)
+  params = jax.eval_shape(m.init, jax.random.key(0), {'decoder_inputs': np.ones((1, 4), np.int32)})
+  flat = jax.tree_util.tree_leaves_with_path(nn.meta.unbox(params['params']))
+  matmul = [l for p, l in flat if jax.tree_util.keystr(p).endswith("['kernel']") and l.ndim >= 2]
+  matmul = [l for l in matmul if l.shape != (4, 3) and l.shape != (4, 5)]  # not lightconv taps
+  n_matmul = sum(int(np.prod(k.shape)) for k in matmul)
+  want = 2 * n_matmul + sum(2 * k * 16 for k in widths)
+  assert metrics.flops_per_token(cfg, 5, 7, training=False) == pytest.approx(want)

@@ -41,12 +41,15 @@ def tiny_config(arch, attention, position, **kw):
   )
   # Vary the structure across cases so GQA, pre-LN, SwiGLU and scan also meet every scheme.
   i = ALLOWED.index((attention, position))
-  if attention != 'shared_qk':
+  conv = attention in ('lightconv', 'dynamicconv')
+  if attention != 'shared_qk' and not conv:
     cfg['num_kv_heads'] = (4, 2, 1)[i % 3]
   cfg['norm'] = ('post', 'pre')[i % 2]
   cfg['ffn'] = ('relu', 'gelu', 'swiglu')[i % 3]
   cfg['scan_layers'] = i % 4 == 1
-  cfg['num_layers'] = 2 if cfg['scan_layers'] else 1
+  cfg['num_layers'] = 2 if cfg['scan_layers'] or conv else 1
+  if conv:  # unrolled: a centred even kernel, then an odd one; scanned: one width
+    cfg['conv_kernels'] = (3,) if cfg['scan_layers'] else (2, 3)
   cfg.update(kw)
   return cfg
 
@@ -103,6 +106,8 @@ FAST = {
   ('additive', 't5'),
   ('linear', 'rotary'),
   ('linear', 'none'),
+  ('lightconv', 'learned'),
+  ('dynamicconv', 'sinusoidal'),
 }
 # Every pair runs for decoder-only; encoder-decoder shares the Decoder code, so its full sweep
 # (same assertions) is marked slow except a core set covering each attention kind.
@@ -124,6 +129,7 @@ PROP_CASES = (
     for a, p in (('additive', 't5'), ('linear', 'rotary'), ('shared_qk', 'alibi'))
   ]
   + [('encoder_decoder', 'linear', 'sinusoidal')]
+  + [('decoder_only', 'lightconv', 'none'), ('encoder_decoder', 'dynamicconv', 'sinusoidal')]
 )
 OPTS = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
 
