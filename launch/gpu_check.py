@@ -211,10 +211,8 @@ def env_info():
   return info
 
 
-def check(out, dry_run=False, install=True, budget_s=None):
-  """All stages; returns the summary dict (also written to out/summary.json and .md)."""
-  os.makedirs(out, exist_ok=True)
-  runner = Runner(out, budget_s or (900 if dry_run else 470))
+def _install(runner, dry_run, install):
+  """Stage 1: `pip install -e '.[gpu]'`, or a skipped stage (dry run, --noinstall)."""
   py = sys.executable
   if install and not dry_run:
     runner.run(
@@ -232,8 +230,12 @@ def check(out, dry_run=False, install=True, budget_s=None):
         'seconds': 0.0,
       }
     )
-  info = env_info()
 
+
+def _tests(runner, dry_run):
+  """Stage 2: the GPU tests and the simulated-mesh sharding tests (a dry run: DRY_TESTS on CPU);
+  each test stage gets the counts of its pytest summary line."""
+  py = sys.executable
   pytest = [py, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-m', 'not multiprocess']
   if dry_run:
     runner.run(
@@ -259,6 +261,10 @@ def check(out, dry_run=False, install=True, budget_s=None):
     if stage['name'].startswith('tests') and 'tail' in stage:
       stage['counts'] = pytest_counts(stage['tail'])
 
+
+def _benchmarks(runner, out, dry_run):
+  """Stage 3: launch.benchmark at size=small and size=base; {size: its JSON} for those written."""
+  py = sys.executable
   bench = {}
   for size in ('small', 'base'):
     path = os.path.join(out, f'bench_{size}.json')
@@ -278,7 +284,25 @@ def check(out, dry_run=False, install=True, budget_s=None):
     if os.path.exists(path):  # written after every setting: partial runs count too
       with open(path, encoding='utf-8') as f:
         bench[size] = json.load(f)
+  return bench
 
+
+def _write_summary(out, summary):
+  """Stage 4: out/summary.json (everything) and out/summary.md (the tables)."""
+  with open(os.path.join(out, 'summary.json'), 'w', encoding='utf-8') as f:
+    json.dump(summary, f, indent=1, default=repr)
+  with open(os.path.join(out, 'summary.md'), 'w', encoding='utf-8') as f:
+    f.write(format_summary(summary) + '\n')
+
+
+def check(out, dry_run=False, install=True, budget_s=None):
+  """All stages; returns the summary dict (also written to out/summary.json and .md)."""
+  os.makedirs(out, exist_ok=True)
+  runner = Runner(out, budget_s or (900 if dry_run else 470))
+  _install(runner, dry_run, install)
+  info = env_info()
+  _tests(runner, dry_run)
+  bench = _benchmarks(runner, out, dry_run)
   summary = {
     'dry_run': dry_run,
     'env': info,
@@ -293,10 +317,7 @@ def check(out, dry_run=False, install=True, budget_s=None):
       for size, b in bench.items()
     },
   }
-  with open(os.path.join(out, 'summary.json'), 'w', encoding='utf-8') as f:
-    json.dump(summary, f, indent=1, default=repr)
-  with open(os.path.join(out, 'summary.md'), 'w', encoding='utf-8') as f:
-    f.write(format_summary(summary) + '\n')
+  _write_summary(out, summary)
   return summary
 
 

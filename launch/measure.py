@@ -154,6 +154,90 @@ def shape_key(batch):
 # ============================================================================= training
 
 
+def _put_batches(batches, mesh):
+  """The batches as global device arrays, and the mean seconds it took to put one there."""
+  t0 = time.perf_counter()
+  device_batches = [mesh_lib.global_batch(b, mesh) for b in batches]
+  jax.block_until_ready(device_batches)
+  return device_batches, (time.perf_counter() - t0) / len(batches)
+
+
+def _compile_shapes(step_fn, state, device_batches):
+  """Compiles `step_fn` once per distinct batch shape, then runs that shape once (warm-up).
+
+  Returns ({shape_key: compiled step}, compile seconds per shape, state, last step's metrics).
+  """
+  compiled, compile_s, m = {}, [], None
+  for b in device_batches:  # every distinct shape compiles once, before timing
+    key = shape_key(b)
+    if key not in compiled:
+      t0 = time.perf_counter()
+      compiled[key] = step_fn.lower(state, b).compile()
+      compile_s.append(time.perf_counter() - t0)
+      state, m = compiled[key](state, b)  # warm-up run of this shape
+      jax.block_until_ready(m)
+  return compiled, compile_s, state, m
+
+
+def _time_steps(compiled, state, device_batches, steps, ref, m):
+  """`steps` timed steps over the batches (cycled); with `ref`, the matmul reference is sampled
+  after each step for a quarter of its time.
+
+  Returns (state, last step's metrics, wall seconds, CPU seconds, reference rates) per step.
+  """
+  times, cpu_times, ref_rates = [], [], []
+  for i in range(steps):
+    b = device_batches[i % len(device_batches)]
+    t0, c0 = time.perf_counter(), time.process_time()
+    state, m = compiled[shape_key(b)](state, b)
+    jax.block_until_ready(m['loss'])
+    times.append(time.perf_counter() - t0)
+    cpu_times.append(time.process_time() - c0)
+    if ref is not None:
+      ref_rates.append(ref.rate(0.25 * times[-1]))
+  return state, m, times, cpu_times, ref_rates
+
+
+def _throughput(batches, idx, times, useful, executed):
+  """Target tokens, padding and FLOP/s of the timed steps (step i ran `batches[idx[i]]`)."""
+  total_t = sum(times)
+  tokens = sum(float(np.sum(batches[i]['weights'])) for i in idx)
+  slots = sum(float(batches[i]['targets'].size) for i in idx)
+  return {
+    'target_tokens_per_step': tokens / len(idx),
+    'tokens_per_s': tokens / total_t,
+    'padding_fraction': 1.0 - tokens / slots,
+    'flops_per_s': sum(useful[i] for i in idx) / total_t,
+    'executed_flops_per_s': sum(executed[i] for i in idx) / total_t,
+  }
+
+
+def _profile_steps(fn, state, batch, profile_dir):
+  """3 steps of the compiled `fn` under the profiler: (state, op time per model part)."""
+  holder = [state]
+
+  def run_step():
+    holder[0], step_metrics = fn(holder[0], batch)
+    return step_metrics
+
+  trace = op_profile.trace_steps(run_step, 3, profile_dir)
+  return holder[0], op_profile.breakdown(trace, fn.as_text())
+
+
+def _mfu(idx, times, cpu_times, ref_rates, useful, executed):
+  """MFU as the median of per-step ratios to the matmul rate sampled right after each step."""
+  # Per-step pairs cancel most of the load other processes put on a shared machine.
+  wall, cpu = zip(*ref_rates)
+  return {
+    'matmul_flops_per_s': statistics.median(wall),
+    'mfu': statistics.median(useful[i] / t / r for i, t, r in zip(idx, times, wall)),
+    'executed_mfu': statistics.median(executed[i] / t / r for i, t, r in zip(idx, times, wall)),
+    'cpu_time_mfu': statistics.median(useful[i] / t / r for i, t, r in zip(idx, cpu_times, cpu)),
+    'step_matmul_equiv': statistics.median(t * r for t, r in zip(times, wall)),
+    'step_matmul_equiv_cpu': statistics.median(t * r for t, r in zip(cpu_times, cpu)),
+  }
+
+
 def measure_train(config, batches, host_s, steps, ref=None, profile_dir=None):
   """Compile + step time of the trainer's jitted train_step on `batches` (cycled).
 
@@ -165,39 +249,16 @@ def measure_train(config, batches, host_s, steps, ref=None, profile_dir=None):
   mesh = mesh_lib.make_mesh(config.mesh)
   t = trainer.setup(config, mesh, batches[0])  # exactly what train.loop builds
   module, state, step_fn = t.module, t.state, t.step_fn
-
-  t0 = time.perf_counter()
-  device_batches = [mesh_lib.global_batch(b, mesh) for b in batches]
-  jax.block_until_ready(device_batches)
-  put_s = (time.perf_counter() - t0) / len(batches)
-
-  compiled, compile_s = {}, []
-  for b in device_batches:  # every distinct shape compiles once, before timing
-    key = shape_key(b)
-    if key not in compiled:
-      t0 = time.perf_counter()
-      compiled[key] = step_fn.lower(state, b).compile()
-      compile_s.append(time.perf_counter() - t0)
-      state, m = compiled[key](state, b)  # warm-up run of this shape
-      jax.block_until_ready(m)
+  device_batches, put_s = _put_batches(batches, mesh)
+  compiled, compile_s, state, m = _compile_shapes(step_fn, state, device_batches)
   useful = [useful_flops(config.model, b) for b in batches]
   executed = [metrics_lib.batch_flops(config.model, b) for b in batches]
-  times, cpu_times, ref_rates = [], [], []
-  for i in range(steps):
-    b = device_batches[i % len(device_batches)]
-    t0, c0 = time.perf_counter(), time.process_time()
-    state, m = compiled[shape_key(b)](state, b)
-    jax.block_until_ready(m['loss'])
-    times.append(time.perf_counter() - t0)
-    cpu_times.append(time.process_time() - c0)
-    if ref is not None:
-      ref_rates.append(ref.rate(0.25 * times[-1]))
+  state, m, times, cpu_times, ref_rates = _time_steps(
+    compiled, state, device_batches, steps, ref, m
+  )
   loss = float(m['loss'])
 
   idx = [i % len(batches) for i in range(steps)]
-  total_t = sum(times)
-  tokens = sum(float(np.sum(batches[i]['weights'])) for i in idx)
-  slots = sum(float(batches[i]['targets'].size) for i in idx)
   stats = jax.devices()[0].memory_stats() or {}
   out = {
     'params': model.count_params(state.params),
@@ -208,38 +269,15 @@ def measure_train(config, batches, host_s, steps, ref=None, profile_dir=None):
     'step_s_min': min(times),
     'step_cpu_s': statistics.median(cpu_times),
     'host_s': (host_s or 0.0) + put_s,
-    'target_tokens_per_step': tokens / steps,
-    'tokens_per_s': tokens / total_t,
-    'padding_fraction': 1.0 - tokens / slots,
-    'flops_per_s': sum(useful[i] for i in idx) / total_t,
-    'executed_flops_per_s': sum(executed[i] for i in idx) / total_t,
+    **_throughput(batches, idx, times, useful, executed),
     'peak_memory_bytes': stats.get('peak_bytes_in_use'),
     'final_loss': loss,
   }
   if profile_dir:
     b = device_batches[0]
-    fn, holder = compiled[shape_key(b)], [state]
-
-    def run_step():
-      holder[0], step_metrics = fn(holder[0], b)
-      return step_metrics
-
-    trace = op_profile.trace_steps(run_step, 3, profile_dir)
-    out['op_time_s'] = op_profile.breakdown(trace, fn.as_text())
-    state = holder[0]
+    state, out['op_time_s'] = _profile_steps(compiled[shape_key(b)], state, b, profile_dir)
   if ref_rates:
-    # Per-step pairs cancel most of the load other processes put on a shared machine.
-    wall, cpu = zip(*ref_rates)
-    out['matmul_flops_per_s'] = statistics.median(wall)
-    out['mfu'] = statistics.median(useful[i] / t / r for i, t, r in zip(idx, times, wall))
-    out['executed_mfu'] = statistics.median(
-      executed[i] / t / r for i, t, r in zip(idx, times, wall)
-    )
-    out['cpu_time_mfu'] = statistics.median(
-      useful[i] / t / r for i, t, r in zip(idx, cpu_times, cpu)
-    )
-    out['step_matmul_equiv'] = statistics.median(t * r for t, r in zip(times, wall))
-    out['step_matmul_equiv_cpu'] = statistics.median(t * r for t, r in zip(cpu_times, cpu))
+    out.update(_mfu(idx, times, cpu_times, ref_rates, useful, executed))
   return out, module, state.params
 
 

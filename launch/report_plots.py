@@ -1,7 +1,7 @@
 """The figures of launch.report: bar charts and line charts, each a grid of panels.
 
 Arrays in, PNG out: launch.report decides what goes in each panel (facets, means over seeds);
-this module only draws. Same style as launch/plots.py: a bare matplotlib `Figure` (no pyplot,
+this module only draws. Same style as launch/plots_draw.py: a bare matplotlib `Figure` (no pyplot,
 so no global state and no GUI backend), written with the repo's atomic writer.
 """
 

@@ -171,7 +171,7 @@ def test_text_files_and_translate(workdir, tmp_path):
 
 @pytest.mark.slow
 def test_plots_for_trained_checkpoint(workdir, tmp_path):
-  from launch import plots
+  from launch import plots, plots_draw
 
   paths = plots.make_plots(
     workdir, 'latest', split='test', num_sentences=2, out_dir=str(tmp_path / 'plots')
@@ -185,7 +185,10 @@ def test_plots_for_trained_checkpoint(workdir, tmp_path):
     'sinusoid_table.png',
     't5_bias.png',
   ]
-  expected = (int(plots.FIGSIZE[0] * plots.DPI), int(plots.FIGSIZE[1] * plots.DPI))
+  expected = (
+    int(plots_draw.FIGSIZE[0] * plots_draw.DPI),
+    int(plots_draw.FIGSIZE[1] * plots_draw.DPI),
+  )
   from PIL import Image
 
   for p in paths:

@@ -1,16 +1,20 @@
-"""Tests for launch/plots.py: every figure is a real PNG of FIGSIZE * DPI pixels."""
+"""Tests for launch/plots.py, plots_draw.py and plots_data.py: every figure is a real PNG of
+FIGSIZE * DPI pixels."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from launch import plots
+from launch import plots, plots_data, plots_draw
 
-EXPECTED = (int(plots.FIGSIZE[0] * plots.DPI), int(plots.FIGSIZE[1] * plots.DPI))
+EXPECTED = (
+  int(plots_draw.FIGSIZE[0] * plots_draw.DPI),
+  int(plots_draw.FIGSIZE[1] * plots_draw.DPI),
+)
 
 
 def _check_png(path):
-  assert plots.read_png_size(path) == EXPECTED
+  assert plots_draw.read_png_size(path) == EXPECTED
   with Image.open(path) as im:
     assert im.size == EXPECTED
     pixels = np.asarray(im.convert('L'), np.float32)
@@ -22,7 +26,7 @@ def _check_png(path):
 def test_heatmaps_and_curves(tmp_path):
   rng = np.random.default_rng(0)
   _check_png(
-    plots.plot_heatmaps(
+    plots_draw.plot_heatmaps(
       str(tmp_path / 'h.png'),
       rng.normal(size=(5, 6, 7)),
       [f'm{i}' for i in range(5)],
@@ -34,7 +38,7 @@ def test_heatmaps_and_curves(tmp_path):
   )
   x = np.arange(-10, 11)
   _check_png(
-    plots.plot_curves(
+    plots_draw.plot_curves(
       str(tmp_path / 'c.png'),
       x,
       {'a': np.cos(x), 'b': np.sin(x)},
@@ -50,21 +54,21 @@ def test_cross_attention_and_bias_figures(tmp_path):
   w = rng.random((2, 4, 6, 5))
   w /= w.sum(-1, keepdims=True)
   _check_png(
-    plots.plot_cross_attention(
+    plots_draw.plot_cross_attention(
       str(tmp_path / 'x.png'), w, list('abcde'), ['Ein', 'Hund', 'läuft', '.', '</s>', 'pad'], 's'
     )
   )
   _check_png(
-    plots.plot_bias_per_head(str(tmp_path / 'b.png'), rng.normal(size=(8, 16, 16)), 'ALiBi')
+    plots_draw.plot_bias_per_head(str(tmp_path / 'b.png'), rng.normal(size=(8, 16, 16)), 'ALiBi')
   )
-  _check_png(plots.plot_sinusoid_table(str(tmp_path / 's.png'), rng.normal(size=(50, 32))))
+  _check_png(plots_draw.plot_sinusoid_table(str(tmp_path / 's.png'), rng.normal(size=(50, 32))))
 
 
 def test_bad_shapes_are_rejected(tmp_path):
   with pytest.raises(ValueError, match='layers, heads, target, source'):
-    plots.plot_cross_attention(str(tmp_path / 'x.png'), np.zeros((3, 4)), ['a'], ['b'], 't')
+    plots_draw.plot_cross_attention(str(tmp_path / 'x.png'), np.zeros((3, 4)), ['a'], ['b'], 't')
   with pytest.raises(ValueError, match='non-empty'):
-    plots.plot_heatmaps(
+    plots_draw.plot_heatmaps(
       str(tmp_path / 'x.png'),
       np.zeros((0, 2, 2)),
       [],
@@ -75,12 +79,12 @@ def test_bad_shapes_are_rejected(tmp_path):
     )
   (tmp_path / 'n.png').write_text('not a png')
   with pytest.raises(ValueError, match='not a PNG'):
-    plots.read_png_size(str(tmp_path / 'n.png'))
+    plots_draw.read_png_size(str(tmp_path / 'n.png'))
 
 
 def test_rotary_similarity_matches_closed_form():
   head_dim, max_d = 16, 40
-  distances, curves = plots.rotary_similarity(head_dim, max_d, draws=8)
+  distances, curves = plots_data.rotary_similarity(head_dim, max_d, draws=8)
   assert list(distances) == list(range(-max_d, max_d + 1))
   for curve in curves.values():
     assert curve[max_d] == pytest.approx(1.0)
@@ -94,19 +98,19 @@ def test_rotary_similarity_matches_closed_form():
 def test_alibi_and_t5_bias_match_formulas():
   from model import positions
 
-  bias = plots.alibi_bias_hqk(4, 10)
+  bias = plots_data.alibi_bias_hqk(4, 10)
   slopes = np.asarray(positions.alibi_slopes(4))
   i = np.arange(10)
   np.testing.assert_allclose(
     bias, -slopes[:, None, None] * np.abs(i[None, :] - i[:, None]), rtol=1e-6
   )
   table = np.arange(32 * 3, dtype=np.float32).reshape(32, 3)
-  t5 = plots.t5_bias_hqk(table, 12, bidirectional=True)
+  t5 = plots_data.t5_bias_hqk(table, 12, bidirectional=True)
   assert t5.shape == (3, 12, 12)
   # Distances below 8 (half of the 16 buckets per direction) have their own bucket.
   assert t5[0, 5, 5] == table[0, 0] and t5[1, 5, 7] == table[16 + 2, 1]
   assert t5[2, 7, 5] == table[2, 2]
-  causal = plots.t5_bias_hqk(table, 12, bidirectional=False)
+  causal = plots_data.t5_bias_hqk(table, 12, bidirectional=False)
   assert np.isnan(causal[0, 3, 4]) and causal[0, 4, 3] == table[1, 0]
 
 
@@ -130,7 +134,7 @@ def test_position_figures(tmp_path):
     if 't5' not in p:  # the constant test tables draw flat panels; check the others fully
       _check_png(p)
     else:
-      assert plots.read_png_size(p) == EXPECTED
+      assert plots_draw.read_png_size(p) == EXPECTED
 
 
 @pytest.mark.parametrize(
@@ -168,7 +172,7 @@ def test_cross_attention_weights_reproduce_the_model_output(attention, scan):
   module = model.build_model(cfg)
   fwd = {k: v for k, v in batch.items() if k != 'index'}
   params = random_params(module, fwd)
-  w = plots.cross_attention_weights(cfg, params, batch)  # [B, L, H, T, S]
+  w = plots_data.cross_attention_weights(cfg, params, batch)  # [B, L, H, T, S]
   assert w.shape[:3] == (3, 2, 4)
   real_t = batch['targets_segment'] > 0
   np.testing.assert_allclose(w.sum(-1).transpose(0, 3, 1, 2)[real_t], 1.0, rtol=1e-5)
@@ -176,7 +180,7 @@ def test_cross_attention_weights_reproduce_the_model_output(attention, scan):
   assert np.all(w * (batch['inputs_segment'][:, None, None, None, :] == 0) == 0)  # pad keys
 
   flat = dict(cfg, scan_layers=False)
-  p = plots.unscan_params(params) if scan else params
+  p = plots_data.unscan_params(params) if scan else params
   pick = lambda m, name: (
     name == '__call__'
     and len(m.path) >= 2

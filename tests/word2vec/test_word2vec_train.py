@@ -1,4 +1,5 @@
-"""train/word2vec.py: vocabulary, subsampling rate, windows, and one end-to-end run."""
+"""train/word2vec.py and train/word2vec_data.py: vocabulary, subsampling rate, windows, and one
+end-to-end run."""
 
 import json
 
@@ -8,11 +9,12 @@ import pytest
 from configs import word2vec as w2v_config
 from model import word2vec as w2v
 from train import word2vec as tw
+from train import word2vec_data
 from train import word_eval
 
 
 def test_word_corpus_vocabulary_and_oov_dropping():
-  corpus = tw.build_word_corpus(['a b c a', 'b a d', 'e'], min_count=2)
+  corpus = word2vec_data.build_word_corpus(['a b c a', 'b a d', 'e'], min_count=2)
   assert corpus.words == ['a', 'b']
   np.testing.assert_array_equal(corpus.counts, [3, 2])
   np.testing.assert_array_equal(corpus.ids, [0, 1, 0, 1, 0])
@@ -20,13 +22,13 @@ def test_word_corpus_vocabulary_and_oov_dropping():
   np.testing.assert_array_equal(corpus.raw_pos, [0, 1, 3, 4, 5])
   assert corpus.raw_words == 8
   with pytest.raises(ValueError, match='min_count'):
-    tw.build_word_corpus(['a b'], min_count=5)
+    word2vec_data.build_word_corpus(['a b'], min_count=5)
 
 
 def test_window_contexts_stay_in_line_and_window():
   ids = np.arange(10, dtype=np.int32) + 100
   line = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1], np.int32)
-  ctx = tw.window_contexts(ids, line, np.array([0, 3, 5, -1]), 2, empty=-7)
+  ctx = word2vec_data.window_contexts(ids, line, np.array([0, 3, 5, -1]), 2, empty=-7)
   np.testing.assert_array_equal(
     ctx, [[-7, -7, 101, 102], [101, 102, -7, -7], [-7, 104, 106, 107], [-7, -7, -7, -7]]
   )
@@ -56,11 +58,11 @@ def test_epoch_chunks_cover_the_kept_words_once_with_uniform_windows(tmp_path):
   rng = np.random.default_rng(0)
   _topic_file(tmp_path / 'c.txt', rng)
   c = _config(tmp_path / 'c.txt', sample=1e-2)
-  corpus = tw.load_corpus(c)
+  corpus = word2vec_data.load_corpus(c)
   keep = w2v.keep_probability(corpus.counts, c.model.sample)
   table = w2v.noise_table(w2v.noise_distribution(corpus.counts))
   centres, sizes, lrs = [], [], []
-  for chunk, lr, done in tw.epoch_chunks(corpus, c, 0, table, keep):
+  for chunk, lr, done in word2vec_data.epoch_chunks(corpus, c, 0, table, keep):
     for b, batch in enumerate(chunk, 1):
       live = batch['w'] < len(corpus.words)
       centres.append(batch['w'][live])
@@ -86,12 +88,12 @@ def test_one_step_takes_its_centres_from_far_apart_lanes(tmp_path):
     f.write(' '.join(['spam'] * 100) + '\n')
   c = _config(tmp_path / 'c.txt', sample=0)
   c.steps_per_call = 16  # a call = 16 steps x 3 windows x 32 lanes; lanes 48 apart
-  corpus = tw.load_corpus(c)
+  corpus = word2vec_data.load_corpus(c)
   keep = np.ones(len(corpus.words))
   table = w2v.noise_table(w2v.noise_distribution(corpus.counts))
   spam = corpus.words.index('spam')
   most, total = 0, 0
-  for chunk, _, _ in tw.epoch_chunks(corpus, c, 0, table, keep):
+  for chunk, _, _ in word2vec_data.epoch_chunks(corpus, c, 0, table, keep):
     for batch in chunk:
       per_step = (batch['w'] == spam).sum(axis=1)  # [S]: copies of 'spam' per SGD step
       most, total = max(most, int(per_step.max())), total + int(per_step.sum())

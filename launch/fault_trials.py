@@ -1,0 +1,333 @@
+"""The fault trials of launch.faults, one function per kind of fault, each run against a
+fault_campaign.Campaign (its reference run done first) and adding its outcomes to the
+campaign's tallies. Each docstring or comment says the outcome the README promises.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from launch.fault_campaign import REPO, STEPS, Campaign
+
+# The third checkpoint save fails as a full disk would; everything else is the real train.main.
+FULL_DISK_SHIM = """
+import errno, runpy, sys
+from train import checkpointing
+real, calls = checkpointing.Checkpointer.save, [0]
+def save(self, *a, **k):
+  calls[0] += 1
+  if calls[0] == 3:
+    raise OSError(errno.ENOSPC, 'No space left on device (simulated, during a checkpoint save)')
+  return real(self, *a, **k)
+checkpointing.Checkpointer.save = save
+sys.argv = ['train.main'] + sys.argv[1:]
+runpy.run_module('train.main', run_name='__main__')
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals
+# ---------------------------------------------------------------------------------------------
+def signal_trial(c: Campaign, sig: int) -> None:
+  """kill -9 or SIGTERM at a random moment, then the same command: the final params equal the
+  reference's (SIGTERM must also exit 0)."""
+  name = 'kill -9 at a random moment' if sig == signal.SIGKILL else 'SIGTERM at a random moment'
+  w = c.workdir('kill9' if sig == signal.SIGKILL else 'sigterm')
+  proc = subprocess.Popen(
+    c.train_cmd(w),
+    cwd=REPO,
+    env=c.env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+  )
+  time.sleep(c.rng.uniform(0.3, c.run_seconds))
+  proc.send_signal(sig)
+  _, err = proc.communicate(timeout=300)
+  exited_ok = sig == signal.SIGKILL or proc.returncode in (0, None) or proc.returncode == -sig
+  if sig == signal.SIGTERM and proc.returncode not in (0, -signal.SIGTERM):
+    exited_ok = False
+  p = c.run(c.train_cmd(w))
+  same = p.returncode == 0 and c.same_as_reference(w)
+  c.tally(name).add(
+    exited_ok and same,
+    lost=not same,
+    note=f'first exit {proc.returncode}, resume exit {p.returncode}: '
+    + (err or b'').decode(errors='replace')[-200:],
+  )
+
+
+# ---------------------------------------------------------------------------------------------
+# Broken checkpoint items
+# ---------------------------------------------------------------------------------------------
+# label -> the item's file or folder inside a checkpoint step
+ITEMS = {
+  'params': 'params',
+  'optimizer state': 'train',
+  'data state': 'data',
+  'metadata': '_CHECKPOINT_METADATA',
+}
+
+
+def _broken_copy(c: Campaign, item: str, how: str) -> str:
+  """A copy of the reference workdir whose newest checkpoint has `item` truncated or deleted."""
+  w = c.workdir(f'broken-{item}-{how}')
+  shutil.copytree(c.reference_dir, w)
+  step = os.path.join(w, 'checkpoints', str(STEPS))
+  target = os.path.join(step, item)
+  paths = (
+    [target]
+    if os.path.isfile(target)
+    else [os.path.join(d, f) for d, _, fs in os.walk(target) for f in fs]
+  )
+  for path in paths:
+    if how == 'deleted':
+      os.remove(path)
+    else:
+      with open(path, 'r+b') as f:
+        f.truncate(max(os.path.getsize(path) // 3, 1) if os.path.getsize(path) > 1 else 0)
+  return w
+
+
+def checkpoint_item_trials(c: Campaign, cases=None) -> None:
+  """A broken item of the newest checkpoint: train resumes from the previous step and ends
+  bit-identical; evaluate and translate fall back too. `cases`: (label, how) pairs; default
+  every item of ITEMS, truncated and deleted."""
+  cases = cases or [(label, how) for label in ITEMS for how in ('truncated', 'deleted')]
+  for label, how in cases:
+    item = ITEMS[label]
+    # train: resumes from an earlier good step and retrains to the same params.
+    w = _broken_copy(c, item, how)
+    p = c.run(c.train_cmd(w))
+    ok, note = c.clean(p, 0)
+    same = ok and c.same_as_reference(w)
+    c.tally(f'newest checkpoint {label} {how}: train').add(same, lost=not same, note=note)
+    # evaluate and translate on a fresh broken copy: fall back (or use the intact params).
+    w = _broken_copy(c, item, how)
+    p = c.run([sys.executable, '-m', 'train.evaluate', f'--workdir={w}', '--split=test'])
+    ok, note = c.clean(p, 0)
+    c.tally(f'newest checkpoint {label} {how}: evaluate').add(ok, note=note)
+    p = c.run([sys.executable, '-m', 'train.translate', f'--workdir={w}'], stdin=b'abc\n')
+    ok, note = c.clean(p, 0)
+    ok = ok and len(p.stdout.decode().splitlines()) == 1
+    c.tally(f'newest checkpoint {label} {how}: translate').add(ok, note=note)
+
+
+# ---------------------------------------------------------------------------------------------
+# Disk and permissions
+# ---------------------------------------------------------------------------------------------
+def full_disk_trial(c: Campaign) -> None:
+  """The third save raises ENOSPC: one error line, exit 1, the previous checkpoints restore, and
+  a rerun ends bit-identical."""
+  w = c.workdir('full-disk')
+  p = c.run([sys.executable, '-c', FULL_DISK_SHIM, f'--config={c.config}', f'--workdir={w}'])
+  ok, note = c.clean(p, 1)
+  ok = ok and 'No space left' in p.stderr.decode()
+  from train import checkpointing, restore  # pylint: disable=import-outside-toplevel
+
+  steps = checkpointing.list_steps(w)
+  restorable = bool(steps) and restore.restorable_steps(w) == steps
+  again = c.run(c.train_cmd(w))
+  same = again.returncode == 0 and c.same_as_reference(w)
+  c.tally('full disk during a save').add(
+    ok and restorable and same, lost=not (restorable and same), note=note
+  )
+
+
+def read_only_trial(c: Campaign) -> None:
+  """Training in a read-only workdir: one error line, exit 1 (skipped as root)."""
+  tally = c.tally('read-only workdir')
+  if os.geteuid() == 0:
+    tally.notes.append('skipped: running as root, which ignores file permissions')
+    return
+  w = c.workdir('read-only')
+  shutil.copytree(c.reference_dir, w)
+  for d, _, fs in os.walk(w):
+    for name in fs + ['.']:
+      os.chmod(os.path.join(d, name), 0o555 if name == '.' else 0o444)
+  try:
+    p = c.run(c.train_cmd(w, '--config.total_steps=45'))
+    ok, note = c.clean(p, 1)
+    tally.add(ok, note=note)
+  finally:
+    for d, _, fs in os.walk(w):
+      for name in fs + ['.']:
+        os.chmod(os.path.join(d, name), 0o755)
+
+
+# ---------------------------------------------------------------------------------------------
+# A reader while training saves
+# ---------------------------------------------------------------------------------------------
+def concurrent_evaluate_trial(c: Campaign, steps: int = 200) -> None:
+  """Training runs `steps` steps (a save every 5) while evaluate --checkpoint=all loops: never a
+  failure."""
+  w = c.workdir('concurrent')
+  proc = subprocess.Popen(
+    c.train_cmd(w, f'--config.total_steps={steps}'),
+    cwd=REPO,
+    env=c.env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
+  tally = c.tally('evaluate --checkpoint=all while training saves')
+  while proc.poll() is None:
+    if not os.path.isdir(os.path.join(w, 'checkpoints')):
+      time.sleep(0.2)
+      continue
+    p = c.run(
+      [
+        sys.executable,
+        '-m',
+        'train.evaluate',
+        f'--workdir={w}',
+        '--split=test',
+        '--checkpoint=all',
+      ]
+    )
+    ok, note = c.clean(p, 0)
+    if not ok and 'no checkpoints' in note:
+      continue  # before the first save: nothing to read yet
+    tally.add(ok, note=note)
+  proc.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input files
+# ---------------------------------------------------------------------------------------------
+def bad_input_trials(c: Campaign) -> None:
+  """Every bad input file, for evaluate and translate, then for the training data."""
+  d = os.path.join(c.root, 'inputs')
+  os.makedirs(d, exist_ok=True)
+  _bad_file_trials(c, d)
+  _mismatched_lines_trial(c, d)
+  _missing_file_trials(c, d)
+  training_data_trials(c)
+
+
+def _bad_file_trials(c: Campaign, d: str) -> None:
+  """Empty, non-UTF-8, CRLF and 10,000-token-line files: translate keeps N lines in, N lines
+  out; evaluate scores them, or (nothing to score) fails with one error line."""
+  files = {
+    'empty': b'',
+    'non-UTF-8': b'abc\n\xff\xfe\nxyz\n',
+    'CRLF': b'abc\r\nxyz\r\n',
+    '10,000-token line': (' '.join(['a'] * 10_000) + '\nxyz\n').encode(),
+  }
+  for name, body in files.items():
+    path = os.path.join(d, name.replace(' ', '_').replace(',', '') + '.txt')
+    with open(path, 'wb') as f:
+      f.write(body)
+    lines = body.count(b'\n')
+    p = c.run(
+      [
+        sys.executable,
+        '-m',
+        'train.translate',
+        f'--workdir={c.reference_dir}',
+        f'--input={path}',
+      ]
+    )
+    ok, note = c.clean(p, 0)
+    ok = ok and len(p.stdout.decode().split('\n')[:-1]) == lines
+    c.tally(f'translate: {name} input').add(ok, note=note)
+    want = 1 if name in ('non-UTF-8', 'empty') else 0  # nothing to score is an error
+    p = c.run(
+      [
+        sys.executable,
+        '-m',
+        'train.evaluate',
+        f'--workdir={c.reference_dir}',
+        f'--source_file={path}',
+        f'--reference_file={path}',
+        '--output=' + os.path.join(d, 'out-{step}.json'),
+      ]
+    )
+    ok, note = c.clean(p, want)
+    c.tally(f'evaluate: {name} source + reference').add(ok, note=note)
+
+
+def _mismatched_lines_trial(c: Campaign, d: str) -> None:
+  """Sources and references of different line counts: one error line naming the lines."""
+  short = os.path.join(d, 'short.txt')
+  with open(short, 'w') as f:
+    f.write('abc\n')
+  p = c.run(
+    [
+      sys.executable,
+      '-m',
+      'train.evaluate',
+      f'--workdir={c.reference_dir}',
+      f'--source_file={os.path.join(d, "CRLF.txt")}',
+      f'--reference_file={short}',
+    ]
+  )
+  ok, note = c.clean(p, 1)
+  c.tally('evaluate: mismatched line counts').add(ok and 'line' in note, note=note)
+
+
+def _missing_file_trials(c: Campaign, d: str) -> None:
+  """A missing input file for evaluate and translate: one error line, exit 1."""
+  for cli in ('train.evaluate', 'train.translate'):
+    flag = '--source_file' if cli == 'train.evaluate' else '--input'
+    p = c.run(
+      [sys.executable, '-m', cli, f'--workdir={c.reference_dir}', f'{flag}={d}/missing.txt']
+    )
+    ok, note = c.clean(p, 1)
+    c.tally(f'{cli.split(".")[1]}: missing file').add(ok, note=note)
+
+
+def training_data_trials(c: Campaign) -> None:
+  """Multi30K raw files that are broken in each way, built by train.data.prepare: one-line
+  errors (exit 1) or warnings (exit 0), never a traceback."""
+  good = [f'a sentence number {i} .' for i in range(6)]
+  cases = {
+    'empty train file': {'train.en.gz': b''},
+    'non-UTF-8 line': {
+      'train.en.gz': ('\n'.join(good[:3]) + '\n').encode()
+      + b'\xff\xfe\n'
+      + ('\n'.join(good[4:]) + '\n').encode()
+    },
+    'CRLF line endings': {'train.en.gz': ''.join(s + '\r\n' for s in good).encode()},
+    '10,000-token line': {
+      'train.en.gz': ('\n'.join(good[:5] + [' '.join(['w'] * 10_000)]) + '\n').encode()
+    },
+    'mismatched line counts': {'train.en.gz': ('\n'.join(good[:4]) + '\n').encode()},
+    'missing split file': {'train.en.gz': None},
+  }
+  expect = {'empty train file': 1, 'mismatched line counts': 1, 'missing split file': 1}
+  for name, override in cases.items():
+    root = os.path.join(c.root, 'data', name.replace(' ', '_').replace(',', ''))
+    m = os.path.join(root, 'multi30k')
+    os.makedirs(m, exist_ok=True)
+    for prefix in ('train', 'val', 'test_2016_flickr'):
+      for lang in ('en', 'de'):
+        fname = f'{prefix}.{lang}.gz'
+        body = override.get(fname, ('\n'.join(good) + '\n').encode())
+        path = os.path.join(m, fname)
+        if body is None:
+          continue
+        with gzip.open(path, 'wb') as f:
+          f.write(body)
+    env_cmd = [
+      sys.executable,
+      '-m',
+      'train.data.prepare',
+      '--config=configs/multi30k.py',
+      f'--config.data.data_dir={root}',
+      '--config.data.vocab_size=40',
+      '--config.data.tokenizer=char',
+    ]
+    p = subprocess.run(
+      env_cmd,
+      cwd=REPO,
+      capture_output=True,
+      timeout=300,
+      env=dict(c.env, ATTNLAB_BUILD_DIR=os.path.join(root, 'build')),
+    )
+    ok, note = c.clean(p, expect.get(name, 0))
+    c.tally(f'training data: {name}').add(ok, note=note)
