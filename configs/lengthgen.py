@@ -89,7 +89,7 @@ def get_config(arg=None):
 
 # Plain data (configs import no code): model/positions.py SCHEMES in its order; a test
 # (tests/train/test_configs.py) fails when they differ.
-SCHEMES = ('none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary', 'alibi')
+SCHEMES = ('none', 'sinusoidal', 'learned', 'shaw', 't5', 't5_unscaled', 'rotary', 'alibi')
 TASKS = ('copy', 'reverse', 'sort', 'addition')
 # Two runs small enough to finish in a few minutes on a 2-core CPU: checks an install end to end.
 SMOKE = {
@@ -117,7 +117,7 @@ def sweep(name):
     return [{'model.position': p} for p in SCHEMES]
   if name == 'archs':
     return [{'model.position': p, 'model.arch': a} for a in ARCHS for p in SCHEMES]
-  if name == 'study':  # study 2: 4 tasks x 2 archs x 7 schemes = 56 runs
+  if name == 'study':  # study 2: 4 tasks x 2 archs x 8 schemes = 64 runs
     return [
       {'data.task': t, 'model.arch': a, 'model.position': p}
       for t in TASKS

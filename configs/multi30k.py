@@ -148,7 +148,7 @@ def get_config(arg=None):
 # Plain data (configs import no code): the position schemes and attention kinds of
 # model/positions.py SCHEMES and model/attention.py KINDS, in their order. A test
 # (tests/train/test_configs.py) fails when these differ from the registries.
-SCHEMES = ('none', 'sinusoidal', 'learned', 'shaw', 't5', 'rotary', 'alibi')
+SCHEMES = ('none', 'sinusoidal', 'learned', 'shaw', 't5', 't5_unscaled', 'rotary', 'alibi')
 ATTENTIONS = ('dot', 'additive', 'shared_qk', 'linear', 'lightconv', 'dynamicconv')
 SEEDS = (0, 1, 2)
 # Two runs small enough to finish in a few minutes on a 2-core CPU: checks an install end to end.
@@ -175,7 +175,7 @@ def sweep(name):
   if name == 'smoke':
     return [{**SMOKE, 'model.position': p} for p in ('sinusoidal', 'rotary')]
   # Seed-major order: a study stopped part-way has every setting with the same number of seeds.
-  if name == 'positions':  # study 1: 7 schemes x 3 seeds
+  if name == 'positions':  # study 1: 8 schemes x 3 seeds
     return [{'model.position': p, 'seed': s} for s in SEEDS for p in SCHEMES]
   if name == 'attention':  # study 3: scoring, shared QK, convolutions at 4 heads; 1 and 8 dot heads
     settings = [{'model.attention': a, 'model.num_heads': 4} for a in ATTENTIONS]

@@ -30,6 +30,7 @@ Every kind is one `KINDS` entry; `Kind.takes` records which position-scheme hook
 | lightconv  |  y   |     y      |    y    |   -    |  -   | -  |   -   |
 | dynamicconv|  y   |     y      |    y    |   -    |  -   | -  |   -   |
 
+`t5_unscaled` (T5's own unscaled logits, positions.py) is accepted wherever `t5` is.
 additive: rotary and Shaw's key term are defined through a dot product q.k. linear: there is no
 score matrix in the recurrence to add a bias or relative term to; rotary follows RoFormer sec. 3.3
 (rotate phi(q), phi(k) in the numerator only). lightconv / dynamicconv (model/convolution.py,
@@ -155,7 +156,7 @@ def softmax_weights(logits, mask, bias, dtype):
 
 # ---------------------------------------------------------------- registry of attention kinds
 def scaled_dot_logits(module: nn.Module, q: jax.Array, k: jax.Array) -> jax.Array:
-  return dot_scores(q, k) * (module.cfg.hd**-0.5)
+  return dot_scores(q, k) * module.logit_scale
 
 
 def additive_logits(module: nn.Module, q: jax.Array, k: jax.Array) -> jax.Array:
@@ -224,8 +225,10 @@ class Attention(nn.Module):
     if kind.conv is not None:  # a convolution model's cross-attention
       assert not self.is_self, 'self-attention of a convolution kind is model.convolution'
       kind = KINDS['dot']
-    proj = lambda n, name: DenseGeneral((n, d), ('embed', 'heads', 'kv'), dtype=dt, name=name)
-    q_proj = proj(nh, 'query')
+    proj = lambda n, name, s=1.0: DenseGeneral(
+      (n, d), ('embed', 'heads', 'kv'), dtype=dt, name=name, init_scale=s
+    )
+    q_proj = proj(nh, 'query', 1.0 / d if self.unscaled else 1.0)  # T5: 1/sqrt(D) in the init
     shared = kind.shared_qk and self.is_self  # Reformer shares QK in self-attention only
     k_proj = q_proj if shared else proj(nk, 'key')
     v_proj = proj(nk, 'value')
@@ -256,6 +259,18 @@ class Attention(nn.Module):
       out
     )
 
+  @property
+  def unscaled(self) -> bool:
+    """q.k logits without 1/sqrt(D) (positions.Scheme.unscaled: T5); cross-attention follows
+    the decoder's scheme. Only kinds whose logits are scaled q.k have a scale to drop."""
+    schemes, cfg = pos_lib.SCHEMES, self.cfg
+    scheme = schemes[self.position if self.is_self else cfg.dec_pos]
+    return scheme.unscaled and KINDS[cfg.attention].fused
+
+  @property
+  def logit_scale(self) -> float:
+    return 1.0 if self.unscaled else self.cfg.hd**-0.5
+
   def _append(self, k, v, length, index):
     b, _, nk, d = k.shape
     ck = self.variable('cache', 'k', jnp.zeros, (b, length, nk, d), k.dtype)
@@ -278,7 +293,9 @@ class Attention(nn.Module):
         if report:  # the kernel never materialises the weights: compute them aside
           self._report(softmax_weights(kind.logits(self, q, k), mask, bias, q.dtype))
         b = None if bias is None else bias.astype(q.dtype)
-        return jax.nn.dot_product_attention(q, k, v, bias=b, mask=mask, implementation=impl)
+        return jax.nn.dot_product_attention(
+          q, k, v, bias=b, mask=mask, scale=1.0 if self.unscaled else None, implementation=impl
+        )
     logits = kind.logits(self, q, k)
     value_term = None
     if scheme.relative is not None:

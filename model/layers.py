@@ -35,6 +35,7 @@ class DenseGeneral(nn.Module):
   in_dims: int = 1
   use_bias: bool = False
   dtype: jnp.dtype = jnp.float32
+  init_scale: float = 1.0  # variance = init_scale / fan_in
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -42,7 +43,7 @@ class DenseGeneral(nn.Module):
     shape = tuple(in_shape) + tuple(self.features)
     n_in = len(in_shape)
     init = nn.initializers.variance_scaling(
-      1.0,
+      self.init_scale,
       'fan_in',
       'truncated_normal',
       in_axis=tuple(range(n_in)),

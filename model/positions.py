@@ -12,14 +12,31 @@ modules call the hooks, never a scheme by name:
 | (none)     | none                | -                              | -                                                  |
 | `embed`    | sinusoidal, learned | layers.EmbedInput              | `(module, pos[B,T], cfg) -> [B,T,d_model]` added   |
 | `rotate`   | rotary (RoFormer)   | attention, on q and k          | `(x[B,T,H,D], pos[B,T]) -> x`                      |
-| `bias`     | t5, alibi           | transformer, once per stack    | `(module, q_pos, k_pos, cfg, bidirectional) -> [B,H,Tq,Tk]` |
+| `bias`     | t5, t5_unscaled, alibi | transformer, once per stack    | `(module, q_pos, k_pos, cfg, bidirectional) -> [B,H,Tq,Tk]` |
 | `relative` | shaw (Shaw et al.)  | attention, per layer           | `(module, q_pos, k_pos, cfg) -> (logit_term, value_term)` |
 
 `relative` returns two functions: `logit_term(q[B,Tq,H,D]) -> [B,H,Tq,Tk]` (added to the scaled
 logits) and `value_term(weights[B,H,Tq,Tk]) -> [B,Tq,H,D]` (added to the attention output).
 `check(cfg) -> message | None` is the scheme's own config check, run by model/config.py when a
 stack uses it; `check_length(length, cfg, what, alternative)` raises for a static length the scheme
-cannot reach (the learned table, checked by the decoder for its cache). `module` is the Flax module that owns any parameters of the scheme
+cannot reach (the learned table, checked by the decoder for its cache).
+
+Two bias schemes, and what their papers say:
+- `t5` adds T5's bucketed bias (Raffel et al. 2020) to our 1/sqrt(D)-scaled logits: the form
+  study 1 used. `t5_unscaled` is T5's own attention: logits q.k + bias with no 1/sqrt(D), the
+  scale folded into the query projection's init (std (d_model * D)^-1/2, as Mesh TensorFlow
+  initialises T5), in every attention of the model (cross-attention follows the decoder's
+  scheme). At init the two give the same logits; training differs, because Adam's step is the
+  same size for a parameter 1/sqrt(D) as large.
+- `alibi` (Press et al. 2022) is defined for causal attention, where -m * (i - j) and the code's
+  -m * |i - j| agree. For a bidirectional encoder the ALiBi author's note on encoders
+  (ofirpress/attention_with_linear_biases issue #5) gives the full matrix -m * |j - i|, and that
+  is what the encoder uses. Its consequence, which a study must keep in mind: the bias is
+  symmetric, so with no other position signal (cross-attention carries none) the encoder is
+  mirror-equivariant: a reversed segment gives the reversed encoder states
+  (tests/model/test_positions.py checks it), and the model tells a sentence from its reversal
+  only through asymmetric content such as the trailing EOS. The length-generalisation study's
+  encoder-decoder ALiBi rows use this form. `module` is the Flax module that owns any parameters of the scheme
 (created with `module.param`). Cross-attention always uses `none`. Which hooks each attention kind
 can take is recorded in attention.KINDS; the (attention x position) refusal table derives from it.
 """
@@ -135,7 +152,9 @@ def alibi_slopes(num_heads: int) -> list[float]:
 
 
 def alibi_bias(module: nn.Module, q_pos: jax.Array, k_pos: jax.Array, cfg, bidirectional: bool):
-  del module, bidirectional  # -slope*|distance| equals the paper's slope*(j-i) under a causal mask
+  # -slope*|distance| equals the paper's slope*(j-i) under a causal mask, and is the ALiBi
+  # author's form for a bidirectional encoder (see the module docstring).
+  del module, bidirectional
   slopes = jnp.asarray(alibi_slopes(cfg.num_heads), jnp.float32)
   dist = jnp.abs(k_pos[:, None, :] - q_pos[:, :, None]).astype(jnp.float32)
   return -slopes[None, :, None, None] * dist[:, None]
@@ -207,6 +226,9 @@ class Scheme:
   relative: Callable | None = None  # (module, q_pos, k_pos, cfg) -> (logit_term, value_term)
   check: Callable | None = None  # (cfg) -> error message or None
   check_length: Callable | None = None  # (length, cfg, what, alternative): raise if out of reach
+  # q.k logits without 1/sqrt(D), the scale folded into the query projection's init instead
+  # (T5: Raffel et al. 2020, Mesh TensorFlow's attention). Not a hook: any kind may take it.
+  unscaled: bool = False
 
   @property
   def hooks(self) -> frozenset[str]:
@@ -222,6 +244,7 @@ SCHEMES: dict[str, Scheme] = {
   'learned': Scheme(embed=learned_embed, check=_learned_check, check_length=check_learned_length),
   'shaw': Scheme(relative=shaw_relative),
   't5': Scheme(bias=t5_bias),
+  't5_unscaled': Scheme(bias=t5_bias, unscaled=True),
   'rotary': Scheme(rotate=apply_rotary, check=_even('rotary', 'hd', 'head_dim')),
   'alibi': Scheme(bias=alibi_bias),
 }

@@ -260,7 +260,10 @@ class Loop:
     metrics_lib.log(metrics_lib.console_line(self.step, self.run.config.total_steps, values, rates))
     self.writer.scalars(
       self.step,
-      {k: values[k] for k in ('loss', 'nll', 'accuracy', 'lr', 'grad_norm', 'param_norm')},
+      {
+        k: values[k]
+        for k in ('loss', 'loss_kl', 'nll', 'accuracy', 'lr', 'grad_norm', 'param_norm')
+      },
       'train',
     )
     self.writer.scalars(self.step, rates, 'perf')

@@ -16,6 +16,7 @@ Two forms with the same value:
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +28,15 @@ def _smoothing(label_smoothing: float, vocab: int):
   if label_smoothing <= 0:
     return 1.0, 0.0
   return 1.0 - label_smoothing, label_smoothing / (vocab - 1)
+
+
+def smoothing_entropy(label_smoothing: float, vocab: int) -> float:
+  """Entropy (nats) of the smoothed label distribution: the label-smoothed cross-entropy minus
+  this is the KL divergence to the smoothed labels (logged as `loss_kl`; 0 for a perfect fit)."""
+  conf, low = _smoothing(label_smoothing, vocab)
+  if low == 0.0:
+    return 0.0
+  return -(conf * math.log(conf) + (vocab - 1) * low * math.log(low))
 
 
 def cross_entropy_sums(logits, targets, weights, label_smoothing=0.0):

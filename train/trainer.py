@@ -104,10 +104,13 @@ def loss_sums_and_grads(params, batch, rng, *, module, label_smoothing, chunk_to
       sums = loss_lib.fused_cross_entropy_sums(
         hidden, table, batch['targets'], batch['weights'], label_smoothing, chunk_tokens
       )
+      vocab = table.shape[0]
     else:
       logits = _apply(module, p, batch, rng, deterministic=False)
       sums = cross_entropy_sums(logits, batch['targets'], batch['weights'], label_smoothing)
-    return sums['loss'], sums
+      vocab = logits.shape[-1]
+    entropy = loss_lib.smoothing_entropy(label_smoothing, vocab)  # of the smoothed labels
+    return sums['loss'], {**sums, 'kl': sums['loss'] - entropy * sums['tokens']}
 
   (_, sums), grads = jax.value_and_grad(f, has_aux=True)(params)
   return sums, grads
@@ -145,7 +148,8 @@ def loss_and_grads(params, batch, rng, *, module, label_smoothing, accum_steps=1
   denom = jnp.maximum(sums['tokens'], 1.0)
   grads = jax.tree.map(lambda g: g / denom, grads)
   metrics = {
-    'loss': sums['loss'] / denom,
+    'loss': sums['loss'] / denom,  # label-smoothed cross-entropy, as fairseq and T2T log it
+    'loss_kl': sums['kl'] / denom,  # KL divergence to the smoothed labels (0 = perfect fit)
     'nll': sums['nll'] / denom,
     'accuracy': sums['correct'] / denom,
     'tokens': sums['tokens'],

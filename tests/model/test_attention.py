@@ -203,3 +203,36 @@ def test_cross_attention_projects_the_other_sequence():
   a = _np_softmax(np.einsum('bthk,bshk->bhts', q, k) / np.sqrt(HD))
   want = np.einsum('bthk,hkd->btd', np.einsum('bhts,bshk->bthk', a, v), w['out'])
   np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize('impl', ['xla', 'einsum'])
+def test_t5_unscaled_adds_the_bias_to_raw_logits_with_the_scale_in_the_query_init(impl):
+  """T5 (Raffel et al. 2020): softmax(q.k + bias), no 1/sqrt(D); the query projection starts
+  with std (d_model * D)^-1/2 instead (Mesh TF's init), so logits at init match `t5`'s."""
+  cfg = _cfg(attention='dot', position='t5_unscaled', attention_impl=impl)
+  module = attn.Attention(cfg, 't5_unscaled')
+  x, mask, pos = _inputs()
+  bias = jnp.asarray(np.random.default_rng(2).normal(size=(B, H, T, T)), jnp.float32)
+  params = module.init(jax.random.key(1), x, x, mask, bias, pos, pos)['params']
+  got, inter = module.apply(
+    {'params': params}, x, x, mask, bias, pos, pos, mutable=['intermediates']
+  )
+  w = _weights(params)
+  xn = np.asarray(x)
+  q = np.einsum('btd,dhk->bthk', xn, w['query'])
+  k = np.einsum('btd,dhk->bthk', xn, w['key'])
+  v = np.einsum('btd,dhk->bthk', xn, w['value'])
+  a = _np_softmax(np.where(mask, np.einsum('bthk,bshk->bhts', q, k) + np.asarray(bias), -1e9))
+  want = np.einsum(
+    'bhtk,hkd->btd', np.einsum('bhts,bshk->bthk', a, v).transpose(0, 2, 1, 3), w['out']
+  )
+  np.testing.assert_allclose(np.asarray(got)[0], want[0], atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(inter['intermediates']['attention_weights'][0])[0], a[0], atol=1e-6
+  )
+  # init: query std (d_model * D)^-1/2 (truncated normal: ~0.88 of it), keys the usual d^-1/2
+  ratio = w['query'].std() / w['key'].std()
+  assert ratio == pytest.approx(HD**-0.5, rel=0.35)
+  scaled = attn.Attention(_cfg(attention='dot', position='t5'), 't5')
+  p2 = scaled.init(jax.random.key(1), x, x, mask, bias, pos, pos)['params']
+  np.testing.assert_allclose(_weights(p2)['query'] * HD**-0.5, w['query'], rtol=1e-5)

@@ -115,3 +115,33 @@ def test_rotary_dot_product_depends_only_on_offset():
     for shift in (1, 11, 40):
       assert abs(score(m, n) - score(m + shift, n + shift)) < 1e-4
   assert abs(score(0, 3) - score(0, 4)) > 1e-3  # it does depend on the offset
+
+
+def test_alibi_encoder_is_mirror_equivariant():
+  """The symmetric -m|j - i| bias of a bidirectional encoder (the ALiBi author's encoder form,
+  documented in model/positions.py): with no other position signal, reversing a sequence
+  reverses its encoder states, so only asymmetric content tells a sentence from its reversal."""
+  import jax
+
+  import model
+
+  cfg = dict(
+    arch='encoder_decoder',
+    vocab_size=16,
+    d_model=16,
+    num_heads=4,
+    num_layers=2,
+    d_ff=16,
+    dropout=0.0,
+    position='alibi',
+  )
+  m = model.build_model(cfg)
+  ids = np.array([[5, 9, 3, 7, 11, 4]], np.int32)
+  batch = lambda t: {'inputs': jnp.asarray(t), 'decoder_inputs': jnp.asarray(t)}
+  params = m.init(jax.random.key(0), batch(ids))
+  enc = lambda t: np.asarray(m.apply(params, batch(t), method='encode'))
+  np.testing.assert_allclose(enc(ids[:, ::-1]), enc(ids)[:, ::-1], atol=1e-5)
+  rotary = model.build_model({**cfg, 'position': 'rotary'})  # a directional scheme is not
+  p2 = rotary.init(jax.random.key(0), batch(ids))
+  e = lambda t: np.asarray(rotary.apply(p2, batch(t), method='encode'))
+  assert np.abs(e(ids[:, ::-1]) - e(ids)[:, ::-1]).max() > 1e-3

@@ -119,3 +119,23 @@ def test_fused_is_off_where_the_model_cannot_use_it():
   assert trainer.fused_loss_chunk(c) == 0
   c.model.tie_output, c.model.arch = True, 'rnn'
   assert trainer.fused_loss_chunk(c) == 0
+
+
+@pytest.mark.parametrize('eps', [0.0, 0.1, 0.3])
+def test_logged_kl_is_the_divergence_to_the_smoothed_labels(eps):
+  """`loss` is fairseq's label-smoothed cross-entropy; `loss_kl` = loss - H(q) is KL(q || p),
+  computed here from the two distributions in NumPy."""
+  rng = np.random.default_rng(0)
+  v = 7
+  logits = rng.normal(size=(3, 4, v))
+  targets = rng.integers(0, v, size=(3, 4))
+  weights = np.ones((3, 4))
+  sums = loss_lib.cross_entropy_sums(
+    jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(weights), eps
+  )
+  q = np.full((3, 4, v), eps / (v - 1))
+  np.put_along_axis(q, targets[..., None], 1 - eps, axis=-1)
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  kl = np.where(q > 0, q * (np.log(np.where(q > 0, q, 1)) - logp), 0).sum(-1).mean()
+  got = float(sums['loss']) / 12 - loss_lib.smoothing_entropy(eps, v)
+  assert got == pytest.approx(kl, rel=1e-5, abs=1e-6)
