@@ -109,9 +109,7 @@ def base_config():
   c.model.dropout = 0.1  # residual / embedding dropout
   c.model.attention_dropout = 0.0  # dropout on attention weights
   c.model.dropout_mask = 'bernoulli'  # bernoulli (flax, threefry bits) | hash (~15x cheaper on CPU)
-  c.model.position = (
-    'sinusoidal'  # none | sinusoidal | learned | shaw | t5 | t5_unscaled | rotary | alibi
-  )
+  c.model.position = 'sinusoidal'  # none|sinusoidal|learned|shaw|t5|t5_unscaled|rotary|alibi
   c.model.encoder_position = mlc.config_dict.placeholder(str)  # None -> position
   c.model.decoder_position = mlc.config_dict.placeholder(str)  # None -> position
   c.model.max_len = 256  # learned position table size

@@ -240,7 +240,8 @@ class Attention(nn.Module):
         k = k * jax.lax.rsqrt(
           jnp.sum(jnp.square(k.astype(jnp.float32)), -1, keepdims=True) + 1e-12
         ).astype(k.dtype)
-    elif self.decode:  # cross K/V: computed when the cache is created, reused afterwards
+    elif self.decode:  # cross K/V: computed when the cache is created, reused afterwards; the
+      # `cross_` prefix tells beam search they depend on the source only (model/decoding.py)
       k = self.variable('cache', 'cross_k', lambda: k_proj(kv_input)).value
       v = self.variable('cache', 'cross_v', lambda: v_proj(kv_input)).value
     else:

@@ -10,6 +10,7 @@ because it has segment 0, and positions are explicit, so every position scheme s
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 
 import jax
@@ -17,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from model.vocab import BOS, EOS, PAD
+
+CROSS_PREFIX = 'cross_'  # cache leaves that depend on the source only (model/attention.py)
 
 METHODS = ('greedy', 'beam', 'sample')
 
@@ -40,8 +43,11 @@ def generate(
   top_k=0,
   top_p=1.0,
   rng=None,
+  split_rows=True,
 ):
   """Decode `batch['inputs']` -> int32 [B, L]: tokens without BOS, EOS included, 0 after EOS.
+
+  split_rows: greedy and beam search split the rows over the local devices (`row_devices`).
 
   Row b may produce at most (its source length + max_len_margin) tokens (EOS is forced at that
   length); L = inputs width + margin, or `max_len` for every row when given.
@@ -75,17 +81,59 @@ def generate(
     limits = np.full(inputs.shape[0], total)
   fn = _compiled(module, method, int(beam_size) if method == 'beam' else 1, int(total), int(top_k))
   rng = jax.random.key(0) if rng is None else rng
-  out = fn(
-    variables,
-    {k: jnp.asarray(v) for k, v in arrays.items()},
-    jnp.asarray(limits, jnp.int32),
-    rng,
-    jnp.float32(alpha),
-    jnp.float32(temperature),
-    jnp.float32(top_p),
-  )
-  out = np.asarray(out)
+  scalars = (rng, jnp.float32(alpha), jnp.float32(temperature), jnp.float32(top_p))
+  devices = row_devices(inputs.shape[0], method) if split_rows else None
+  if devices is None:
+    out = fn(
+      variables,
+      {k: jnp.asarray(v) for k, v in arrays.items()},
+      jnp.asarray(limits, jnp.int32),
+      *scalars,
+    )
+    out = np.asarray(out)
+  else:
+    out = _split_call(fn, variables, arrays, limits, scalars, devices)
   return np.pad(out, ((0, 0), (0, out_len - out.shape[1])))  # PAD after EOS, width as promised
+
+
+MIN_ROWS_PER_DEVICE = 8  # below this, a second compile costs more than the rows it parallelises
+
+
+def row_devices(rows: int, method: str):
+  """The local devices greedy / beam search splits `rows` over, or None for one device.
+
+  Rows are independent in greedy and beam search, so each device decodes a slice of them (one
+  single-threaded XLA:CPU device per core under `--cpu_devices=auto`, as flax examples/wmt pmaps
+  its beam search). Sampling stays on one device: its noise would depend on the split.
+  Multi-process runs keep one device per call (their rows are already split by host)."""
+  devices = jax.local_devices()
+  if method == 'sample' or jax.process_count() > 1:
+    return None
+  n = min(len(devices), rows // MIN_ROWS_PER_DEVICE)
+  return devices[:n] if n > 1 else None
+
+
+def _split_call(fn, variables, arrays, limits, scalars, devices):
+  """fn on equal row slices, one per device, dispatched from threads so that the per-device
+  compiles and runs overlap; rows are padded (repeating the last) to a multiple of the devices."""
+  rows, n = len(limits), len(devices)
+  per = -(-rows // n)
+  pad = lambda a: np.concatenate([a, np.repeat(a[-1:], per * n - rows, axis=0)])
+  arrays, limits = {k: pad(v) for k, v in arrays.items()}, pad(np.asarray(limits, np.int32))
+
+  def run(i):
+    dev, sl = devices[i], slice(i * per, (i + 1) * per)
+    put = lambda x: jax.device_put(x, dev)
+    out = fn(
+      put(variables),
+      {k: put(v[sl]) for k, v in arrays.items()},
+      put(limits[sl]),
+      *map(put, scalars),
+    )
+    return np.asarray(out)
+
+  with concurrent.futures.ThreadPoolExecutor(n) as pool:
+    return np.concatenate(list(pool.map(run, range(n))))[:rows]
 
 
 @functools.lru_cache(maxsize=32)
@@ -194,8 +242,18 @@ def _greedy_or_sample(
 
 
 def _reorder(cache, flat_idx):
-  # Every cache leaf with a batch has it on axis 0 (see model/transformer.py); scalars are shared.
-  return jax.tree_util.tree_map(lambda x: jnp.take(x, flat_idx, axis=0) if x.ndim else x, cache)
+  """Gather each beam's parent state. Every cache leaf with a batch has it on axis 0 (see
+  model/transformer.py); scalars are shared. Leaves named `cross_*` (cross-attention K/V or
+  state, a function of the source alone) are equal across a sentence's beams, and a parent is
+  always a beam of the same sentence: they stay as they are."""
+
+  def take(path, x):
+    name = getattr(path[-1], 'key', '')
+    if not x.ndim or str(name).startswith(CROSS_PREFIX):
+      return x
+    return jnp.take(x, flat_idx, axis=0)
+
+  return jax.tree_util.tree_map_with_path(take, cache)
 
 
 def _beam(next_fn, logits, cache, limits, k, total, alpha):

@@ -127,7 +127,7 @@ def test_cache_holds_the_last_k_minus_1_inputs_per_layer():
 
 def test_conv_kinds_take_added_positions_and_refuse_the_rest():
   for kind in ('lightconv', 'dynamicconv'):
-    assert cfg_lib.UNSUPPORTED[kind] == ('shaw', 't5', 'rotary', 'alibi')
+    assert cfg_lib.UNSUPPORTED[kind] == ('shaw', 't5', 't5_unscaled', 'rotary', 'alibi')
     with pytest.raises(ValueError, match=r"'rotary' is not supported.*\['none', 'sinusoidal'"):
       _cfg(attention=kind, position='rotary')
   with pytest.raises(ValueError, match='widths \\[3, 7\\].*scan_layers=False'):

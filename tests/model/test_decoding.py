@@ -207,3 +207,27 @@ def test_uncached_decoding_matches_cached(monkeypatch, method, chunk):
     decoding.Uncached(module), params, {'inputs': inputs}, method=method, beam_size=3, max_len=10
   )
   np.testing.assert_array_equal(cached, uncached)
+
+
+@pytest.mark.parametrize('method', ['greedy', 'beam'])
+def test_rows_split_over_devices_equal_one_device(method):
+  """Greedy and beam search decode 2 x 8 + 1 rows on 3 devices (rows padded to 3 x 6) exactly as
+  on one device; sampling never splits (its noise would depend on the split)."""
+  m, params = tiny('encoder_decoder')
+  rng = np.random.default_rng(0)
+  inputs = rng.integers(3, 12, size=(17, 5)).astype(np.int32)
+  inputs[:, -1] = 1
+  inputs[::3, 3:] = 0  # some shorter rows
+  batch = {'inputs': inputs}
+  assert [d.id for d in decoding.row_devices(17, method)] == [d.id for d in jax.devices()[:2]]
+  assert decoding.row_devices(7, method) is None and decoding.row_devices(64, 'sample') is None
+  kw = dict(method=method, beam_size=3, max_len_margin=3)
+  one = decoding.generate(m, params, batch, split_rows=False, **kw)
+  old = decoding.MIN_ROWS_PER_DEVICE
+  decoding.MIN_ROWS_PER_DEVICE = 5
+  try:
+    assert len(decoding.row_devices(17, method)) == 3
+    split = decoding.generate(m, params, batch, **kw)
+  finally:
+    decoding.MIN_ROWS_PER_DEVICE = old
+  np.testing.assert_array_equal(split, one)

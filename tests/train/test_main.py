@@ -97,7 +97,7 @@ def test_bad_choice_fails_fast_listing_valid_values(env, tmp_path):
   p = _run(root, e, tmp_path / 'w', '--config.model.position=bogus')
   assert p.returncode != 0
   assert "model.position='bogus'" in p.stderr
-  assert 'none, sinusoidal, learned, shaw, t5, rotary, alibi' in p.stderr
+  assert 'none, sinusoidal, learned, shaw, t5, t5_unscaled, rotary, alibi' in p.stderr
   assert time.time() - t0 < 30
   assert not (tmp_path / 'w').exists()  # nothing built, nothing written
 
