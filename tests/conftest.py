@@ -19,3 +19,10 @@ def pytest_configure(config):
   from train import runtime  # pylint: disable=import-outside-toplevel  (after the env above)
 
   runtime.setup_runtime()  # the pytest workers use that cache too, as train.main does
+
+
+def pytest_collection_modifyitems(config, items):
+  """Slow tests first (stable otherwise): with pytest-xdist's load scheduling a long end-to-end
+  test that starts last keeps one worker busy after the other has finished."""
+  del config
+  items.sort(key=lambda item: item.get_closest_marker('slow') is None)
