@@ -92,30 +92,44 @@ def peer_batch(batch):
   }
 
 
+def _check_one_num_layers(m):
+  """The peer has one num_layers for both stacks of an encoder-decoder; other models fail here."""
+  enc = m.get('num_encoder_layers') or m.num_layers
+  dec = m.get('num_decoder_layers') or m.num_layers
+  if enc != dec or m.arch != 'encoder_decoder':
+    raise ValueError(
+      f'the peer has one num_layers for both stacks of an encoder-decoder; '
+      f'got arch={m.arch}, {enc}+{dec} layers'
+    )
+
+
 class Peer:
   """The flax examples/wmt Transformer, built as its train.py's `train_and_evaluate` builds it."""
 
   def __init__(self, peer, config, batches, decode_len, beam_size):
     import jax  # pylint: disable=import-outside-toplevel
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-    import numpy as np  # pylint: disable=import-outside-toplevel
-    import optax  # pylint: disable=import-outside-toplevel
-    from flax import jax_utils, linen as nn  # pylint: disable=import-outside-toplevel
     from flax.training import common_utils  # pylint: disable=import-outside-toplevel
 
-    m = config.model
-    enc = m.get('num_encoder_layers') or m.num_layers
-    dec = m.get('num_decoder_layers') or m.num_layers
-    if enc != dec or m.arch != 'encoder_decoder':
-      raise ValueError(
-        f'the peer has one num_layers for both stacks of an encoder-decoder; '
-        f'got arch={m.arch}, {enc}+{dec} layers'
-      )
+    _check_one_num_layers(config.model)
     self.p, self.shard, self.tohost = peer, common_utils.shard, peer.tohost
     self.n_dev = jax.local_device_count()
     rows, length = batches[0]['targets'].shape
     self.max_decode_len = decode_len + 1
-    self.train_config = peer.models.TransformerConfig(
+    self.train_config = self._transformer_config(config.model, length)
+    eval_config = self.train_config.replace(deterministic=True)
+    predict_config = self.train_config.replace(deterministic=True, decode=True)
+    rng, lr_fn = self._init_state(config, eval_config, rows, length)
+    self._pmap_steps(config, lr_fn, predict_config, beam_size)
+    self.dropout_rngs = jax.random.split(rng, self.n_dev)
+    self._put_batches(batches)
+    self._warm_up()
+
+  def _transformer_config(self, m, length):
+    """The peer's TransformerConfig for training, as train_and_evaluate sets it."""
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    from flax import linen as nn  # pylint: disable=import-outside-toplevel
+
+    return self.p.models.TransformerConfig(
       vocab_size=int(m.vocab_size),
       output_vocab_size=int(m.vocab_size),
       share_embeddings=True,
@@ -134,17 +148,24 @@ class Peer:
       kernel_init=nn.initializers.xavier_uniform(),
       bias_init=nn.initializers.normal(stddev=1e-6),
     )
-    eval_config = self.train_config.replace(deterministic=True)
-    predict_config = self.train_config.replace(deterministic=True, decode=True)
+
+  def _init_state(self, config, eval_config, rows, length):
+    """Initialises, counts and replicates the train state; returns (dropout rng, lr schedule)."""
+    import jax  # pylint: disable=import-outside-toplevel
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import optax  # pylint: disable=import-outside-toplevel
+    from flax import jax_utils  # pylint: disable=import-outside-toplevel
+
     rng, init_rng = jax.random.split(jax.random.key(config.seed))
-    module = peer.models.Transformer(eval_config)
+    module = self.p.models.Transformer(eval_config)
     variables = jax.jit(module.init)(
       init_rng, jnp.ones((rows, length), jnp.float32), jnp.ones((rows, length), jnp.float32)
     )
-    lr_fn = peer.create_learning_rate_schedule(
+    lr_fn = self.p.create_learning_rate_schedule(
       learning_rate=config.optim.learning_rate, warmup_steps=max(1, config.optim.warmup_steps)
     )
-    state = peer.TrainState.create(
+    state = self.p.TrainState.create(
       apply_fn=module.apply,
       params=variables['params'],
       tx=optax.adamw(learning_rate=lr_fn, b1=0.9, b2=0.98, eps=1e-9, weight_decay=0.0),
@@ -152,9 +173,15 @@ class Peer:
     )
     self.params_count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state.params))
     self.state = jax_utils.replicate(state)
+    return rng, lr_fn
+
+  def _pmap_steps(self, config, lr_fn, predict_config, beam_size):
+    """The peer's train_step, initialize_cache and predict_step, each under jax.pmap."""
+    import jax  # pylint: disable=import-outside-toplevel
+
     self.train_step = jax.pmap(
       functools.partial(
-        peer.train_step,
+        self.p.train_step,
         config=self.train_config,
         learning_rate_fn=lr_fn,
         label_smoothing=config.optim.label_smoothing,
@@ -164,22 +191,32 @@ class Peer:
     )
     self.init_cache = jax.pmap(
       functools.partial(
-        peer.initialize_cache, max_decode_len=self.max_decode_len, config=predict_config
+        self.p.initialize_cache, max_decode_len=self.max_decode_len, config=predict_config
       ),
       axis_name='batch',
     )
     self.pred_step = jax.pmap(
-      functools.partial(peer.predict_step, config=predict_config, beam_size=beam_size),
+      functools.partial(self.p.predict_step, config=predict_config, beam_size=beam_size),
       axis_name='batch',
       static_broadcasted_argnums=(3, 4),
     )
-    self.dropout_rngs = jax.random.split(rng, self.n_dev)
-    put = jax.pmap(lambda b: b)  # batches on the devices before timing, as attnlab's
+
+  def _put_batches(self, batches):
+    """Batches on the devices before timing, as attnlab's."""
+    import jax  # pylint: disable=import-outside-toplevel
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    put = jax.pmap(lambda b: b)
     self.batches = batches
     self.device_batches = [
       put(self.shard(jax.tree_util.tree_map(np.asarray, peer_batch(b)))) for b in batches
     ]
     jax.block_until_ready(self.device_batches)
+
+  def _warm_up(self):
+    """Two warm-up steps; `compile_s` is the first one's time."""
+    import jax  # pylint: disable=import-outside-toplevel
+
     t0 = time.perf_counter()
     # Two warm-up steps: the second compiles again, as the replicated state from
     # jax_utils.replicate and the one pmap returns are laid out differently (a one-time cost

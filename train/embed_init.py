@@ -11,6 +11,8 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
+from train import layout
+
 
 def _same_tokenizer(w2v_dir: str, model_dir: str) -> bool:
   """Whether two saved tokenizer directories hold byte-identical files."""
@@ -41,21 +43,21 @@ def load_embedding_matrix(
   byte for byte. `std` rescales the matrix to that per-entry standard deviation (word2vec norms
   are far from a Transformer's init scale); None keeps the trained scale.
   """
-  path = os.path.join(workdir, 'embeddings.npy')
+  path = layout.embeddings_path(workdir)
   if not os.path.exists(path):
     raise FileNotFoundError(
       f'{path} not found: train one with `python -m train.word2vec '
       f'--config=configs/word2vec.py:tokens=sentencepiece --workdir=...`.'
     )
   emb = np.load(path)
-  meta_path = os.path.join(workdir, 'vocab_kind.txt')
+  meta_path = layout.vocab_kind_path(workdir)
   kind = open(meta_path).read().strip() if os.path.exists(meta_path) else 'unknown'
   if kind != 'sentencepiece':
     raise ValueError(
       f'{workdir} holds a {kind!r} word2vec run; a Transformer needs one trained '
       f'on its sentencepiece ids (configs/word2vec.py:tokens=sentencepiece).'
     )
-  mine = os.path.join(workdir, 'tokenizer')
+  mine = layout.tokenizer_dir(workdir)
   if (
     tokenizer_dir
     and os.path.isdir(tokenizer_dir)

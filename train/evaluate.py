@@ -188,6 +188,71 @@ def _print_examples(result: dict[str, Any], examples: dict[int, dict], n: int) -
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
+def _check_run_arguments(checkpoint, split, source_file, reference_file) -> None:
+  """ValueError for a --split/--source_file/--reference_file or --checkpoint that cannot work."""
+  if split and source_file:
+    raise ValueError('give either --split or --source_file (with --reference_file), not both')
+  if reference_file and not source_file:
+    raise ValueError('--reference_file needs --source_file')
+  if (
+    checkpoint not in ('latest', 'best', 'all')
+    and not checkpoint.isdigit()
+    and averaging.parse(checkpoint) is None
+  ):
+    raise ValueError(
+      f'--checkpoint={checkpoint!r}: use latest, best, all or a step number, or avg_last:N'
+    )
+
+
+def _resolve_checkpoints(workdir: str, checkpoint: str, output) -> list:
+  """The checkpoints `checkpoint` names; several need {step} in --output."""
+  checkpoints = restore.resolve_checkpoints(workdir, checkpoint)
+  if output and len(checkpoints) > 1 and '{step}' not in output:
+    raise ValueError(
+      f'--output={output}: several checkpoints would overwrite one file; '
+      'put {step} in the name, e.g. --output=out/val-{step}.json'
+    )
+  return checkpoints
+
+
+def _pending_checkpoints(checkpoints, eval_dir: str, ledger_key: str, name: str) -> list:
+  """--checkpoint=all: those of `checkpoints` the ledger has no result for under `ledger_key`."""
+  steps = scoring.pending_steps(
+    [c.step for c in checkpoints], scoring.load_ledger(eval_dir), ledger_key
+  )
+  print(f'{len(steps)} checkpoint(s) to evaluate on {name}: {steps}')
+  return [restore.Checkpoint(step) for step in steps]
+
+
+def _load_params(workdir: str, checkpoint: str, ckpt, config):
+  """(checkpoint, params) to evaluate; None for a --checkpoint=all step that cannot be read."""
+  if checkpoint != 'all':
+    return restore.load_checkpoint(workdir, checkpoint, config)
+  try:
+    return ckpt, restore.load_params(workdir, ckpt, config)
+  except checkpointing.CheckpointUnreadable as e:
+    logging.warning('%s; skipped (--checkpoint=all goes on with the others)', e)
+    return None
+  except FileNotFoundError:  # a training run still writing here deleted it (keep_checkpoints)
+    logging.warning(
+      'checkpoint %d of %s was deleted while evaluating (the training run '
+      'keeps only its newest checkpoints); skipped',
+      ckpt.step,
+      workdir,
+    )
+    return None
+
+
+def _record_result(result, ckpt, eval_dir: str, ledger_key: str) -> None:
+  """Adds a scored single checkpoint to the ledger and says what was written."""
+  if 'results_file' in result:
+    if not ckpt.averaged:  # the ledger tracks single checkpoints, for --checkpoint=all
+      scoring.record_in_ledger(eval_dir, ledger_key, ckpt.step, result['results_file'])
+    print(f'wrote {result["results_file"]} and {result["hypotheses_file"]}')
+  else:
+    print(f'wrote {result["hypotheses_file"]} (no reference, so no scores)')
+
+
 def run(
   workdir: str,
   checkpoint: str = 'latest',
@@ -202,56 +267,24 @@ def run(
   show: int = 0,
 ) -> list[dict[str, Any]]:
   """Evaluate the chosen checkpoint(s); returns one result dict per evaluated step."""
-  if split and source_file:
-    raise ValueError('give either --split or --source_file (with --reference_file), not both')
-  if reference_file and not source_file:
-    raise ValueError('--reference_file needs --source_file')
-  if (
-    checkpoint not in ('latest', 'best', 'all')
-    and not checkpoint.isdigit()
-    and averaging.parse(checkpoint) is None
-  ):
-    raise ValueError(
-      f'--checkpoint={checkpoint!r}: use latest, best, all or a step number, or avg_last:N'
-    )
+  _check_run_arguments(checkpoint, split, source_file, reference_file)
   loaded = restore.load_workdir(workdir)
   config = loaded.config
   if not source_file and not split:
     split = list(config.data.get('eval_splits') or ['val'])[0]
   settings = decode_text.settings_from_config(config, decode, beam_size, alpha)
-  checkpoints = restore.resolve_checkpoints(workdir, checkpoint)
-  if output and len(checkpoints) > 1 and '{step}' not in output:
-    raise ValueError(
-      f'--output={output}: several checkpoints would overwrite one file; '
-      'put {step} in the name, e.g. --output=out/val-{step}.json'
-    )
+  checkpoints = _resolve_checkpoints(workdir, checkpoint, output)
   eval_dir = layout.eval_dir(workdir)
   name = split or os.path.basename(source_file).removesuffix('.gz')
   ledger_key = f'{name}:{settings.tag}'
   if checkpoint == 'all':
-    steps = scoring.pending_steps(
-      [c.step for c in checkpoints], scoring.load_ledger(eval_dir), ledger_key
-    )
-    print(f'{len(steps)} checkpoint(s) to evaluate on {name}: {steps}')
-    checkpoints = [restore.Checkpoint(step) for step in steps]
+    checkpoints = _pending_checkpoints(checkpoints, eval_dir, ledger_key, name)
   results = []
   for ckpt in checkpoints:
-    if checkpoint == 'all':
-      try:
-        params = restore.load_params(workdir, ckpt, config)
-      except checkpointing.CheckpointUnreadable as e:
-        logging.warning('%s; skipped (--checkpoint=all goes on with the others)', e)
-        continue
-      except FileNotFoundError:  # a training run still writing here deleted it (keep_checkpoints)
-        logging.warning(
-          'checkpoint %d of %s was deleted while evaluating (the training run '
-          'keeps only its newest checkpoints); skipped',
-          ckpt.step,
-          workdir,
-        )
-        continue
-    else:
-      ckpt, params = restore.load_checkpoint(workdir, checkpoint, config)
+    loaded_params = _load_params(workdir, checkpoint, ckpt, config)
+    if loaded_params is None:
+      continue
+    ckpt, params = loaded_params
     result = evaluate_step(
       loaded,
       workdir,
@@ -265,12 +298,7 @@ def run(
       show=show,
       averaged=ckpt.averaged,
     )
-    if 'results_file' in result:
-      if not ckpt.averaged:  # the ledger tracks single checkpoints, for --checkpoint=all
-        scoring.record_in_ledger(eval_dir, ledger_key, ckpt.step, result['results_file'])
-      print(f'wrote {result["results_file"]} and {result["hypotheses_file"]}')
-    else:
-      print(f'wrote {result["hypotheses_file"]} (no reference, so no scores)')
+    _record_result(result, ckpt, eval_dir, ledger_key)
     results.append(result)
   return results
 

@@ -14,6 +14,16 @@
       plots/                            launch.plots
       sweep_run.json, DONE.json, sweep.log      launch.sweep
       train.lock                        held (flock) by the one train.main writing here
+      tokenizer/                        the saved tokenizer (train.loop; word2vec: sentencepiece)
+
+A train.word2vec run's workdir (train.word2vec_io) has config.json, tokenizer/, checkpoints/ and
+tb/ as above, and at the end:
+
+      embeddings.npy                    input vectors [V, d] (read by train.embed_init)
+      vocab.json                        {'words': [...], 'counts': [...]} (train.word_eval)
+      vocab_kind.txt                    'word' or 'sentencepiece' (train.embed_init checks it)
+      results.json                      WordSim / analogy scores and run facts
+      vectors.txt                       word2vec text format (config.eval.export)
 
 Results file names are built by `results_name` and read back by `parse_results_name`; nothing
 else spells them. No JAX here (launch.sweep and launch.report import it). The module is called
@@ -50,6 +60,13 @@ SPEC_FILE = 'sweep_run.json'
 DONE_FILE = 'DONE.json'
 LOG_FILE = 'sweep.log'
 LOCK_FILE = 'train.lock'
+TOKENIZER_DIR = 'tokenizer'
+# word2vec runs
+EMBEDDINGS_FILE = 'embeddings.npy'
+VOCAB_FILE = 'vocab.json'
+VOCAB_KIND_FILE = 'vocab_kind.txt'
+W2V_RESULTS_FILE = 'results.json'
+VECTORS_FILE = 'vectors.txt'
 
 RESULTS_EXT = '.json'
 HYP_EXT = '.hyp.txt'
@@ -136,6 +153,31 @@ def latest_results(
       found[parsed.split] = (mtime, os.path.join(EVAL_DIR, name))
   keys = found if splits is None else [s for s in splits if s in found]
   return {s: found[s][1] for s in keys}
+
+
+# ---------------------------------------------------------------------------- word2vec runs
+def tokenizer_dir(workdir: str) -> str:
+  return os.path.join(workdir, TOKENIZER_DIR)
+
+
+def embeddings_path(workdir: str) -> str:
+  return os.path.join(workdir, EMBEDDINGS_FILE)
+
+
+def vocab_path(workdir: str) -> str:
+  return os.path.join(workdir, VOCAB_FILE)
+
+
+def vocab_kind_path(workdir: str) -> str:
+  return os.path.join(workdir, VOCAB_KIND_FILE)
+
+
+def w2v_results_path(workdir: str) -> str:
+  return os.path.join(workdir, W2V_RESULTS_FILE)
+
+
+def vectors_path(workdir: str) -> str:
+  return os.path.join(workdir, VECTORS_FILE)
 
 
 # ---------------------------------------------------------------------------- writing

@@ -4,6 +4,7 @@ start, checkpoints per epoch (resume), and the vectors and results at the end.
   DIR/config.json, DIR/tokenizer/ (sentencepiece runs: embed_init checks it is the same one),
   DIR/checkpoints/ (train/checkpointing.py; step = finished epochs), DIR/embeddings.npy (input
   vectors), DIR/vocab.json, DIR/vocab_kind.txt, DIR/results.json, DIR/vectors.txt (export).
+  The names are train/layout.py's.
 """
 
 from __future__ import annotations
@@ -16,18 +17,18 @@ from absl import logging
 import jax.numpy as jnp
 import numpy as np
 
-from train.data import paths
+from train import layout
 from train.word2vec_data import Corpus, sentencepiece_tokenizer
 
 
 def write_run_config(config, workdir: str) -> None:
   """Creates `workdir` and writes config.json (and tokenizer/ when training on its pieces)."""
   os.makedirs(workdir, exist_ok=True)
-  paths.write_atomic(
-    os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2).encode()
+  layout.write_atomic(
+    os.path.join(workdir, layout.CONFIG_FILE), config.to_json_best_effort(indent=2).encode()
   )
   if config.data.tokens == 'sentencepiece':  # saved so embed_init can check it is the same one
-    sentencepiece_tokenizer(config).save(os.path.join(workdir, 'tokenizer'))
+    sentencepiece_tokenizer(config).save(layout.tokenizer_dir(workdir))
 
 
 def as_state(params, epoch):
@@ -55,14 +56,12 @@ def save_outputs(workdir, corpus: Corpus, params, results, export: bool):
   emb = np.asarray(params['input'], np.float32)
   buf = io.BytesIO()
   np.save(buf, emb)
-  paths.write_atomic(os.path.join(workdir, 'embeddings.npy'), buf.getvalue())
+  layout.write_atomic(layout.embeddings_path(workdir), buf.getvalue())
   # JSON, not TSV: sentencepiece pieces may be a tab or a newline.
   vocab = {'words': list(corpus.words), 'counts': corpus.counts.tolist()}
-  paths.write_atomic(
-    os.path.join(workdir, 'vocab.json'), json.dumps(vocab, ensure_ascii=False).encode()
-  )
-  paths.write_atomic(os.path.join(workdir, 'vocab_kind.txt'), corpus.kind.encode())
-  paths.write_atomic(os.path.join(workdir, 'results.json'), json.dumps(results, indent=2).encode())
+  layout.write_atomic(layout.vocab_path(workdir), json.dumps(vocab, ensure_ascii=False).encode())
+  layout.write_atomic(layout.vocab_kind_path(workdir), corpus.kind.encode())
+  layout.write_atomic(layout.w2v_results_path(workdir), json.dumps(results, indent=2).encode())
   if export:
     words = [word_eval.export_safe(w) for w in corpus.words]
-    word_eval.save_word2vec_format(os.path.join(workdir, 'vectors.txt'), words, emb)
+    word_eval.save_word2vec_format(layout.vectors_path(workdir), words, emb)

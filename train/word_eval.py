@@ -23,6 +23,7 @@ from absl import app, flags
 import numpy as np
 from scipy import stats
 
+from train import layout
 from train.data import paths
 
 WORDSIM_FILE = 'wordsim353.tsv'
@@ -202,12 +203,12 @@ def export_safe(word: str) -> str:
 
 def load_run(workdir) -> tuple[list[str], np.ndarray]:
   """(words, input vectors) of a train.word2vec run."""
-  vocab = os.path.join(workdir, 'vocab.json')
+  vocab = layout.vocab_path(workdir)
   if not os.path.exists(vocab):
     raise FileNotFoundError(f'{vocab} not found: is {workdir} a finished train.word2vec run?')
   with open(vocab, encoding='utf-8') as f:
     words = json.load(f)['words']
-  return words, np.load(os.path.join(workdir, 'embeddings.npy'))
+  return words, np.load(layout.embeddings_path(workdir))
 
 
 # ------------------------------------------------------------------ CLI

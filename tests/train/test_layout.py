@@ -1,4 +1,5 @@
-"""train.layout: results file names both ways, the eval-results lookup, the atomic writer."""
+"""train.layout: results file names both ways, the eval-results lookup, the word2vec run names,
+the atomic writer."""
 
 import json
 import os
@@ -103,6 +104,18 @@ def test_sweep_and_report_use_the_layout_lookup(tmp_path):
   assert marker['results'] == {'val': os.path.join('eval', 'val-avg2@40.json')}
   with pytest.raises(RuntimeError, match=r"no eval/\{split\}-STEP.json for \['test'\]"):
     sweep_plan.mark_done(str(tmp_path), ['val', 'test'])
+
+
+# ---------------------------------------------------------------------------- word2vec runs
+def test_word2vec_run_names_are_the_on_disk_contract():
+  """Finished word2vec runs on disk are read by these names (embed_init, word_eval)."""
+  wd = os.path.join('runs', 'w2v')
+  assert layout.embeddings_path(wd) == os.path.join(wd, 'embeddings.npy')
+  assert layout.vocab_path(wd) == os.path.join(wd, 'vocab.json')
+  assert layout.vocab_kind_path(wd) == os.path.join(wd, 'vocab_kind.txt')
+  assert layout.w2v_results_path(wd) == os.path.join(wd, 'results.json')
+  assert layout.vectors_path(wd) == os.path.join(wd, 'vectors.txt')
+  assert layout.tokenizer_dir(wd) == os.path.join(wd, 'tokenizer')
 
 
 def test_layout_sweep_and_report_import_no_jax_and_no_tensorflow():

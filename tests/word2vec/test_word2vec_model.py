@@ -1,12 +1,15 @@
 """model/word2vec.py: distributions against their formulas, the SGD step against a NumPy
 reference, loss going down, planted structure recovered, sharded == single device."""
 
+import pathlib
+
 import jax
 import numpy as np
 import pytest
 
 from model import word2vec as w2v
 from train import embed_init
+from train import layout
 from train import word2vec as w2v_train
 
 
@@ -172,11 +175,11 @@ def test_sharded_over_8_devices_equals_one_device(objective):
 
 def test_load_embedding_matrix_checks_kind_and_shape(tmp_path):
   emb = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
-  np.save(tmp_path / 'embeddings.npy', emb)
-  (tmp_path / 'vocab_kind.txt').write_text('word')
+  np.save(layout.embeddings_path(tmp_path), emb)
+  pathlib.Path(layout.vocab_kind_path(tmp_path)).write_text('word')
   with pytest.raises(ValueError, match='sentencepiece'):
     embed_init.load_embedding_matrix(str(tmp_path), 10, 4)
-  (tmp_path / 'vocab_kind.txt').write_text('sentencepiece')
+  pathlib.Path(layout.vocab_kind_path(tmp_path)).write_text('sentencepiece')
   with pytest.raises(ValueError, match='model.dim=8'):
     embed_init.load_embedding_matrix(str(tmp_path), 10, 8)
   np.testing.assert_array_equal(embed_init.load_embedding_matrix(str(tmp_path), 10, 4), emb)
@@ -187,8 +190,8 @@ def test_load_embedding_matrix_checks_kind_and_shape(tmp_path):
 
 def test_init_embeddings_from_replaces_only_token_tables(tmp_path):
   emb = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
-  np.save(tmp_path / 'embeddings.npy', emb)
-  (tmp_path / 'vocab_kind.txt').write_text('sentencepiece')
+  np.save(layout.embeddings_path(tmp_path), emb)
+  pathlib.Path(layout.vocab_kind_path(tmp_path)).write_text('sentencepiece')
   params = {
     'embed': {'embedding': np.zeros((10, 4), np.float32)},
     'target_embed': {'embedding': np.ones((10, 4), np.float32)},
@@ -204,10 +207,11 @@ def test_init_embeddings_from_replaces_only_token_tables(tmp_path):
 
 
 def test_load_embedding_matrix_refuses_another_tokenizer(tmp_path):
-  np.save(tmp_path / 'embeddings.npy', np.ones((10, 4), np.float32))
-  (tmp_path / 'vocab_kind.txt').write_text('sentencepiece')
-  (tmp_path / 'tokenizer').mkdir()
-  (tmp_path / 'tokenizer' / 'spm.model').write_bytes(b'model-a')
+  np.save(layout.embeddings_path(tmp_path), np.ones((10, 4), np.float32))
+  pathlib.Path(layout.vocab_kind_path(tmp_path)).write_text('sentencepiece')
+  mine = pathlib.Path(layout.tokenizer_dir(tmp_path))
+  mine.mkdir()
+  (mine / 'spm.model').write_bytes(b'model-a')
   other = tmp_path / 'transformer_tokenizer'
   other.mkdir()
   (other / 'spm.model').write_bytes(b'model-a')

@@ -2,12 +2,14 @@
 end-to-end run."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
 
 from configs import word2vec as w2v_config
 from model import word2vec as w2v
+from train import layout
 from train import word2vec as tw
 from train import word2vec_data
 from train import word_eval
@@ -111,13 +113,13 @@ def test_train_end_to_end_planted_topics_export_and_resume(tmp_path):
   )
   losses = [h['loss_per_pair'] for h in results['history']]
   assert losses[1] < losses[0]
-  words, vectors = word_eval.load_word2vec_format(tmp_path / 'run' / 'vectors.txt')
+  words, vectors = word_eval.load_word2vec_format(layout.vectors_path(tmp_path / 'run'))
   run_words, run_vectors = word_eval.load_run(tmp_path / 'run')
   assert words == run_words
   np.testing.assert_array_equal(vectors, run_vectors)
   same_topic = [word_eval.nearest(words, vectors, w, 1)[0][0][:2] == w[:2] for w in words]
   assert np.mean(same_topic) == 1.0
-  saved = json.loads((tmp_path / 'run' / 'results.json').read_text())
+  saved = json.loads(pathlib.Path(layout.w2v_results_path(tmp_path / 'run')).read_text())
   assert saved['epochs'] == 2 and saved['vocab_size'] == 24
   # resuming a finished run trains nothing more and reproduces the vectors
   again = tw.train(c, str(tmp_path / 'run'))
