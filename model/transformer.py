@@ -47,6 +47,20 @@ class _Sublayers(nn.Module):
     y = x + drop(fn(x), deterministic=self.deterministic)
     return LayerNorm(cfg.jdtype, name=f'{name}_norm')(y)
 
+  def self_sublayer(self, x, position, seg, mask, bias, q_pos, k_pos, cache_index, causal, decode):
+    """The residual self-attention sublayer, or the convolution block of a convolution kind."""
+    cfg = self.cfg
+    conv = KINDS[cfg.attention].conv
+    if conv is not None:
+      block = Convolution(
+        cfg, conv, self.kernel_size, causal, decode, self.deterministic, name='conv'
+      )
+      return self.residual(x, lambda h: block(h, seg, q_pos), 'attn')
+    attn = Attention(
+      cfg, position, is_self=True, decode=decode, deterministic=self.deterministic, name='self_attn'
+    )
+    return self.residual(x, lambda h: attn(h, h, mask, bias, q_pos, k_pos, cache_index), 'attn')
+
 
 class EncoderLayer(_Sublayers):
   cfg: object
@@ -56,17 +70,7 @@ class EncoderLayer(_Sublayers):
   @nn.compact
   def __call__(self, x, mask, bias, pos, seg):
     cfg = self.cfg
-    conv = KINDS[cfg.attention].conv
-    if conv is not None:
-      mixer = Convolution(
-        cfg, conv, self.kernel_size, causal=False, deterministic=self.deterministic, name='conv'
-      )
-      x = self.residual(x, lambda h: mixer(h, seg, pos), 'attn')
-    else:
-      attn = Attention(
-        cfg, cfg.enc_pos, is_self=True, deterministic=self.deterministic, name='self_attn'
-      )
-      x = self.residual(x, lambda h: attn(h, h, mask, bias, pos, pos), 'attn')
+    x = self.self_sublayer(x, cfg.enc_pos, seg, mask, bias, pos, pos, None, False, False)
     x = self.residual(x, FeedForward(cfg, self.deterministic, name='ffn'), 'ffn')
     return constrain(x, ('batch', 'length', 'embed')), None
 
@@ -81,22 +85,9 @@ class DecoderLayer(_Sublayers):
   @nn.compact
   def __call__(self, x, encoded, self_mask, bias, q_pos, k_pos, cross_mask, cache_index, seg):
     cfg = self.cfg
-    conv = KINDS[cfg.attention].conv
-    if conv is not None:
-      mixer = Convolution(
-        cfg, conv, self.kernel_size, True, self.decode, self.deterministic, name='conv'
-      )
-      x = self.residual(x, lambda h: mixer(h, seg, q_pos), 'attn')
-    else:
-      attn = Attention(
-        cfg,
-        cfg.dec_pos,
-        is_self=True,
-        decode=self.decode,
-        deterministic=self.deterministic,
-        name='self_attn',
-      )
-      x = self.residual(x, lambda h: attn(h, h, self_mask, bias, q_pos, k_pos, cache_index), 'attn')
+    x = self.self_sublayer(
+      x, cfg.dec_pos, seg, self_mask, bias, q_pos, k_pos, cache_index, True, self.decode
+    )
     if self.cross:
       xattn = Attention(
         cfg,

@@ -86,26 +86,30 @@ def test_base_config_parameter_count(capsys):
   assert n == emb + enc + dec
 
 
-def test_flops_per_token_matches_parameter_count():
-  """Decoder-only forward: 2 FLOPs per kernel weight per token + attention's 4*n*d per layer."""
-  cfg = dict(
-    arch='decoder_only',
-    vocab_size=50,
-    d_model=16,
-    num_heads=4,
-    num_layers=3,
-    d_ff=32,
-    tie_output=False,
-    position='none',
-  )
+FLOP_CFG = dict(
+  arch='decoder_only',
+  vocab_size=50,
+  d_model=16,
+  num_heads=4,
+  num_layers=3,
+  d_ff=32,
+  tie_output=False,
+  position='none',
+)
+
+
+def _kernels(cfg):
+  """{param path: shape} of every parameter whose path names a kernel."""
   m = model.build_model(cfg)
   params = jax.eval_shape(m.init, jax.random.key(0), {'decoder_inputs': np.ones((1, 4), np.int32)})
-  kernels = [
-    l
-    for p, l in jax.tree_util.tree_leaves_with_path(nn.meta.unbox(params['params']))
-    if 'kernel' in jax.tree_util.keystr(p)
-  ]
-  n_kernel = sum(int(np.prod(k.shape)) for k in kernels)  # layer kernels + untied logits
+  flat = jax.tree_util.tree_leaves_with_path(nn.meta.unbox(params['params']))
+  return {jax.tree_util.keystr(p): l.shape for p, l in flat if 'kernel' in jax.tree_util.keystr(p)}
+
+
+def test_flops_per_token_matches_parameter_count():
+  """Decoder-only forward: 2 FLOPs per kernel weight per token + attention's 4*n*d per layer."""
+  cfg = FLOP_CFG
+  n_kernel = sum(int(np.prod(s)) for s in _kernels(cfg).values())  # layers + untied logits
   src, tgt = 5, 7
   want = 2 * n_kernel + 3 * 2 * 2 * (src + tgt) * 16
   assert metrics.flops_per_token(cfg, src, tgt, training=False) == pytest.approx(want)
@@ -117,24 +121,9 @@ def test_conv_flops_per_token_match_their_weights(kind):
   """Convolution blocks: 2 FLOPs per matmul weight per token (GLU, output, dynamic kernel
   predictor, FFN, logits) plus the depthwise convolution's 2 * K * d per layer."""
   widths = (3, 5, 5)
-  cfg = dict(
-    arch='decoder_only',
-    vocab_size=50,
-    d_model=16,
-    num_heads=4,
-    num_layers=3,
-    d_ff=32,
-    tie_output=False,
-    position='none',
-    attention=kind,
-    scan_layers=False,
-    conv_kernels=widths[:2],
-  )
-  m = model.build_model(cfg)
-  params = jax.eval_shape(m.init, jax.random.key(0), {'decoder_inputs': np.ones((1, 4), np.int32)})
-  flat = jax.tree_util.tree_leaves_with_path(nn.meta.unbox(params['params']))
-  matmul = [l for p, l in flat if jax.tree_util.keystr(p).endswith("['kernel']") and l.ndim >= 2]
-  matmul = [l for l in matmul if l.shape != (4, 3) and l.shape != (4, 5)]  # not lightconv taps
-  n_matmul = sum(int(np.prod(k.shape)) for k in matmul)
+  cfg = dict(FLOP_CFG, attention=kind, scan_layers=False, conv_kernels=widths[:2])
+  # every kernel is a matmul's except lightconv's taps, the conv block's own 'kernel' [H, K]
+  matmul = [s for p, s in _kernels(cfg).items() if not p.endswith("['conv']['kernel']")]
+  n_matmul = sum(int(np.prod(s)) for s in matmul)
   want = 2 * n_matmul + sum(2 * k * 16 for k in widths)
   assert metrics.flops_per_token(cfg, 5, 7, training=False) == pytest.approx(want)
