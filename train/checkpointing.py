@@ -69,6 +69,32 @@ if not getattr(sys.unraisablehook, 'attnlab_closed_loop', False):
   sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
 
 
+# Checkpoint step directories whose restore failed and was reported (CheckpointUnreadable or
+# restore_latest's warning).
+_REPORTED_BAD = set()
+
+
+def _report_bad(workdir, step):
+  _REPORTED_BAD.add(os.path.join(os.path.abspath(workdir), CKPT_DIR, str(step)) + os.sep)
+
+
+class _ReportedRestoreTasks(std_logging.Filter):
+  """A failed restore reads many arrays concurrently; the first error propagates (and is
+  reported in one line), and asyncio logs every other read task's error, with its traceback,
+  as 'Task exception was never retrieved' when the task is collected. Drop exactly those:
+  records of that kind whose exception names a step directory already reported."""
+
+  def filter(self, record):
+    if not str(record.msg).startswith('Task exception was never retrieved'):
+      return True
+    text = str(record.msg) + (str(record.exc_info[1]) if record.exc_info else '')
+    return not any(path in text for path in _REPORTED_BAD)
+
+
+if not any(isinstance(f, _ReportedRestoreTasks) for f in std_logging.getLogger('asyncio').filters):
+  std_logging.getLogger('asyncio').addFilter(_ReportedRestoreTasks())
+
+
 # ----------------------------------------------------------------------------- data iterator state
 
 
@@ -220,6 +246,7 @@ class Checkpointer:
         if int(out.train['step']) != step:
           raise ValueError(f'checkpoint {step} holds step {int(out.train["step"])}')
       except Exception as e:  # pylint: disable=broad-except
+        _report_bad(self.workdir, step)
         logging.warning(
           'checkpoint %d in %s failed to restore (%s: %s); moving it to %s/ and '
           'trying the previous one',
@@ -320,6 +347,7 @@ def restore_params(workdir, step, config=None):
       target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
       out = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
     except Exception as e:  # pylint: disable=broad-except  # TensorStore, Orbax, JSON, OS errors
+      _report_bad(workdir, step)
       raise CheckpointUnreadable(step, workdir, e) from None
   return out.params
 

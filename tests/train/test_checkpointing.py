@@ -91,3 +91,26 @@ def test_damaged_latest_falls_back_with_warning(setup, tmp_path, caplog):
   assert ck.save(_advance(step_fn, restored, batch, mesh), b'x', force=True)
   ck.close()
   assert checkpointing.list_steps(str(tmp_path)) == [1, 2]
+
+
+def test_unretrieved_read_errors_of_a_reported_restore_are_dropped(tmp_path):
+  """asyncio's 'Task exception was never retrieved' record (as its default handler builds it)
+  is dropped once the step it names was reported unreadable, and only then; other asyncio
+  records and other steps' errors pass."""
+  import logging  # pylint: disable=import-outside-toplevel
+
+  bad = os.path.join(str(tmp_path), 'checkpoints', '40', 'params', 'manifest.ocdbt')
+  other = os.path.join(str(tmp_path), 'checkpoints', '4', 'params', 'manifest.ocdbt')
+
+  def record(msg, path):
+    error = ValueError(f'DATA_LOSS: Error reading "{path}": Encoded length (7) is too short')
+    exc_info = (ValueError, error, None)
+    return logging.LogRecord('asyncio', logging.ERROR, 'base_events.py', 1, msg, (), exc_info)
+
+  asyncio_logger = logging.getLogger('asyncio')
+  never = 'Task exception was never retrieved\nfuture: <Task finished name=...>'
+  assert asyncio_logger.filter(record(never, bad))  # not reported yet: passes
+  checkpointing._report_bad(str(tmp_path), 40)  # pylint: disable=protected-access
+  assert not asyncio_logger.filter(record(never, bad))
+  assert asyncio_logger.filter(record(never, other))  # step 4 was not reported
+  assert asyncio_logger.filter(record('Unclosed event loop', bad))
