@@ -101,7 +101,8 @@ def generate(
 
 
 def unrolled(module, variables):
-  """(module, variables) with nn.scan's stacked layers as a Python loop: decoding's form.
+  """(module, variables) -- variables {'params': ...} or the params alone, returned in the same
+  form -- with nn.scan's stacked layers as a Python loop: decoding's form.
 
   A scanned stack runs its layers as a while loop inside every decode step, and each iteration
   slices that layer's params and cache out of the stacked arrays and writes the cache back
@@ -114,8 +115,9 @@ def unrolled(module, variables):
     return module, variables
   if cfg.arch == 'rnn':
     return module, variables
-  params = _unstack_layers(nn.meta.unbox(variables['params']))
-  return _unrolled_module(module), {**variables, 'params': params}
+  wrapped = isinstance(variables, collections.abc.Mapping) and 'params' in variables
+  params = _unstack_layers(nn.meta.unbox(variables['params'] if wrapped else variables))
+  return _unrolled_module(module), ({**variables, 'params': params} if wrapped else params)
 
 
 @functools.lru_cache(maxsize=32)
@@ -161,19 +163,19 @@ def _split_call(fn, variables, arrays, limits, scalars, devices):
   pad = lambda a: np.concatenate([a, np.repeat(a[-1:], per * n - rows, axis=0)])
   arrays, limits = {k: pad(v) for k, v in arrays.items()}, pad(np.asarray(limits, np.int32))
 
-  def run(i):
-    dev, sl = devices[i], slice(i * per, (i + 1) * per)
-    put = lambda x: jax.device_put(x, dev)
-    out = fn(
-      put(variables),
-      {k: put(v[sl]) for k, v in arrays.items()},
-      put(limits[sl]),
-      *map(put, scalars),
+  # Transfers are queued here, on one thread (jax.device_put of one array from several threads at
+  # once is not safe: seen to fail on freshly sliced params); only the calls run in threads.
+  args = []
+  for i, dev in enumerate(devices):
+    sl = slice(i * per, (i + 1) * per)
+    put = lambda x, dev=dev: jax.device_put(x, dev)
+    args.append(
+      (put(variables), {k: put(v[sl]) for k, v in arrays.items()}, put(limits[sl]))
+      + tuple(map(put, scalars))
     )
-    return np.asarray(out)
 
   with concurrent.futures.ThreadPoolExecutor(n) as pool:
-    return np.concatenate(list(pool.map(run, range(n))))[:rows]
+    return np.concatenate(list(pool.map(lambda a: np.asarray(fn(*a)), args)))[:rows]
 
 
 @functools.lru_cache(maxsize=32)
