@@ -13,6 +13,7 @@ import numpy as np
 
 import model
 from model import positions
+from model import transformer
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,22 +104,6 @@ def find_param(params, name: str) -> list[tuple[str, np.ndarray]]:
 # ---------------------------------------------------------------------------------------------
 # Cross-attention weights of a trained encoder-decoder
 # ---------------------------------------------------------------------------------------------
-def unscan_params(tree):
-  """Scanned layers `{'layers': leaves [n, ...]}` -> `{'layer_0': ..., 'layer_1': ...}`, the
-  layout of the same model with `scan_layers=False` (same math, per-layer module paths)."""
-  if not hasattr(tree, 'items'):
-    return tree
-  out = {}
-  for key, value in tree.items():
-    if key == 'layers' and hasattr(value, 'items'):
-      n = jax.tree.leaves(value)[0].shape[0]
-      for i in range(n):
-        out[f'layer_{i}'] = jax.tree.map(lambda x, i=i: x[i], value)
-    else:
-      out[key] = unscan_params(value)
-  return out
-
-
 def cross_attention_weights(model_cfg, params, batch) -> np.ndarray:
   """Cross-attention weights [B, layers, heads, target, source] of a teacher-forced batch.
 
@@ -133,7 +118,7 @@ def cross_attention_weights(model_cfg, params, batch) -> np.ndarray:
       "cross-attention heatmaps need arch='encoder_decoder'"
     )
   flat = dataclasses.replace(mc, scan_layers=False, remat='none')
-  params = unscan_params(params) if mc.scan_layers else params
+  params = transformer.unstack_layers(params) if mc.scan_layers else params
   module = model.build_model(flat)
 
   def weights_of(params, batch):

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from model import transformer
 from model.vocab import BOS, EOS, PAD
 
 CROSS_PREFIX = 'cross_'  # cache leaves that depend on the source only (model/attention.py)
@@ -116,26 +117,13 @@ def unrolled(module, variables):
   if cfg.arch == 'rnn':
     return module, variables
   wrapped = isinstance(variables, collections.abc.Mapping) and 'params' in variables
-  params = _unstack_layers(nn.meta.unbox(variables['params'] if wrapped else variables))
+  params = transformer.unstack_layers(nn.meta.unbox(variables['params'] if wrapped else variables))
   return _unrolled_module(module), ({**variables, 'params': params} if wrapped else params)
 
 
 @functools.lru_cache(maxsize=32)
 def _unrolled_module(module):
   return module.clone(cfg=dataclasses.replace(module.cfg, scan_layers=False))
-
-
-def _unstack_layers(tree):
-  if not isinstance(tree, collections.abc.Mapping):
-    return tree
-  out = {}
-  for name, sub in tree.items():
-    if name == 'layers':
-      n = jax.tree.leaves(sub)[0].shape[0]
-      out.update({f'layer_{i}': jax.tree.map(lambda x, i=i: x[i], sub) for i in range(n)})
-    else:
-      out[name] = _unstack_layers(sub)
-  return out
 
 
 MIN_ROWS_PER_DEVICE = 8  # below this, a second compile costs more than the rows it parallelises

@@ -128,6 +128,22 @@ def run_layers(parent, layer_cls, n: int, x, args, **kwargs):
   return x
 
 
+def unstack_layers(tree):
+  """Params of scanned layers in the layout of `run_layers`' Python loop: every `layers`
+  subtree (leaves [n, ...]) becomes `layer_0` ... `layer_{n-1}` (slice i each). Same math; the
+  model built with scan_layers=False (and no remat) takes them."""
+  if not hasattr(tree, 'items'):
+    return tree
+  out = {}
+  for name, sub in tree.items():
+    if name == 'layers' and hasattr(sub, 'items'):
+      n = jax.tree.leaves(sub)[0].shape[0]
+      out.update({f'layer_{i}': jax.tree.map(lambda x, i=i: x[i], sub) for i in range(n)})
+    else:
+      out[name] = unstack_layers(sub)
+  return out
+
+
 def _position_bias(module, scheme: str, q_pos, k_pos, bidirectional: bool):
   s = pos_lib.SCHEMES[scheme]
   return None if s.bias is None else s.bias(module, q_pos, k_pos, module.cfg, bidirectional)

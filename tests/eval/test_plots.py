@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from launch import plots, plots_data, plots_draw
+from model import transformer
 
 EXPECTED = (
   int(plots_draw.FIGSIZE[0] * plots_draw.DPI),
@@ -180,7 +181,7 @@ def test_cross_attention_weights_reproduce_the_model_output(attention, scan):
   assert np.all(w * (batch['inputs_segment'][:, None, None, None, :] == 0) == 0)  # pad keys
 
   flat = dict(cfg, scan_layers=False)
-  p = plots_data.unscan_params(params) if scan else params
+  p = transformer.unstack_layers(params) if scan else params
   pick = lambda m, name: (
     name == '__call__'
     and len(m.path) >= 2
