@@ -38,6 +38,7 @@ from ml_collections import config_flags
 
 from launch import measure
 
+from train import cli
 from train import config_io
 from train import metrics as metrics_lib
 from train import layout
@@ -355,13 +356,17 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   spec = flags.FLAGS['config'].config_filename
+  for overrides in sweep_runs(spec, FLAGS.sweep):  # every setting's values, before any data loads
+    try:
+      config_io.validate(apply_overrides(FLAGS.config, overrides))
+    except (ValueError, KeyError) as e:
+      raise cli.UsageError(f'{cli.one_line(e)} (setting {overrides or "base"})') from None
   result = run(FLAGS.config, spec, FLAGS.sweep, args, FLAGS.json)
   print(format_tables(result))
-  if any(r.get('error') for r in result['runs']):
-    sys.exit(1)
+  failed = [f'{r["setting"]}: {r["error"]}' for r in result['runs'] if r.get('error')]
+  if failed:
+    cli.fail(f'{len(failed)} setting(s) failed: ' + '; '.join(failed), cli.RUNTIME_EXIT)
 
 
 if __name__ == '__main__':
-  define_flags()
-  flags.mark_flags_as_required(['config'])
-  app.run(main)
+  cli.run(main, define_flags=define_flags, required=('config',))

@@ -24,6 +24,7 @@ Results files are found through train/layout.py, event files are read with Tenso
 
 from __future__ import annotations
 
+import argparse
 import collections
 import csv
 import glob
@@ -37,6 +38,7 @@ import numpy as np
 from launch import report_data
 from launch import report_figures
 from launch import sweep_plan as sweep_lib
+from train import cli
 from train import layout
 
 
@@ -185,7 +187,7 @@ def make_report(
   groups = report_data.group_settings(with_results, seed_keys)
   rows, metrics = table_rows(groups)
   if metric not in metrics:
-    raise ValueError(f'--metric={metric!r}: the results carry {metrics}')
+    raise cli.UsageError(f'--metric={metric!r}: the results carry {metrics}')
   plot_dir = os.path.join(root, 'plots')
   os.makedirs(plot_dir, exist_ok=True)
   panels = report_figures.facets(groups)
@@ -223,12 +225,16 @@ def make_report(
   }
 
 
-def main(argv: Sequence[str]) -> int:
-  import argparse
+class _OneLineParser(argparse.ArgumentParser):
+  """argparse with train/cli.py's convention: one `error:` line and exit 2 for a bad command
+  line (argparse prints a usage block)."""
 
-  parser = argparse.ArgumentParser(
-    prog='python -m launch.report', description=__doc__.split('\n')[0]
-  )
+  def error(self, message):
+    cli.fail(f'{message} (--help lists the arguments)', cli.USAGE_EXIT)
+
+
+def main(argv: Sequence[str]) -> int:
+  parser = _OneLineParser(prog='python -m launch.report', description=__doc__.split('\n')[0])
   parser.add_argument('root', help='the --root directory of launch.sweep')
   parser.add_argument(
     '--metric',
@@ -242,9 +248,12 @@ def main(argv: Sequence[str]) -> int:
   args = parser.parse_args(argv)
   try:
     out = make_report(args.root, metric=args.metric, seed_keys=tuple(args.seed_keys.split(',')))
-  except (FileNotFoundError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  except cli.UsageError as e:  # a --metric the results do not carry
+    print(f'error: {cli.one_line(e)}', file=sys.stderr)
+    return cli.USAGE_EXIT
+  except (OSError, ValueError) as e:  # no such root, no results yet, an unreadable results file
+    print(f'error: {cli.one_line(e)}', file=sys.stderr)
+    return cli.RUNTIME_EXIT
   print(f'wrote {out["markdown"]}, {out["csv"]} and {len(out["plots"])} plots')
   return 0
 

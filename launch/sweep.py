@@ -40,6 +40,7 @@ from typing import Callable, Sequence
 
 from launch import sweep_plan
 
+from train import cli
 from train import layout
 
 
@@ -267,11 +268,15 @@ def _define_flags():
 
 
 def main(argv) -> int:
+  """Exit 2 for a bad command line or config value, 1 for a runtime failure (train/cli.py)."""
   try:
     return _main(argv)
-  except (ValueError, FileNotFoundError, RuntimeError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  except (OSError, RuntimeError) as e:  # a missing config file, a failed run, an unwritable root
+    print(f'error: {cli.one_line(e)}', file=sys.stderr)
+    return cli.RUNTIME_EXIT
+  except ValueError as e:
+    print(f'error: {cli.one_line(e)}', file=sys.stderr)
+    return cli.USAGE_EXIT
 
 
 def _main(argv) -> int:

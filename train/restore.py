@@ -17,6 +17,7 @@ from absl import logging
 import model
 from train import averaging
 from train import checkpointing
+from train import cli
 from train import config_io
 from train import data
 from train import layout
@@ -64,7 +65,7 @@ def resolve_steps(workdir: str, which: str) -> list[int]:
   try:
     step = int(which)
   except ValueError:
-    raise ValueError(
+    raise cli.UsageError(
       f'--checkpoint={which!r}: use latest, best, all or a step number, or avg_last:N'
     ) from None
   if step not in steps:

@@ -38,15 +38,16 @@ def translate(
   text: detokenized for a processed-text model, see the module docstring). An empty or blank
   sentence, or None (an unreadable line), gets an empty line: N lines in, N lines out."""
   if checkpoint == 'all':
-    raise ValueError(
+    raise cli.UsageError(
       '--checkpoint=all: translate uses one checkpoint; '
       'give latest, best, a step number or avg_last:N'
     )
   todo = [i for i, s in enumerate(sentences) if s is not None and s.strip()]
   out_lines = [''] * len(sentences)
+  loaded = restore.load_workdir(workdir)  # a missing workdir is an error even with no input
   if not todo:
+    restore.resolve_checkpoints(workdir, checkpoint)  # and so is a missing checkpoint
     return out_lines
-  loaded = restore.load_workdir(workdir)
   config = loaded.config
   _, params = restore.load_checkpoint(workdir, checkpoint, config)
   settings = decode_text.settings_from_config(config, decode, beam_size, alpha)

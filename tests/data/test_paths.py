@@ -86,3 +86,20 @@ def test_prepare_cli_offline_prints_one_line_and_exits_1(tmp_path):
   errors = [line for line in p.stderr.splitlines() if line.startswith('error:')]
   assert len(errors) == 1 and 'ATTNLAB_DATA_DIR' in errors[0], p.stderr[-2000:]
   assert 'Traceback' not in p.stderr
+
+
+def test_a_configured_data_dir_that_is_missing_names_variable_flag_and_upstream(tmp_path):
+  """The other offline failure: a data root that is set but lacks the corpus."""
+  from train.data import datasets, text
+
+  config = make_config()
+  config.data.data_dir = str(tmp_path)
+  for name, source, call in (
+    ('multi30k', multi30k.HOMEPAGE, lambda: datasets.builder_key(config)),
+    ('text', text.TEXT8_URL, lambda: text.local_file(tmp_path)),
+  ):
+    with pytest.raises(FileNotFoundError) as e:
+      call()
+    message = str(e.value)
+    assert str(tmp_path / name) in message and source in message
+    assert 'ATTNLAB_DATA_DIR' in message and '--config.data.data_dir' in message

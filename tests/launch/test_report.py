@@ -230,7 +230,16 @@ def test_report_errors_name_the_problem(tmp_path):
   (bad / 'eval' / 'test-1.json').write_text('{"bleu": ')
   with pytest.raises(ValueError, match=r'test-1.json:1: not valid JSON'):
     report.make_report(str(tmp_path))
-  assert report.main([str(tmp_path / 'nope')]) == 2
+  assert report.main([str(tmp_path / 'nope')]) == 1  # runtime: no such directory (train/cli.py)
+
+
+def test_cli_usage_errors_are_one_line_exit_2(tmp_path, capsys):
+  for argv in ([], ['--bogus', str(tmp_path)]):
+    with pytest.raises(SystemExit) as e:
+      report.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and err.count('\n') == 1, err
 
 
 def test_curve_tags_prefer_validation_metric_then_losses():

@@ -63,10 +63,17 @@ def _one_error_line(p):
     (('train.translate', '--workdir=W', '--input=x.txt', 'a sentence'), 2, ['not both']),
     (('launch.plots',), 2, ['--workdir']),
     (('train.data.prepare',), 2, ['--config']),
+    (
+      ('launch.benchmark', '--config=configs/multi30k.py:size=tiny', '--sweep=model.position=x'),
+      2,
+      ["position='x'", 'rotary'],
+    ),
     # runtime: exit 1
     (('train.evaluate', '--workdir=/nonexistent/w'), 1, ['/nonexistent/w', 'no such directory']),
     (('train.translate', '--workdir=/nonexistent/w', 'a dog'), 1, ['/nonexistent/w']),
     (('launch.plots', '--workdir=/nonexistent/w'), 1, ['/nonexistent/w']),
+    (('train.translate', '--workdir=/nonexistent/w', '--input=/dev/null'), 1, ['/nonexistent/w']),
+    (('launch.report', '/nonexistent/root'), 1, ['/nonexistent/root', 'no such directory']),
     (
       ('train.translate', '--workdir=/nonexistent/w', '--input=/nonexistent/in.txt'),
       1,

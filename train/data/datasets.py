@@ -84,7 +84,7 @@ def builder_key(config) -> tuple:
     if src == tgt:
       raise ValueError(f'config.data.src and config.data.tgt are both {src!r}; pick two languages.')
     preprocess = preprocess_of(d)
-    raw = paths.corpus_dir('multi30k', data_dir, 'train.en.gz')
+    raw = paths.corpus_dir('multi30k', data_dir, 'train.en.gz', multi30k.HOMEPAGE)
     return (name, build_root, str(raw) if raw else None, multi30k.config_name(src, tgt, preprocess))
   if preprocess_of(d) != 'raw':
     raise ValueError(

@@ -34,8 +34,9 @@ UPSTREAM = {
   'test_2017_flickr': ('en', 'de', 'fr'),
   'test_2017_mscoco': ('en', 'de', 'fr'),
 }
+HOMEPAGE = 'https://github.com/multi30k/dataset'
 GET_DATA = (
-  'Get the raw files from https://github.com/multi30k/dataset (data/task1/raw/) or point '
+  f'Get the raw files from {HOMEPAGE} (data/task1/raw/) or point '
   f'{paths.DATA_ENV} at a directory laid out as {paths.SHARED_LAYOUT}.'
 )
 
@@ -134,7 +135,7 @@ class Multi30k(base.Builder, skip_registration=True):
       description='Multi30K task 1: Flickr30K image captions with professional translations.',
       features=tfds.features.FeaturesDict({'index': np.int64, **text}),
       supervised_keys=('source', 'target'),
-      homepage='https://github.com/multi30k/dataset',
+      homepage=HOMEPAGE,
       citation='Elliott et al. 2016, Multi30K: Multilingual English-German Image Descriptions.',
       metadata=tfds.core.MetadataDict(),
     )

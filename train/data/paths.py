@@ -59,8 +59,11 @@ def require_online(url: str, what: str, timeout: float = 5.0) -> None:
     ) from None
 
 
-def corpus_dir(name: str, data_dir=None, example_file: str = '') -> pathlib.Path | None:
-  """`<root>/<name>` when a root is configured (must exist), None when loaders should download."""
+def corpus_dir(
+  name: str, data_dir=None, example_file: str = '', source: str = ''
+) -> pathlib.Path | None:
+  """`<root>/<name>` when a root is configured (must exist), None when loaders should download
+  (from `source`, named in the error)."""
   root = data_root(data_dir)
   if root is None:
     return None
@@ -68,9 +71,9 @@ def corpus_dir(name: str, data_dir=None, example_file: str = '') -> pathlib.Path
   if not path.is_dir():
     hint = f' (expected files like {path / example_file})' if example_file else ''
     raise FileNotFoundError(
-      f'Data directory {path} does not exist{hint}. Point {DATA_ENV} (or config.data.data_dir) '
-      f'at a directory laid out as {SHARED_LAYOUT}, or unset both to download the public '
-      'corpora (needs internet).'
+      f'Data directory {path} does not exist{hint}. Point {DATA_ENV} (or '
+      f'--config.data.data_dir) at a directory laid out as {SHARED_LAYOUT}, or unset both to '
+      f'download the public corpus{" from " + source if source else ""} (needs internet).'
     )
   return path
 

@@ -32,7 +32,7 @@ def split_of(index: int) -> str:
 
 def local_file(data_dir=None) -> pathlib.Path | None:
   """The corpus file under the configured data root, or None when it should be downloaded."""
-  corpus = paths.corpus_dir('text', data_dir, FILENAME)
+  corpus = paths.corpus_dir('text', data_dir, FILENAME, TEXT8_URL)
   if corpus is None:
     return None
   path = corpus / FILENAME
