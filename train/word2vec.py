@@ -26,6 +26,8 @@ from ml_collections import config_flags
 
 from model import word2vec as w2v
 from train import checkpointing
+from train import cli
+from train import layout
 from train import mesh as mesh_lib
 from train import metrics
 from train import word2vec_data, word2vec_io
@@ -202,8 +204,34 @@ def _results(config, corpus: Corpus, params, history, devices: int, cpu_start: f
   }
 
 
+def validate(config) -> None:
+  """The config's choices, checked before any corpus is read or file written (cli.UsageError)."""
+  choices = (
+    ('model.objective', config.model.objective, w2v.OBJECTIVES),
+    ('model.subsampling', config.model.subsampling, w2v.SUBSAMPLING),
+    ('data.corpus', config.data.corpus, word2vec_data.CORPORA),
+    ('data.tokens', config.data.tokens, word2vec_data.TOKENS),
+  )
+  for key, value, valid in choices:
+    if value not in valid:
+      raise cli.UsageError(f'--config.{key}={value!r} is not valid; choose one of: {valid}')
+  for key in ('batch_size', 'steps_per_call', 'model.dim', 'model.window', 'optim.epochs'):
+    value = config
+    for part in key.split('.'):
+      value = value[part]
+    if not isinstance(value, int) or value < 1:
+      raise cli.UsageError(f'--config.{key}={value!r} must be a positive integer')
+
+
 def train(config, workdir: str) -> dict:
-  """Trains (resuming from the last finished epoch in workdir) and returns the results dict."""
+  """Trains (resuming from the last finished epoch in workdir) and returns the results dict.
+  One writer per workdir (layout.WorkdirLock, as train.main)."""
+  validate(config)
+  with layout.WorkdirLock(workdir):
+    return _train(config, workdir)
+
+
+def _train(config, workdir: str) -> dict:
   m, epochs = config.model, config.optim.epochs
   word2vec_io.write_run_config(config, workdir)
   corpus = _load_corpus(config)
@@ -254,6 +282,4 @@ def _define_flags():
 
 
 if __name__ == '__main__':
-  from train import cli  # pylint: disable=import-outside-toplevel
-
   cli.run(main, define_flags=_define_flags, required=('config', 'workdir'))

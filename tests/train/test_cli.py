@@ -64,6 +64,16 @@ def _one_error_line(p):
     (('launch.plots',), 2, ['--workdir']),
     (('train.data.prepare',), 2, ['--config']),
     (
+      (
+        'train.word2vec',
+        '--config=configs/word2vec.py',
+        '--config.model.objective=x',
+        '--workdir=W',
+      ),
+      2,
+      ["objective='x'", 'skipgram'],
+    ),
+    (
       ('launch.benchmark', '--config=configs/multi30k.py:size=tiny', '--sweep=model.position=x'),
       2,
       ["position='x'", 'rotary'],

@@ -2,6 +2,7 @@
 end-to-end run."""
 
 import json
+import os
 import pathlib
 
 import numpy as np
@@ -125,3 +126,14 @@ def test_train_end_to_end_planted_topics_export_and_resume(tmp_path):
   again = tw.train(c, str(tmp_path / 'run'))
   assert again['history'] == []
   np.testing.assert_array_equal(word_eval.load_run(tmp_path / 'run')[1], run_vectors)
+
+
+def test_a_second_writer_is_refused_before_reading_the_corpus(tmp_path):
+  """word2vec takes the workdir lock of train.main (layout.WorkdirLock) before any corpus read."""
+  config = w2v_config.get_config()
+  config.data.corpus = 'file'
+  config.data.path = str(tmp_path / 'never_read.txt')  # does not exist: reading it would raise
+  with layout.WorkdirLock(tmp_path / 'w'):
+    with pytest.raises(layout.WorkdirBusy, match=str(os.getpid())):
+      tw.train(config, str(tmp_path / 'w'))
+  assert not (tmp_path / 'w' / 'config.json').exists()
