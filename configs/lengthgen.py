@@ -124,7 +124,7 @@ def sweep(name):
       for a in ARCHS
       for p in SCHEMES
     ]
-  if name == 'addition_reversed':  # 2 archs x 7 schemes = 14 runs
+  if name == 'addition_reversed':  # 2 archs x every scheme (8 today: 16 runs)
     return [
       {'data.task': 'addition_reversed', 'model.arch': a, 'model.position': p}
       for a in ARCHS

@@ -14,6 +14,7 @@ import sys
 import time
 
 from launch.fault_campaign import REPO, STEPS, Campaign
+from train import layout
 
 # The third checkpoint save fails as a full disk would; everything else is the real train.main.
 FULL_DISK_SHIM = """
@@ -78,7 +79,7 @@ def _broken_copy(c: Campaign, item: str, how: str) -> str:
   """A copy of the reference workdir whose newest checkpoint has `item` truncated or deleted."""
   w = c.workdir(f'broken-{item}-{how}')
   shutil.copytree(c.reference_dir, w)
-  step = os.path.join(w, 'checkpoints', str(STEPS))
+  step = os.path.join(w, layout.CKPT_DIR, str(STEPS))
   target = os.path.join(step, item)
   paths = (
     [target]
@@ -176,7 +177,7 @@ def concurrent_evaluate_trial(c: Campaign, steps: int = 200) -> None:
   )
   tally = c.tally('evaluate --checkpoint=all while training saves')
   while proc.poll() is None:
-    if not os.path.isdir(os.path.join(w, 'checkpoints')):
+    if not os.path.isdir(os.path.join(w, layout.CKPT_DIR)):
       time.sleep(0.2)
       continue
     p = c.run(
