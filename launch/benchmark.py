@@ -39,6 +39,7 @@ from ml_collections import config_flags
 from launch import measure
 
 from train import cli
+from train import config_file
 from train import config_io
 from train import metrics as metrics_lib
 from train import layout
@@ -116,9 +117,9 @@ def sweep_runs(config_spec, sweep):
     return parse_overrides(sweep)
   from launch import sweep_plan as sweep_lib  # pylint: disable=import-outside-toplevel
 
-  path, arg = sweep_lib.split_config_spec(config_spec)
+  path, arg = config_file.split_spec(config_spec)
   runs, seen = [], set()
-  for overrides in sweep_lib.get_sweep(sweep_lib.load_config_module(path), sweep, arg):
+  for overrides in sweep_lib.get_sweep(config_file.load_module(path), sweep, arg):
     # Speed does not depend on the seed: one run per setting of a multi-seed sweep.
     overrides = {k: v for k, v in overrides.items() if k != 'seed'}
     key = json.dumps(overrides, sort_keys=True, default=repr)

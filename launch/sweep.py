@@ -41,6 +41,7 @@ from typing import Callable, Sequence
 from launch import sweep_plan
 
 from train import cli
+from train import config_file
 from train import layout
 
 
@@ -291,8 +292,8 @@ def _main(argv) -> int:
   for name in ('config', 'sweep', 'root'):
     if not getattr(FLAGS, name):
       raise ValueError(f'--{name} is required (see python -m launch.sweep --help)')
-  path, arg = sweep_plan.split_config_spec(FLAGS.config)
-  module = sweep_plan.load_config_module(path)
+  path, arg = config_file.split_spec(FLAGS.config)
+  module = config_file.load_module(path)
   sweep_runs = sweep_plan.get_sweep(module, FLAGS.sweep, arg)
   splits = FLAGS.eval_splits or sweep_plan.default_eval_splits(path, arg, module)
   extra = []

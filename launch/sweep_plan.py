@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import importlib.util
 import inspect
 import json
 import os
@@ -19,6 +18,7 @@ import sys
 import time
 from typing import Any, Sequence
 
+from train import config_file
 from train import layout
 
 DONE_FILE = layout.DONE_FILE
@@ -28,25 +28,6 @@ _MAX_NAME = 120
 
 
 # ---------------------------------------------------------------------------- sweep definition
-def split_config_spec(spec: str) -> tuple[str, str | None]:
-  """'configs/x.py:size=tiny' -> ('configs/x.py', 'size=tiny'); like ml_collections does."""
-  path, sep, arg = spec.partition(':')
-  return path, (arg if sep else None)
-
-
-def load_config_module(path: str):
-  """Imports a config file by path (configs are plain modules that import no project code)."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-      f'config file {path!r} does not exist; pass --config=configs/NAME.py[:ARG]'
-    )
-  name = '_attnlab_sweep_config_' + re.sub(r'\W', '_', os.path.abspath(path))
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def get_sweep(module, name: str, arg: str | None = None) -> list[dict[str, Any]]:
   """The override dicts of sweep `name`, from `sweep(name[, arg])` or a dict of named sweeps."""
   source = getattr(module, 'sweep', None)
@@ -183,7 +164,7 @@ def plan_runs(
 
 def default_eval_splits(config_path: str, arg: str | None, module=None) -> list[str]:
   """config.data.eval_splits from the config's `get_config(arg)`."""
-  module = module or load_config_module(config_path)
+  module = module or config_file.load_module(config_path)
   config = module.get_config(arg) if arg is not None else module.get_config()
   try:
     splits = list(config.data.eval_splits)

@@ -9,13 +9,13 @@ import collections
 import dataclasses
 import gzip
 import hashlib
-import importlib.util
 import io
 import json
 import os
 
 import numpy as np
 
+from train import config_file
 from train.data import paths
 
 TOKENS = ('word', 'sentencepiece')
@@ -30,20 +30,11 @@ def _data_fn(name):
   return getattr(data, name)
 
 
-def load_config_file(spec: str):
-  """`path.py[:arg]` -> that file's get_config(arg) (used to reuse a Transformer's tokenizer)."""
-  path, _, arg = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location('_tok_config', path)
-  if module_spec is None or not os.path.exists(path):
-    raise FileNotFoundError(f'tokenizer_config {path!r} not found (e.g. configs/multi30k.py).')
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
-
-
 def sentencepiece_tokenizer(config):
   """The tokenizer of `config.data.tokenizer_config` (a Transformer config: its own pieces)."""
-  return _data_fn('get_tokenizer')(load_config_file(config.data.tokenizer_config))
+  return _data_fn('get_tokenizer')(
+    config_file.get_config(config.data.tokenizer_config, '--config.data.tokenizer_config')
+  )
 
 
 def corpus_lines(config):
@@ -53,7 +44,9 @@ def corpus_lines(config):
   if d.corpus == 'text':
     return _data_fn('load_text_lines')(d.data_dir, limit)
   if d.corpus == 'multi30k':
-    examples = _data_fn('load_examples')(load_config_file(d.tokenizer_config), 'train')
+    examples = _data_fn('load_examples')(
+      config_file.get_config(d.tokenizer_config, '--config.data.tokenizer_config'), 'train'
+    )
     lines = [e['source'] for e in examples] + [e['target'] for e in examples]
     return lines[:limit]
   if d.corpus == 'file':

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from launch import sweep, sweep_plan
+from train import config_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -192,20 +193,20 @@ def test_override_flags_parse_back_through_ml_collections(tmp_path):
 
 
 def test_get_sweep_from_function_dict_and_errors(tmp_path, stubs):
-  module = sweep_plan.load_config_module(stubs[0])
+  module = config_file.load_module(stubs[0])
   assert len(sweep_plan.get_sweep(module, 'smoke')) == 2
   with pytest.raises(ValueError, match='valid: smoke'):
     sweep_plan.get_sweep(module, 'nope')
   dict_cfg = tmp_path / 'd.py'
   dict_cfg.write_text("SWEEPS = {'a': [{'seed': 0}], 'dup': [{'seed': 0}, {'seed': 0}]}\n")
-  module = sweep_plan.load_config_module(str(dict_cfg))
+  module = config_file.load_module(str(dict_cfg))
   assert sweep_plan.get_sweep(module, 'a') == [{'seed': 0}]
   with pytest.raises(ValueError, match=r"valid choices: \['a', 'dup'\]"):
     sweep_plan.get_sweep(module, 'b')
   with pytest.raises(ValueError, match='same overrides'):
     sweep_plan.get_sweep(module, 'dup')
   with pytest.raises(FileNotFoundError, match='does not exist'):
-    sweep_plan.load_config_module(str(tmp_path / 'missing.py'))
+    config_file.load_module(str(tmp_path / 'missing.py'))
 
 
 # ---------------------------------------------------------------------------- local backend
@@ -313,7 +314,7 @@ def test_sigterm_stops_running_trainers(tmp_path, stubs):
 
 # ---------------------------------------------------------------------------- slurm / print
 def _plan(stubs, root, name='smoke'):
-  module = sweep_plan.load_config_module(stubs[0])
+  module = config_file.load_module(stubs[0])
   return sweep_plan.plan_runs(
     config=stubs[0],
     sweep_runs=sweep_plan.get_sweep(module, name),
@@ -419,7 +420,7 @@ def _shipped_sweeps():
     path = os.path.join('configs', name)
     if not name.endswith('.py') or name.startswith('_'):
       continue
-    module = sweep_plan.load_config_module(os.path.join(REPO, path))
+    module = config_file.load_module(os.path.join(REPO, path))
     if not hasattr(module, 'sweep') and not hasattr(module, 'SWEEPS'):
       continue
     for sweep_name in _SWEEP_NAMES:
