@@ -12,16 +12,18 @@ import ml_collections as mlc
 import model
 from model import config as model_config
 from train import layout
+from train.data import datasets, multi30k, pipeline, tokenizer
 
 # Choice-valued keys and their valid values (docs/contracts.md). None is allowed where the
 # contract says "None -> fall back to ...".
 CHOICES = {
   'dropout_rng_impl': ('threefry2x32', 'rbg', 'unsafe_rbg'),
-  'data.name': ('multi30k', 'lengthgen', 'text'),
-  'data.tokenizer': ('unigram', 'bpe', 'char'),
-  'data.length_policy': ('filter', 'truncate'),
-  'data.batching': ('bucket', 'pack'),
-  'data.preprocess': ('raw', 'lc_norm_tok'),
+  # data.*: the data package's lists, from the modules that act on them.
+  'data.name': datasets.NAMES,
+  'data.tokenizer': tokenizer.KINDS,
+  'data.length_policy': pipeline.POLICIES,
+  'data.batching': pipeline.BATCHINGS,
+  'data.preprocess': multi30k.PREPROCESS,
   # model.*: the model package's lists (model/config.py; schemes and kinds from their registries).
   'model.arch': model_config.ARCHS,
   'model.position': model_config.POSITIONS,
