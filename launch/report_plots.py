@@ -1,22 +1,20 @@
 """The figures of launch.report: bar charts and line charts, each a grid of panels.
 
 Arrays in, PNG out: launch.report decides what goes in each panel (facets, means over seeds);
-this module only draws. Same style as launch/plots_draw.py: a bare matplotlib `Figure` (no pyplot,
-so no global state and no GUI backend), written with the repo's atomic writer.
+this module only draws, in launch/plots_draw.py's style and with its writer: a bare matplotlib
+`Figure` (no pyplot, so no global state and no GUI backend), constrained layout, DPI, `save_png`.
 """
 
 from __future__ import annotations
 
-import io
 from typing import Sequence
 
 from matplotlib.figure import Figure
 
-from train.layout import write_atomic
+from launch.plots_draw import DPI, save_png
 
 PANEL_SIZE = (4.6, 3.4)  # inches per panel
 MAX_COLUMNS = 4
-DPI = 100
 
 # [(panel title, [(legend or tick label, ...data)])]; an empty title gets the chart's default.
 Bars = Sequence[tuple[str, Sequence[tuple[str, float, float]]]]  # label, mean, std
@@ -27,20 +25,11 @@ def panel_figure(n_panels: int) -> tuple[Figure, list]:
   """A Figure with n_panels axes, at most MAX_COLUMNS per row; spare grid cells are hidden."""
   cols = min(MAX_COLUMNS, n_panels)
   rows = -(-n_panels // cols)
-  fig = Figure(figsize=(PANEL_SIZE[0] * cols, PANEL_SIZE[1] * rows))
+  fig = Figure(figsize=(PANEL_SIZE[0] * cols, PANEL_SIZE[1] * rows), dpi=DPI, layout='constrained')
   axes = fig.subplots(rows, cols, squeeze=False)
   for ax in axes.flat[n_panels:]:
     ax.set_visible(False)
   return fig, list(axes.flat[:n_panels])
-
-
-def save_png(fig: Figure, path: str) -> str:
-  """Lays out `fig` tightly, renders it to PNG and writes it atomically."""
-  fig.tight_layout()
-  buf = io.BytesIO()
-  fig.savefig(buf, format='png', dpi=DPI)
-  write_atomic(path, buf.getvalue())
-  return path
 
 
 def bar_chart(path: str, panels: Bars, *, ylabel: str, title: str) -> str:
