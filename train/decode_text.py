@@ -18,7 +18,7 @@ from model import decoding
 from model.vocab import BOS, EOS
 from train import data
 from train import scoring
-from train.data import moses
+from train.data import datasets, moses
 
 # Inputs the decoder needs (targets, index, ... are not passed).
 _DECODE_KEYS = ('inputs', 'inputs_position', 'inputs_segment')
@@ -54,14 +54,20 @@ class DecodeSettings:
     return d
 
 
+def eval_option(config, key: str):
+  """config.eval[key], or base_config's default when the config predates the key
+  (train.data.datasets.opt: configs/common.py is the one place defaults live)."""
+  return datasets.opt(config.get('eval', None), key, section='eval')
+
+
 def settings_from_config(config, decode=None, beam_size=None, alpha=None) -> DecodeSettings:
-  """`config.eval` defaults, overridden by any argument that is not None."""
-  ev = config.get('eval', {}) or {}
+  """`config.eval` settings, overridden by any argument that is not None."""
+  pick = lambda given, key: given if given is not None else eval_option(config, key)
   return DecodeSettings(
-    method=decode if decode is not None else ev.get('decode', 'beam'),
-    beam_size=int(beam_size if beam_size is not None else ev.get('beam_size', 4)),
-    alpha=float(alpha if alpha is not None else ev.get('alpha', 0.6)),
-    max_len_margin=int(ev.get('max_len_margin', 50)),
+    method=pick(decode, 'decode'),
+    beam_size=int(pick(beam_size, 'beam_size')),
+    alpha=float(pick(alpha, 'alpha')),
+    max_len_margin=int(eval_option(config, 'max_len_margin')),
   )
 
 
@@ -256,7 +262,7 @@ def decode_and_score(
   """
   start = time.time()
   settings = settings_from_config(config, decode, beam_size, alpha)
-  batch_size = int(config.get('eval', {}).get('batch_size', 0) or 0) or None
+  batch_size = int(eval_option(config, 'batch_size'))
   examples, batches = _split_data(config, tokenizer, split, max_sentences, batch_size)
   hypotheses = translate_batches(module, params, batches, tokenizer, settings)
   result = score(

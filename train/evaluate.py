@@ -101,7 +101,7 @@ def evaluate_step(
   """Evaluate one checkpoint (`params` of `step`, or the mean of the `averaged` steps);
   write hypotheses (and results JSON when references exist)."""
   config, start = loaded.config, time.time()
-  batch_size = int(config.get('eval', {}).get('batch_size', 0) or 0) or None
+  batch_size = int(decode_text.eval_option(config, 'batch_size'))
   if source_file:
     name = os.path.basename(source_file).removesuffix('.gz')
     batches, examples = _file_batches(

@@ -66,7 +66,7 @@ def run_validation(config, module, params, tokenizer, val_batches, step) -> dict
     params = multihost_utils.process_allgather(params, tiled=True)
   out = trainer.eval_loss(module, params, val_batches, config)
   result = {'val_loss': out['loss'], 'val_accuracy': out['accuracy']}
-  n = int(config.eval.get('bleu_sentences', 0) or 0)
+  n = int(decode_text.eval_option(config, 'bleu_sentences'))
   if n > 0:
     t0 = time.time()
     scores = decode_text.decode_and_score(
@@ -273,7 +273,7 @@ class Loop:
     r = self.run
     self.check_pending()
     if self.val_batches is None:
-      n = int(r.config.eval.get('loss_sentences', 0) or 0) or None
+      n = int(decode_text.eval_option(r.config, 'loss_sentences')) or None
       self.val_batches = data.make_eval_batches(
         r.config, r.tokenizer, self.val_split, max_examples=n
       )

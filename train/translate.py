@@ -51,7 +51,7 @@ def translate(
   config = loaded.config
   _, params = restore.load_checkpoint(workdir, checkpoint, config)
   settings = decode_text.settings_from_config(config, decode, beam_size, alpha)
-  batch_size = batch_size or int(config.get('eval', {}).get('batch_size', 0) or 0) or 32
+  batch_size = batch_size or int(decode_text.eval_option(config, 'batch_size'))
   batches = decode_text.text_batches(
     loaded.tokenizer,
     decode_text.model_text(config, [sentences[i] for i in todo], 'source'),
