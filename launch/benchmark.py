@@ -93,7 +93,8 @@ def define_flags():
 
 
 def parse_overrides(text):
-  """'a.b=1,c=x;d=2' -> [{'a.b': 1, 'c': 'x'}, {'d': 2}] (values as Python literals if they parse)."""
+  """'a.b=1,c=x;d=2' -> [{'a.b': 1, 'c': 'x'}, {'d': 2}] (values as Python literals if they
+  parse)."""
   runs = []
   for chunk in filter(None, (c.strip() for c in text.split(';'))):
     run = {}

@@ -1,4 +1,5 @@
-r"""Fault campaign: break a tiny training run every way the reliability issue lists, count survivals.
+r"""Fault campaign: break a tiny training run every way the reliability issue lists, count
+survivals.
 
   python -m launch.faults --out=runs/faults [--kill9=20] [--sigterm=5] [--seed=0]
 

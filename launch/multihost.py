@@ -1,6 +1,7 @@
 r"""One training run over several hosts: run the same command on every host.
 
-  python -m launch.multihost [--coordinator=HOST:PORT --num_processes=N --process_id=I | --auto] -- \
+  python -m launch.multihost \
+      [--coordinator=HOST:PORT --num_processes=N --process_id=I | --auto] -- \
       python -m train.main --config=configs/multi30k.py --workdir=/shared/runs/big
 
 Every host runs exactly this line (one process per host, each driving its local accelerators).

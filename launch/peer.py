@@ -1,4 +1,5 @@
-r"""attnlab side by side with the flax `examples/wmt` Transformer, in one process: a table of ratios.
+r"""attnlab side by side with the flax `examples/wmt` Transformer, in one process: a table of
+ratios.
 
   python -m launch.peer --config=configs/multi30k.py:size=small --config.batch_size=32 \
       --config.data.packed_len=64 --repeats=2 --steps=12 --json=peer.json
@@ -23,8 +24,8 @@ same batches (`launch.measure.real_batches` / `synthetic_batches`; the peer gets
 keys), the same source sentences and the same beam. Differences that are the peer's own design and
 stay: pre-LN, one `num_layers` for both stacks, shift-right with token 0 as BOS; and dtype follows
 the attnlab config (train.py would pick float16 + dynamic loss scale on GPU).
-Fixed-length decoding on both sides: attnlab's `measure.FixedLength` masks EOS until `--decode_len`; the
-peer gets `eos_id=-1` (no token has that id, so no beam finishes early) and
+Fixed-length decoding on both sides: attnlab's `measure.FixedLength` masks EOS until `--decode_len`;
+the peer gets `eos_id=-1` (no token has that id, so no beam finishes early) and
 `max_decode_len=decode_len + 1` (its loop writes max_decode_len - 1 tokens after the dummy 0): each
 sentence is exactly `--decode_len` decoder steps on both sides.
 

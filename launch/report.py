@@ -44,7 +44,8 @@ from train import layout
 
 # ---------------------------------------------------------------------------- tables
 def table_rows(groups: Sequence[dict]) -> tuple[list[dict], list[str]]:
-  """One row per (setting, split): n_runs, {metric: (mean, std)}, best steps; and the metrics seen."""
+  """One row per (setting, split): n_runs, {metric: (mean, std)}, best steps; and the metrics
+  seen."""
   rows, seen = [], []
   splits = []
   for g in groups:
@@ -129,7 +130,8 @@ def markdown_text(
     f'# Sweep report: {os.path.basename(os.path.abspath(root))}',
     '',
     f'{len(runs)} runs ({sum(r["done"] for r in runs)} finished) in {n_settings} settings. '
-    'Cells: mean ± sample std over runs (seeds); step: the evaluated checkpoint (median over runs).',
+    'Cells: mean ± sample std over runs (seeds); '
+    'step: the evaluated checkpoint (median over runs).',
   ]
   if common:
     lines += [

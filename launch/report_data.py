@@ -99,7 +99,8 @@ def _newest_results(workdir: str) -> dict[str, str]:
 
 
 def collect_runs(root: str) -> list[dict]:
-  """One dict per workdir under root: name, index, overrides, done, results {split: json}, workdir."""
+  """One dict per workdir under root: name, index, overrides, done, results {split: json},
+  workdir."""
   runs = []
   for workdir in sorted(glob.glob(os.path.join(root, '*', ''))):
     workdir = workdir.rstrip(os.sep)

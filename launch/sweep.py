@@ -7,8 +7,9 @@ r"""Runs a config's sweep: every override set as train.main + train.evaluate in 
 A config module names its sweeps either with a function `sweep(name) -> list[dict]` or a dict
 `SWEEPS = {name: list[dict]}` (a module-level `sweep` dict works too). Each dict maps dotted
 config keys to values, e.g. `{'model.position': 'rotary', 'seed': 1}`; it becomes
-`--config.model.position=rotary --config.seed=1` and the workdir `ROOT/model.position-rotary__seed-1`
-(keys that every run of the sweep sets alike are left out of the name).
+`--config.model.position=rotary --config.seed=1` and the workdir
+`ROOT/model.position-rotary__seed-1` (keys that every run of the sweep sets alike are left out of
+the name).
 
 The config ARG and `--set=KEY=VALUE` apply to every run, so the same sweep at another size is one
 flag: `--config=configs/multi30k.py:size=base`. After training, every `--eval_splits` split
@@ -20,8 +21,9 @@ Backends:
   run is reported at the end (exit code 1) and does not stop the others. Ctrl-C / SIGTERM passes
   SIGTERM to the running trainers (they checkpoint and exit); the next call resumes them. A root
   whose workdirs were trained with a different command (other ARG or --set) is refused.
-- slurm: writes `ROOT/sweep.sbatch`, an array job with one task per run, and prints how to submit it.
-  With `--slurm_nodes>1` each task starts one process per node (`srun`) through `launch.multihost`.
+- slurm: writes `ROOT/sweep.sbatch`, an array job with one task per run, and prints how to submit
+  it. With `--slurm_nodes>1` each task starts one process per node (`srun`) through
+  `launch.multihost`.
 - print: prints the commands, one run per block.
 """
 
@@ -47,7 +49,8 @@ from train import layout
 
 # ---------------------------------------------------------------------------- local backend
 class LocalRunner:
-  """Runs sweeps N at a time in subprocesses; SIGINT/SIGTERM stop them (trainers checkpoint on SIGTERM)."""
+  """Runs sweeps N at a time in subprocesses; SIGINT/SIGTERM stop them (trainers checkpoint on
+  SIGTERM)."""
 
   def __init__(self, parallel: int = 1, echo: Callable[[str], None] = print):
     self.parallel = max(1, int(parallel))
@@ -149,7 +152,7 @@ def summarize(status: dict[str, str]) -> tuple[str, bool]:
   return '\n'.join(lines), not bad
 
 
-# ---------------------------------------------------------------------------- slurm / print backends
+# --------------------------------------------------------------------------- slurm / print backends
 def slurm_script(
   runs: Sequence[sweep_plan.Run],
   *,
@@ -198,7 +201,10 @@ def slurm_script(
     workdir = shlex.quote(run.workdir)
     body += [
       f'  {run.index})  # {run.name}',
-      f'    if [ -f {workdir}/{sweep_plan.DONE_FILE} ]; then echo "already done: {run.name}"; exit 0; fi',
+      (
+        f'    if [ -f {workdir}/{sweep_plan.DONE_FILE} ]; then '
+        f'echo "already done: {run.name}"; exit 0; fi'
+      ),
       '    ' + shlex.join(launcher + run.train_cmd),
     ]
     body += ['    ' + shlex.join(cmd) for cmd in run.eval_cmds]

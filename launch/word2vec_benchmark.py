@@ -8,8 +8,9 @@ with `pip install gensim`), via this same file in `--worker` mode, which imports
 standard library and gensim. Settings: dim 100, window 5, negative 5, sample 1e-3, min_count 5,
 linear lr 0.025 -> 1e-4, 2 gensim worker threads. Words/s = raw corpus words x epochs / training
 seconds (vocabulary building excluded on both sides); words/CPU-s divides by the CPU time of all
-the process's threads instead, which stays comparable when other jobs share the machine. Both vector sets are scored by the same code
-(train/word_eval.py); gensim's own scores are recorded as a cross-check of that code.
+the process's threads instead, which stays comparable when other jobs share the machine. Both
+vector sets are scored by the same code (train/word_eval.py); gensim's own scores are recorded as
+a cross-check of that code.
 Writes OUT/report.md and OUT/report.json, runs in the order gensim, attnlab per objective.
 """
 

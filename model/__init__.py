@@ -18,7 +18,8 @@ __all__ = ['build_model', 'count_params', 'ModelConfig', 'make_config']
 
 
 def build_model(cfg: Any) -> nn.Module:
-  """config.model (ConfigDict/dict/ModelConfig) -> module; ValueError names a bad key and the choices."""
+  """config.model (ConfigDict/dict/ModelConfig) -> module; ValueError names a bad key and the
+  choices."""
   mc = make_config(cfg)
   if mc.arch == 'rnn':
     from model.rnn import RNNSeq2Seq

@@ -12,8 +12,8 @@ Scoring (`model.attention`):
 - `additive`: Bahdanau scoring v_h . tanh(q_i + k_j) per head (no 1/sqrt(D)).
 - `linear`: Katharopoulos et al. 2020 with feature map elu+1:
   out_i = sum_j phi(q_i).phi(k_j) v_j / sum_j phi(q_i).phi(k_j). Full passes use this parallel form
-  under the same mask as softmax attention (exact for padding, causal and packed rows; O(T^2) memory,
-  fine for sentence lengths); decoding uses the recurrence, whose cache is the running state
+  under the same mask as softmax attention (exact for padding, causal and packed rows; O(T^2)
+  memory, fine for sentence lengths); decoding uses the recurrence, whose cache is the running state
   S = sum_j phi(k_j) v_j^T and z = sum_j phi(k_j) instead of a K/V list.
 `num_kv_heads` < `num_heads` gives grouped-query (1 = multi-query) attention for every scoring kind
 except shared_qk; query head h reads kv head h // (num_heads / num_kv_heads).

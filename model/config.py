@@ -1,4 +1,5 @@
-"""Model configuration: `config.model` (an ml_collections ConfigDict) resolved into a frozen dataclass.
+"""Model configuration: `config.model` (an ml_collections ConfigDict) resolved into a frozen
+dataclass.
 
 Validation lives here so a bad combination fails at build time, before any parameter exists.
 The choice lists of position schemes and attention kinds, and the (attention x position) refusal

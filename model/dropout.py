@@ -8,8 +8,8 @@
   key and the module path, as with bernoulli, so resumes replay exactly; the index is the
   element's position in the global array, so the mask does not depend on the sharding.
 
-Why: on XLA:CPU, threefry bits cost ~28 ms per million elements on one core; the hash costs
-~2 ms (`python -m launch.benchmark ... --sweep='model.dropout_mask=bernoulli;model.dropout_mask=hash'`
+Why: on XLA:CPU, threefry bits cost ~28 ms per million elements on one core; the hash costs ~2 ms
+(`python -m launch.benchmark ... --sweep='model.dropout_mask=bernoulli;model.dropout_mask=hash'`
 measures it inside a train step). The hash is not a cryptographic generator; dropout needs
 keep bits that are independent across elements and calls at the right rate, and the tests
 check exactly that (rate, neighbour correlation, independence across seeds).

@@ -99,7 +99,8 @@ class Embed(nn.Module):
 
 
 class EmbedInput(nn.Module):
-  """Token embedding (scaled by sqrt(d_model) if configured) + additive position scheme + dropout."""
+  """Token embedding (scaled by sqrt(d_model) if configured) + additive position scheme +
+  dropout."""
 
   cfg: object
   position: str

@@ -7,13 +7,21 @@ token's position is passed in, the cached keys keep theirs) correct for every sc
 A scheme is one function plus one `SCHEMES` entry. The entry's hooks say where it acts; the
 modules call the hooks, never a scheme by name:
 
-| hook       | schemes             | called by                      | signature                                          |
-|------------|---------------------|--------------------------------|----------------------------------------------------|
-| (none)     | none                | -                              | -                                                  |
-| `embed`    | sinusoidal, learned | layers.EmbedInput              | `(module, pos[B,T], cfg) -> [B,T,d_model]` added   |
-| `rotate`   | rotary (RoFormer)   | attention, on q and k          | `(x[B,T,H,D], pos[B,T]) -> x`                      |
-| `bias`     | t5, t5_unscaled, alibi | transformer, once per stack    | `(module, q_pos, k_pos, cfg, bidirectional) -> [B,H,Tq,Tk]` |
-| `relative` | shaw (Shaw et al.)  | attention, per layer           | `(module, q_pos, k_pos, cfg) -> (logit_term, value_term)` |
+| hook       | schemes                | called by                   |
+|------------|------------------------|-----------------------------|
+| (none)     | none                   | -                           |
+| `embed`    | sinusoidal, learned    | layers.EmbedInput           |
+| `rotate`   | rotary (RoFormer)      | attention, on q and k       |
+| `bias`     | t5, t5_unscaled, alibi | transformer, once per stack |
+| `relative` | shaw (Shaw et al.)     | attention, per layer        |
+
+| hook       | signature                                                   |
+|------------|-------------------------------------------------------------|
+| (none)     | -                                                           |
+| `embed`    | `(module, pos[B,T], cfg) -> [B,T,d_model]` added            |
+| `rotate`   | `(x[B,T,H,D], pos[B,T]) -> x`                               |
+| `bias`     | `(module, q_pos, k_pos, cfg, bidirectional) -> [B,H,Tq,Tk]` |
+| `relative` | `(module, q_pos, k_pos, cfg) -> (logit_term, value_term)`   |
 
 `relative` returns two functions: `logit_term(q[B,Tq,H,D]) -> [B,H,Tq,Tk]` (added to the scaled
 logits) and `value_term(weights[B,H,Tq,Tk]) -> [B,Tq,H,D]` (added to the attention output).
@@ -36,9 +44,10 @@ Two bias schemes, and what their papers say:
   mirror-equivariant: a reversed segment gives the reversed encoder states
   (tests/model/test_positions.py checks it), and the model tells a sentence from its reversal
   only through asymmetric content such as the trailing EOS. The length-generalisation study's
-  encoder-decoder ALiBi rows use this form. `module` is the Flax module that owns any parameters of the scheme
-(created with `module.param`). Cross-attention always uses `none`. Which hooks each attention kind
-can take is recorded in attention.KINDS; the (attention x position) refusal table derives from it.
+  encoder-decoder ALiBi rows use this form.
+`module` is the Flax module that owns any parameters of the scheme (created with `module.param`).
+Cross-attention always uses `none`. Which hooks each attention kind can take is recorded in
+attention.KINDS; the (attention x position) refusal table derives from it.
 """
 
 from __future__ import annotations
@@ -89,7 +98,8 @@ def learned_embed(module: nn.Module, positions: jax.Array, cfg) -> jax.Array:
 
 # ---------------------------------------------------------------- rotary (RoFormer, Su et al. 2021)
 def apply_rotary(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Array:
-  """Rotate each pair (x[2i], x[2i+1]) by angle pos * base^(-2i/D). x: [B,T,H,D], positions: [B,T]."""
+  """Rotate each pair (x[2i], x[2i+1]) by angle pos * base^(-2i/D).
+  x: [B,T,H,D], positions: [B,T]."""
   d = x.shape[-1]
   inv_freq = base ** (-jnp.arange(0, d, 2, dtype=jnp.float32) / d)
   angle = positions.astype(jnp.float32)[:, :, None, None] * inv_freq  # [B,T,1,D/2]
@@ -189,7 +199,8 @@ def shaw_values(weights: jax.Array, table_v: jax.Array, index: jax.Array) -> jax
 
 
 def shaw_relative(module: nn.Module, q_pos: jax.Array, k_pos: jax.Array, cfg):
-  """Shaw et al. 2018 per layer: q_i.a^K_ij / sqrt(D) on the logits, sum_j w_ij a^V_ij on the output."""
+  """Shaw et al. 2018 per layer: q_i.a^K_ij / sqrt(D) on the logits, sum_j w_ij a^V_ij
+  on the output."""
   table_k, table_v = shaw_tables(module, cfg)
   index = shaw_index(q_pos, k_pos, cfg.shaw_max_distance)
   return (

@@ -13,10 +13,10 @@ id `V`) and `K` noise words `neg`. Both objectives follow word2vec.c:
 
 Updates are plain SGD applied by scatter-add to the gathered rows only: a dense gradient over a
 64k x 100 matrix per step would cost ~100x more memory traffic than the ~16 rows a centre touches.
-Data parallelism (the sharded loop is train/word2vec.py): the centres of a step are sharded over the mesh axis `data`; each device
-computes the row updates of its shard, the (row id, update) lists are all-gathered (B x D, never
-V x D) and every device applies the same scatter to its replica, so replicas stay identical and
-the result equals the single-device step.
+Data parallelism (the sharded loop is train/word2vec.py): the centres of a step are sharded over
+the mesh axis `data`; each device computes the row updates of its shard, the (row id, update)
+lists are all-gathered (B x D, never V x D) and every device applies the same scatter to its
+replica, so replicas stay identical and the result equals the single-device step.
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@
 
 Results go to `DIR/eval/{split}-{step}.json` (BLEU and chrF with sacreBLEU's signature, the
 token-level loss from `train.trainer.eval_loss`, decode settings, timings; for lengthgen,
-exact-match accuracy overall, per task length and per target length in tokens) and the hypotheses, one per line in the original order, to
-`DIR/eval/{split}-{step}.hyp.txt`. `--checkpoint=all` evaluates every checkpoint that
-`DIR/eval/ledger.json` does not list yet for this split and decode setting.
+exact-match accuracy overall, per task length and per target length in tokens) and the hypotheses,
+one per line in the original order, to `DIR/eval/{split}-{step}.hyp.txt`. `--checkpoint=all`
+evaluates every checkpoint that `DIR/eval/ledger.json` does not list yet for this split and decode
+setting.
 `--checkpoint=avg_last:N` evaluates the element-wise mean of the N newest checkpoints' params
 (train/averaging.py; cached in `DIR/averaged/`) and writes `DIR/eval/{split}-avg{N}@{last}.json`
 (+ `.hyp.txt`), which records the averaged steps; the ledger is not touched.

@@ -46,7 +46,8 @@ def peak_flops(device_kind, dtype='float32'):
 
 
 def _attention_flops(mc: ModelConfig, q_len: float, kv_len: float, proj_kv: bool) -> float:
-  """Forward FLOPs (2 per multiply-add) of one attention block for q_len queries over kv_len keys."""
+  """Forward FLOPs (2 per multiply-add) of one attention block for q_len queries over kv_len
+  keys."""
   d, h, k, hd = mc.d_model, mc.num_heads, mc.kv_heads, mc.hd
   f = 2 * q_len * d * h * hd * 2  # query and output projections
   if proj_kv:

@@ -1,4 +1,5 @@
-"""Text corpus: builder splits and skip counts on a tiny file; raw line iterator; real line count."""
+"""Text corpus: builder splits and skip counts on a tiny file; raw line iterator; real line
+count."""
 
 import pytest
 

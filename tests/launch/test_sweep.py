@@ -52,7 +52,7 @@ for step in range(start + 1, total + 1):
         sys.exit(0)  # like a trainer that saves and exits cleanly on SIGTERM
 writer.close()
 print('stub: trained to', total)
-'''
+'''  # noqa: E501
 
 STUB_EVAL = '''
 """Stub evaluate: results JSON whose bleu depends on the seed and the position override."""

@@ -1,6 +1,7 @@
-"""Bit-identity check for refactors of model/: save outputs before a change, compare after.
+r"""Bit-identity check for refactors of model/: save outputs before a change, compare after.
 
-  PYTHONPATH=/tmp/orig nice -n 19 .venv/bin/python tests/model/bit_identity.py save /tmp/bitident.npz
+  PYTHONPATH=/tmp/orig nice -n 19 .venv/bin/python tests/model/bit_identity.py \
+      save /tmp/bitident.npz
       # before (/tmp/orig: `git archive HEAD model | tar -x -C /tmp/orig`)
   nice -n 19 .venv/bin/python tests/model/bit_identity.py check /tmp/bitident.npz  # after
 

@@ -277,7 +277,8 @@ def test_split_decoding_of_a_scanned_model_with_replicated_params_is_repeatable(
   """Rows split over 2 devices, params replicated on a 2-device mesh (as training leaves them),
   a scanned model (so generate slices fresh per-layer params every call): 40 calls in a row give
   the same tokens. Transferring those fresh arrays from the decode threads at once failed
-  ~1 call in 7 on 2 single-threaded devices (jax `safe_zip` ValueError); transfers are now queued on the calling thread."""
+  ~1 call in 7 on 2 single-threaded devices (jax `safe_zip` ValueError); transfers are now queued
+  on the calling thread."""
   cfg = dict(vocab_size=64, d_model=32, num_heads=2, num_layers=3, d_ff=32, dropout=0.0)
   m = model.build_model(cfg)  # scan_layers: the default
   assert m.cfg.scan_layers

@@ -1,4 +1,5 @@
-"""checkpointing.py: round trip, keep-N + best, fallback past a damaged step, params-only restore."""
+"""checkpointing.py: round trip, keep-N + best, fallback past a damaged step,
+params-only restore."""
 
 import glob
 import os

@@ -1,5 +1,6 @@
 """train/loss.py: the fused, chunked output projection + loss equals the materialised one (value
-and gradient, against NumPy), and the trainer's fused path equals its unfused path on real models."""
+and gradient, against NumPy), and the trainer's fused path equals its unfused path on real
+models."""
 
 import functools
 

@@ -1,8 +1,9 @@
 """A throwaway model and batch for trainer tests that must not depend on model/ or data.
 
 The model follows the model/ contract (batch dict in, [B, T, vocab] float32 logits out, or with
-`return_hidden=True` the final states and the tied output table; params boxed with logical axis names) with just enough structure to exercise every part of
-the trainer: embeddings, a sharded MLP, dropout, and a source-dependent term.
+`return_hidden=True` the final states and the tied output table; params boxed with logical axis
+names) with just enough structure to exercise every part of the trainer: embeddings, a sharded
+MLP, dropout, and a source-dependent term.
 """
 
 import numpy as np

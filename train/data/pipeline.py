@@ -28,7 +28,8 @@ _OPEN_ITERATORS = weakref.WeakSet()  # closed at exit, before grain's prefetch t
 
 
 def layout_of(config) -> str:
-  """lm for the text corpus, else the model's arch decides (rnn reads the encoder-decoder layout)."""
+  """lm for the text corpus, else the model's arch decides (rnn reads the encoder-decoder
+  layout)."""
   if datasets.opt(datasets.data_config(config), 'name') == 'text':
     return 'lm'
   model = config.get('model', None) if 'data' in config else None
