@@ -324,6 +324,8 @@ def _main(argv) -> int:
     return 0
   for run in runs:  # all checked before any is written
     sweep_plan.check_spec(run)
+    if FLAGS.train_module == 'train.main':  # tests' stub trainers take stub configs
+      sweep_plan.check_config(run)
   os.makedirs(FLAGS.root, exist_ok=True)
   for run in runs:
     sweep_plan.write_spec(run, config=FLAGS.config, sweep=FLAGS.sweep, eval_splits=splits)

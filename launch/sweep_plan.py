@@ -242,6 +242,30 @@ def check_spec(run: Run) -> None:
     )
 
 
+def check_config(run: Run) -> None:
+  """Parses the run's `--config` flags exactly as its train.main will (ml_collections' own flag
+  parser on a fresh FlagValues) and validates the result (train.config_io), so a bad sweep value
+  or `--set` override fails before anything is launched, naming the run."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+
+  from train import config_io  # pylint: disable=import-outside-toplevel  (imports JAX)
+
+  argv = ['train.main'] + [a for a in run.train_cmd if a.startswith('--config')]
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, flag_values=fv, lock_config=False, sys_argv=argv)
+  try:
+    fv(argv)
+    config_io.validate(fv.config)
+  except (KeyError, AttributeError) as e:  # ml_collections: an override of a missing key
+    given = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')]
+    raise ValueError(
+      f'run {run.name}: an override names a key the config does not have ({e}); overrides: {given}'
+    ) from None
+  except (flags.Error, ValueError) as e:
+    raise ValueError(f'run {run.name}: {" ".join(str(e).split())}') from None
+
+
 def write_spec(run: Run, *, config: str, sweep: str, eval_splits: Sequence[str]) -> None:
   check_spec(run)
   os.makedirs(run.workdir, exist_ok=True)

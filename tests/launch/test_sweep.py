@@ -483,3 +483,28 @@ def test_shipped_sweeps_override_real_keys_with_valid_values(path, sweep_name, r
         got = got[part]
       assert got == (tuple(value) if isinstance(value, list) else value), (sweep_name, key)
     config_io.validate(config)
+
+
+def test_every_run_config_is_validated_before_anything_is_written(tmp_path):
+  """A bad sweep value or --set override is refused up front, parsed as train.main parses it."""
+  path = os.path.join(REPO, 'configs', 'multi30k.py')
+  module = config_file.load_module(path)
+
+  def plan(*extra):
+    return sweep_plan.plan_runs(
+      config=f'{path}:size=tiny',
+      sweep_runs=sweep_plan.get_sweep(module, 'smoke', 'size=tiny'),
+      root=str(tmp_path / 'root'),
+      eval_splits=['test_2016_flickr'],
+      extra=list(extra),
+    )
+
+  for run in plan('--config.total_steps=5'):
+    sweep_plan.check_config(run)  # the shipped smoke sweep is valid
+  with pytest.raises(ValueError, match=r"run model\.position-\w+: .*position='foo'.*rotary"):
+    sweep_plan.check_config(plan('--config.model.position=foo')[0])
+  with pytest.raises(ValueError, match='does not have'):
+    sweep_plan.check_config(plan('--config.nokey=1')[0])
+  with pytest.raises(ValueError, match='total_steps=abc'):
+    sweep_plan.check_config(plan('--config.total_steps=abc')[0])
+  assert not (tmp_path / 'root').exists()
