@@ -37,6 +37,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from launch import measure
+from launch import report_bench
 
 from train import cli
 from train import config_file
@@ -201,94 +202,6 @@ def benchmark_setting(config, overrides, peak, ref, args):
   return row
 
 
-# ============================================================================= report
-
-
-def _fmt(v, spec):
-  return '-' if v is None else format(v, spec)
-
-
-def format_tables(result):
-  """Markdown tables: training, then decoding."""
-  lines = [
-    f'{result["date"]} | {result["machine"]["description"]} | peak '
-    f'{result["peak_flops_per_s"] / 1e9:.1f} GFLOP/s ({result["peak_source"]})',
-    '',
-    '| setting | params | compile s | shapes | step ms | host ms | tok/step | real tok/s | pad % '
-    '| GFLOP/s | matmul GFLOP/s | MFU | exec MFU | CPU-time MFU | cost/token | peak mem MB |',
-    '|---' * 16 + '|',
-  ]
-  base = None
-  for r in result['runs']:
-    t = r.get('train')
-    if t is None:
-      lines.append(
-        f'| {r["setting"]} | {"error: " + r["error"] if "error" in r else "not timed"} |'
-      )
-      continue
-    mem = t['peak_memory_bytes'] / 2**20 if t['peak_memory_bytes'] else None
-    # Step CPU time in matmul-equivalents per real token: comparable across settings even when
-    # the machine's load changed between them. 1.00 = the first setting.
-    cost = (
-      t.get('step_matmul_equiv_cpu', t['step_s'] * result['peak_flops_per_s'])
-      / t['target_tokens_per_step']
-    )
-    base = base or cost
-    ref = t.get('matmul_flops_per_s')
-    lines.append(
-      f'| {r["setting"]} | {t["params"] / 1e6:.2f}M | {t["compile_s"]:.1f} | {t["num_shapes"]} | '
-      f'{1e3 * t["step_s"]:.0f} | {1e3 * t["host_s"]:.1f} | {t["target_tokens_per_step"]:.0f} | '
-      f'{t["tokens_per_s"]:,.0f} | {100 * t["padding_fraction"]:.1f} | '
-      f'{t["flops_per_s"] / 1e9:.1f} | {_fmt(ref and ref / 1e9, ".1f")} | {100 * t["mfu"]:.1f}% | '
-      f'{100 * t["executed_mfu"]:.1f}% | {_fmt(t.get("cpu_time_mfu", 0) * 100 or None, ".1f")}'
-      f' | {cost / base:.2f} | {_fmt(mem, ".0f")} |'
-    )
-  dec = [r for r in result['runs'] if r.get('decode')]
-  if dec:
-    keys = [k for k in dec[0]['decode'] if 'speedup' not in k]
-    lines += [
-      '',
-      '| setting | '
-      + ' | '.join(f'{k} sent/s (tok/s)' for k in keys)
-      + ' | speed-up (uncached / cached) |',
-      '|---' * (len(keys) + 2) + '|',
-    ]
-    for r in dec:
-      d = r['decode']
-      cells = [
-        f'{d[k]["sentences_per_s"]:.1f} ({d[k]["tokens_per_s"]:,.0f})' if k in d else '-'
-        for k in keys
-      ]
-      speed = ', '.join(
-        f'{k[:-8]} {v:.1f}x (CPU time {d.get(k + "_cpu_time", 0):.1f}x)'
-        for k, v in d.items()
-        if k.endswith('speedup')
-      )
-      lines.append(f'| {r["setting"]} | ' + ' | '.join(cells) + f' | {speed or "-"} |')
-  prof = [r for r in result['runs'] if r.get('train', {}).get('op_time_s')]
-  if prof:
-    from launch import op_profile  # pylint: disable=import-outside-toplevel
-
-    cats = sorted(
-      {c for r in prof for c in r['train']['op_time_s']},
-      key=lambda c: -sum(r['train']['op_time_s'].get(c, 0) for r in prof),
-    )
-    lines += [
-      '',
-      'Share of op time (3 profiled steps, all compute threads):',
-      '',
-      '| part | ' + ' | '.join(r['setting'] for r in prof) + ' |',
-      '|---' * (len(prof) + 1) + '|',
-    ]
-    share = [op_profile.shares(r['train']['op_time_s']) for r in prof]
-    for c in cats:
-      lines.append(f'| {c} | ' + ' | '.join(f'{100 * s.get(c, 0):.1f}%' for s in share) + ' |')
-  for r in result['runs']:
-    if r.get('error') and r.get('train'):
-      lines.append(f'{r["setting"]}: error: {r["error"]}')
-  return '\n'.join(lines)
-
-
 def run(config, config_spec, sweep, args, json_path=None):
   """The whole benchmark as a JSON-able dict."""
   import jax  # pylint: disable=import-outside-toplevel
@@ -364,7 +277,7 @@ def main(argv):
     except (ValueError, KeyError) as e:
       raise cli.UsageError(f'{cli.one_line(e)} (setting {overrides or "base"})') from None
   result = run(FLAGS.config, spec, FLAGS.sweep, args, FLAGS.json)
-  print(format_tables(result))
+  print(report_bench.benchmark_tables(result))
   failed = [f'{r["setting"]}: {r["error"]}' for r in result['runs'] if r.get('error')]
   if failed:
     cli.fail(f'{len(failed)} setting(s) failed: ' + '; '.join(failed), cli.RUNTIME_EXIT)

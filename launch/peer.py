@@ -48,6 +48,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from launch import peer_source
+from launch import report_bench
 from train import layout
 from train import runtime
 
@@ -339,30 +340,6 @@ def best_of(rounds, decode_names):
   }
 
 
-def table_rows(args, peak):
-  """(label, part, key, format) of each row of the side-by-side table."""
-  cpu = peak is None
-  rows = [
-    ('train, real target tokens/s', 'train', 'tokens_per_s', ',.0f'),
-    (
-      'train MFU' + (' (CPU time, vs a float32 matmul)' if cpu else ''),
-      'train',
-      'cpu_time_mfu' if cpu else 'mfu',
-      '.1%',
-    ),
-    (
-      f'beam-{args["beam_size"]} decode, {args["decode_batch"]} sentences, sentences/s',
-      'beam',
-      'sentences_per_s',
-      ',.1f',
-    ),
-  ]
-  if args['batch1']:
-    label = f'beam-{args["beam_size"]} decode, 1 sentence, sentences/s'
-    rows.append((label, 'beam_batch1', 'sentences_per_s', ',.1f'))
-  return rows
-
-
 def setup_of(config, batches, train, peer_params, sources):
   """What was compared: shapes, model settings and both parameter counts."""
   m = config.model
@@ -437,7 +414,7 @@ def run(config, args, wmt_dir=None, log=print):
         rnd['train'].setdefault('mfu', rnd['train']['flops_per_s'] / (peak * jax.device_count()))
 
   best = best_of(rounds, [name for name, _ in decodes])
-  rows = table_rows(args, peak)
+  rows = report_bench.peer_rows(args, peak)
   ratios = {}
   for label, part, key, _ in rows:
     a, b = best['attnlab'][part].get(key), best['flax_wmt'][part].get(key)
@@ -460,32 +437,8 @@ def run(config, args, wmt_dir=None, log=print):
     'best': best,
     'ratios': ratios,
   }
-  result['table'] = format_table(result, rows)
+  result['table'] = report_bench.peer_table(result, rows)
   return result
-
-
-def format_table(result, rows):
-  s = result['setup']
-  lines = [
-    f'{result["date"]} | {result["machine"]["description"]} | {s["rows"]} rows x '
-    f'{s["row_len"]} tokens, vocab {s["vocab_size"]}, d {s["d_model"]}, {s["layers"]}+'
-    f'{s["layers"]} layers, {s["heads"]} heads, FFN {s["d_ff"]}, {s["dtype"]} | params '
-    f'attnlab {s["params"]["attnlab"] / 1e6:.2f}M, flax wmt '
-    f'{s["params"]["flax_wmt"] / 1e6:.2f}M | best of {result["args"]["repeats"]} '
-    'interleaved rounds',
-    '',
-    '| measure | attnlab | flax wmt | ratio |',
-    '|---|---|---|---|',
-  ]
-  for label, part, key, spec in rows:
-    a = result['best']['attnlab'][part].get(key)
-    b = result['best']['flax_wmt'][part].get(key)
-    ratio = result['ratios'][f'{part}.{key}']
-    cell = lambda v: '-' if v is None else format(v, spec)
-    lines.append(
-      f'| {label} | {cell(a)} | {cell(b)} | {"-" if ratio is None else f"{ratio:.2f}x"} |'
-    )
-  return '\n'.join(lines)
 
 
 def main(argv):
