@@ -112,9 +112,8 @@ def unrolled(module, variables):
   of a `layers` subtree becomes `layer_i`'s [...], the names of `run_layers`' Python loop.
   Anything else (the RNN, an adapter such as `Uncached`, an unrolled model) is returned as is."""
   cfg = getattr(module, 'cfg', None)
-  if not (isinstance(module, nn.Module) and getattr(cfg, 'scan_layers', False)):
-    return module, variables
-  if cfg.arch == 'rnn':
+  scanned = isinstance(module, nn.Module) and getattr(cfg, 'scan_layers', False)
+  if not scanned or cfg.arch == 'rnn':
     return module, variables
   wrapped = isinstance(variables, collections.abc.Mapping) and 'params' in variables
   params = transformer.unstack_layers(nn.meta.unbox(variables['params'] if wrapped else variables))
