@@ -215,10 +215,14 @@ def validate(config) -> None:
   for key, value, valid in choices:
     if value not in valid:
       raise cli.UsageError(f'--config.{key}={value!r} is not valid; choose one of: {valid}')
-  for key in ('batch_size', 'steps_per_call', 'model.dim', 'model.window', 'optim.epochs'):
-    value = config
-    for part in key.split('.'):
-      value = value[part]
+  sizes = (
+    ('batch_size', config.batch_size),
+    ('steps_per_call', config.steps_per_call),
+    ('model.dim', config.model.dim),
+    ('model.window', config.model.window),
+    ('optim.epochs', config.optim.epochs),
+  )
+  for key, value in sizes:
     if not isinstance(value, int) or value < 1:
       raise cli.UsageError(f'--config.{key}={value!r} must be a positive integer')
 
