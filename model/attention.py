@@ -212,7 +212,9 @@ def _to_cache(x_BSKD):
 
 
 def _from_cache(x_BKSD):
-  """The cache in the model's [B,S,K,D] view; XLA folds the transpose into the matmuls."""
+  """The cache in the model's [B,S,K,D] view. XLA folds this transpose into the matmuls for the
+  self-attention cache; the loop-invariant cross-attention keys are still re-laid out to
+  [B,K,D,S] every step (~12% of beam-4 op time at size=small, README flax-peer section)."""
   return x_BKSD.transpose(0, 2, 1, 3)
 
 
