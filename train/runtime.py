@@ -78,7 +78,8 @@ def use_cpu_devices(spec: str, config) -> int | None:
 
 
 def configure_cpu_devices(n: int) -> bool:
-  """Before the backend starts: run the host CPU as `n` single-threaded XLA devices.
+  """Before the backend starts: run the host CPU as `n` XLA devices with Eigen's intra-op thread
+  pool off (XNNPACK's dots may still borrow an idle core).
 
   Data parallelism over cores instead of threads inside every op: small models' ops are too
   small to split well over threads (the Multi30K recipe trains ~1.3x faster per update on 2

@@ -1,5 +1,9 @@
-"""train/runtime.py: --cpu_devices picks a device count that divides the batch, and really
-splits the CPU into that many single-threaded devices before the backend starts."""
+"""train/runtime.py: --cpu_devices picks a device count that divides the batch, and configures
+the backend for that many devices (Eigen's thread pool off) before it starts.
+
+How fast that runs is a benchmark's business (`launch.benchmark --cpu_devices=auto` against `=1`,
+README "Training throughput"), not a test's: a CPU-time ratio measured here depended on what else
+the machine was doing (XLA's XNNPACK dots use a free core even with Eigen's pool off)."""
 
 import json
 import os
@@ -39,16 +43,13 @@ def test_cpu_devices_for_refuses_bad_values():
 
 def _probe(xla_flags, n):
   code = (
-    'import json, os, time\n'
+    'import json, os\n'
     'from train import runtime\n'
     f'changed = runtime.configure_cpu_devices({n})\n'
     'import jax, jax.numpy as jnp\n'
-    'a = jnp.ones((1024, 1024)); f = jax.jit(jnp.dot); f(a, a).block_until_ready()\n'
-    't, c = time.perf_counter(), time.process_time()\n'
-    'for _ in range(3): f(a, a).block_until_ready()\n'
+    'a = jnp.ones((64, 64)); out = jax.jit(jnp.dot)(a, a)\n'
     'print(json.dumps({"changed": changed, "devices": jax.device_count(),\n'
-    '  "cpu_per_wall": (time.process_time() - c) / (time.perf_counter() - t),\n'
-    '  "flags": os.environ.get("XLA_FLAGS", "")}))\n'
+    '  "ok": bool((out == 64).all()), "flags": os.environ.get("XLA_FLAGS", "")}))\n'
   )
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   if xla_flags is not None:
@@ -63,8 +64,7 @@ def test_configure_splits_the_cpu_and_respects_explicit_xla_flags():
   r = _probe(None, 2)
   assert r['changed'] and r['devices'] == 2
   assert '--xla_cpu_multi_thread_eigen=false' in r['flags']
-  # One thread per device: a matmul on device 0 keeps at most one core busy.
-  assert r['cpu_per_wall'] < 1.3, r
+  assert r['ok']  # the backend starts and computes with these flags
   # XLA_FLAGS that already set a device count (the tests' 8 devices) are left alone.
   r = _probe('--xla_force_host_platform_device_count=3', 2)
   assert not r['changed'] and r['devices'] == 3
