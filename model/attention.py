@@ -180,17 +180,30 @@ class Kind:
   # (module, h [B,T,d], K) -> kernel logits: self-attention is a convolution block
   # (model/convolution.py) and cross-attention is `dot`, as in Wu et al. 2019.
   conv: Callable | None = None
+  # (cfg, n_q, m) -> forward FLOPs beyond the dot-attention count (m = keys) or, for a conv kind,
+  # beyond the convolution block's (m = kernel taps); train/metrics.py adds it.
+  extra_flops: Callable | None = None
+
+
+def _additive_flops(cfg, q_len, kv_len):
+  return q_len * kv_len * cfg.num_heads * cfg.hd * 3  # add, tanh, dot with v
+
+
+def _dynamic_kernel_flops(cfg, n, taps):
+  return 2 * n * cfg.d_model * cfg.num_heads * taps  # the per-position kernel
 
 
 _ALL = frozenset(pos_lib.HOOKS)
 # The order is the order of every choice list and error message.
 KINDS: dict[str, Kind] = {
   'dot': Kind(scaled_dot_logits, _ALL, fused=True),
-  'additive': Kind(additive_logits, frozenset({'embed', 'bias'})),
+  'additive': Kind(additive_logits, frozenset({'embed', 'bias'}), extra_flops=_additive_flops),
   'shared_qk': Kind(scaled_dot_logits, _ALL, fused=True, shared_qk=True),
   'linear': Kind(None, frozenset({'embed', 'rotate'})),
   'lightconv': Kind(None, frozenset({'embed'}), conv=conv_lib.light_kernel),
-  'dynamicconv': Kind(None, frozenset({'embed'}), conv=conv_lib.dynamic_kernel),
+  'dynamicconv': Kind(
+    None, frozenset({'embed'}), conv=conv_lib.dynamic_kernel, extra_flops=_dynamic_kernel_flops
+  ),
 }
 # Softmax attention kernels (an implementation choice, not a kind): xla / cudnn =
 # jax.nn.dot_product_attention(implementation=...); auto = xla; einsum = the explicit path the other

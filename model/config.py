@@ -186,30 +186,27 @@ def validate(c: ModelConfig) -> None:
         f'choose one of {ok} (or another attention).'
       )
   if c.attention_impl == 'cudnn':
-    why = []
-    if not kind.fused:
-      why.append(f'model.attention={c.attention!r} (cuDNN computes softmax(q.k) only)')
-    for name in used:
-      if pos_lib.SCHEMES[name].relative is not None:
-        why.append(f'position {name!r} (its relative terms enter the scores and the values)')
-    if c.attention_dropout > 0:
-      why.append(
-        f'model.attention_dropout={c.attention_dropout} (not supported by the fused kernel)'
-      )
-    if c.dtype != 'bfloat16':
-      why.append(f"model.dtype={c.dtype!r} (cuDNN's fused attention needs 'bfloat16')")
-    if why:
-      raise ValueError(
-        'model.attention_impl=cudnn cannot run this model: '
-        + '; '.join(why)
-        + '. Use model.attention_impl=auto (or xla / einsum).'
-      )
-  if c.t5_num_buckets < 4 or c.t5_max_distance <= c.t5_num_buckets // 4:
+    _validate_cudnn(c, kind, used)
+
+
+def _validate_cudnn(c: ModelConfig, kind, used: list[str]) -> None:
+  """attention_impl=cudnn: every reason the fused kernel cannot run this model, in one error."""
+  why = []
+  if not kind.fused:
+    why.append(f'model.attention={c.attention!r} (cuDNN computes softmax(q.k) only)')
+  for name in used:
+    if pos_lib.SCHEMES[name].relative is not None:
+      why.append(f'position {name!r} (its relative terms enter the scores and the values)')
+  if c.attention_dropout > 0:
+    why.append(f'model.attention_dropout={c.attention_dropout} (not supported by the fused kernel)')
+  if c.dtype != 'bfloat16':
+    why.append(f"model.dtype={c.dtype!r} (cuDNN's fused attention needs 'bfloat16')")
+  if why:
     raise ValueError(
-      'model.t5_num_buckets must be >= 4 and model.t5_max_distance > num_buckets / 4.'
+      'model.attention_impl=cudnn cannot run this model: '
+      + '; '.join(why)
+      + '. Use model.attention_impl=auto (or xla / einsum).'
     )
-  if c.shaw_max_distance < 1:
-    raise ValueError('model.shaw_max_distance must be >= 1.')
 
 
 def _validate_conv(c: ModelConfig) -> None:

@@ -226,6 +226,16 @@ def _learned_check(cfg):
   )
 
 
+def _t5_check(cfg):
+  if cfg.t5_num_buckets < 4 or cfg.t5_max_distance <= cfg.t5_num_buckets // 4:
+    return 'model.t5_num_buckets must be >= 4 and model.t5_max_distance > num_buckets / 4.'
+  return None
+
+
+def _shaw_check(cfg):
+  return 'model.shaw_max_distance must be >= 1.' if cfg.shaw_max_distance < 1 else None
+
+
 # ---------------------------------------------------------------- registry
 @dataclasses.dataclass(frozen=True)
 class Scheme:
@@ -253,9 +263,9 @@ SCHEMES: dict[str, Scheme] = {
   'none': Scheme(),
   'sinusoidal': Scheme(embed=sinusoidal_embed, check=_even('sinusoidal', 'd_model', 'd_model')),
   'learned': Scheme(embed=learned_embed, check=_learned_check, check_length=check_learned_length),
-  'shaw': Scheme(relative=shaw_relative),
-  't5': Scheme(bias=t5_bias),
-  't5_unscaled': Scheme(bias=t5_bias, unscaled=True),
+  'shaw': Scheme(relative=shaw_relative, check=_shaw_check),
+  't5': Scheme(bias=t5_bias, check=_t5_check),
+  't5_unscaled': Scheme(bias=t5_bias, check=_t5_check, unscaled=True),
   'rotary': Scheme(rotate=apply_rotary, check=_even('rotary', 'hd', 'head_dim')),
   'alibi': Scheme(bias=alibi_bias),
 }

@@ -57,12 +57,8 @@ POSITIVE_INTS = (
   'batch_size',
   'log_every',
   'checkpoint_every',
-  'model.d_model',
-  'model.num_heads',
-  'model.num_layers',
-  'model.d_ff',
   'optim.grad_accum_steps',
-)
+)  # model.* sizes: model/config.py's validate, run by _validate_model below
 NON_NEGATIVE_INTS = (
   'patience',
   'loss_chunk_tokens',

@@ -49,11 +49,12 @@ def _attention_flops(mc: ModelConfig, q_len: float, kv_len: float, proj_kv: bool
   """Forward FLOPs (2 per multiply-add) of one attention block for q_len queries over kv_len
   keys."""
   d, h, k, hd = mc.d_model, mc.num_heads, mc.kv_heads, mc.hd
+  kind = attn_lib.KINDS[mc.attention]
   f = 2 * q_len * d * h * hd * 2  # query and output projections
   if proj_kv:
-    f += 2 * kv_len * d * k * hd * (1 if mc.attention == 'shared_qk' else 2)
-  if mc.attention == 'additive':
-    f += q_len * kv_len * h * hd * 3  # add, tanh, dot with v
+    f += 2 * kv_len * d * k * hd * (1 if kind.shared_qk else 2)
+  if kind.extra_flops is not None and kind.conv is None:
+    f += kind.extra_flops(mc, q_len, kv_len)
   f += 2 * q_len * kv_len * h * hd * 2  # scores and weighted sum of values
   return f
 
@@ -63,8 +64,9 @@ def _conv_flops(mc: ModelConfig, n: float, size: int) -> float:
   d = mc.d_model
   f = 2 * n * d * 2 * d + 2 * n * d * d  # GLU input projection (d -> 2d) and output projection
   f += 2 * n * size * d  # the depthwise convolution
-  if mc.attention == 'dynamicconv':
-    f += 2 * n * d * mc.num_heads * size  # the per-position kernel
+  kind = attn_lib.KINDS[mc.attention]
+  if kind.extra_flops is not None:
+    f += kind.extra_flops(mc, n, size)
   return f
 
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from launch import peer
+from launch import peer_model
 from launch import peer_source
 from tests.xla_flags import xla_flags
 
@@ -47,7 +47,7 @@ def test_peer_batch_keys():
       'weights',
     )
   }
-  assert sorted(peer.peer_batch(b)) == sorted(
+  assert sorted(peer_model.peer_batch(b)) == sorted(
     [
       'inputs',
       'targets',
