@@ -38,10 +38,12 @@ from ml_collections import config_flags
 
 from launch import measure
 from launch import report_bench
+from launch import sweep_plan as sweep_lib
 
 from train import cli
 from train import config_file
 from train import config_io
+from train import data
 from train import metrics as metrics_lib
 from train import layout
 from train import runtime
@@ -117,8 +119,6 @@ def sweep_runs(config_spec, sweep):
     return [{}]
   if '=' in sweep:
     return parse_overrides(sweep)
-  from launch import sweep_plan as sweep_lib  # pylint: disable=import-outside-toplevel
-
   path, arg = config_file.split_spec(config_spec)
   runs, seen = [], set()
   for overrides in sweep_lib.get_sweep(config_file.load_module(path), sweep, arg):
@@ -161,8 +161,6 @@ def benchmark_setting(config, overrides, peak, ref, args):
     config = apply_overrides(config, overrides)
     tokenizer = None
     if args['data'] == 'real':
-      from train import data  # pylint: disable=import-outside-toplevel
-
       data.build(config)
       tokenizer = data.get_tokenizer(config)
       config = config_io.resolve(config, tokenizer.vocab_size)  # as train.loop does

@@ -139,8 +139,6 @@ def setup_of(config, batches, train, peer_params, sources):
 
 def run(config, args, wmt_dir=None, log=print):
   """Both sides, interleaved, as one JSON-able dict (with the Markdown table under 'table')."""
-  from launch import measure  # pylint: disable=import-outside-toplevel
-
   jax.config.update('jax_enable_compilation_cache', False)
   wmt_dir = wmt_dir or peer_source.fetch_peer(args.get('flax_version'), args.get('peer_dir'))
   peer_ns = peer_source.load_peer(wmt_dir)

@@ -12,7 +12,7 @@ import ml_collections as mlc
 import model
 from model import config as model_config
 from train import layout
-from train.data import datasets, multi30k, pipeline, tokenizer
+from train.data import datasets, lengthgen, multi30k, pipeline, tokenizer
 
 # Choice-valued keys and their valid values (docs/contracts.md). None is allowed where the
 # contract says "None -> fall back to ...".
@@ -115,8 +115,6 @@ def validate(config):
     if len(rule) != 2:
       errors.append(f'mesh_rules entry {rule!r} is not a (logical_axis, mesh_axes) pair')
   if config.data.name == 'lengthgen':
-    from train.data import lengthgen  # pylint: disable=import-outside-toplevel
-
     if config.data.task not in lengthgen.TASKS:
       errors.append(
         f'--config.data.task={config.data.task!r} is not a lengthgen task; choose '

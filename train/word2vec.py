@@ -31,6 +31,7 @@ from train import layout
 from train import mesh as mesh_lib
 from train import metrics
 from train import word2vec_data, word2vec_io
+from train import word_eval
 from train.word2vec_data import Corpus
 
 
@@ -89,8 +90,6 @@ def data_mesh(num_devices: int | None = None) -> Mesh:
 # ================================================================== training
 def evaluate(config, corpus: Corpus, params) -> dict:
   """WordSim353 and Google analogy scores (word-level runs with eval.word_sets only)."""
-  from train import word_eval  # pylint: disable=import-outside-toplevel
-
   if corpus.kind != 'word' or not config.eval.word_sets:
     return {}
   data_dir = config.data.data_dir

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from train import layout
+from train import trainer
+from train import word_eval
 from train.word2vec_data import Corpus, sentencepiece_tokenizer
 
 
@@ -34,8 +36,6 @@ def write_run_config(config, workdir: str) -> None:
 def as_state(params, epoch):
   """The trainer's TrainState shape, so train/checkpointing.py saves word2vec runs too:
   step = finished epochs, no optimizer state (plain SGD)."""
-  from train import trainer  # pylint: disable=import-outside-toplevel
-
   return trainer.TrainState(step=jnp.asarray(epoch, jnp.int32), params=params, opt_state={})
 
 
@@ -51,8 +51,6 @@ def resume(ckpt, params) -> tuple[object, int]:
 
 def save_outputs(workdir, corpus: Corpus, params, results, export: bool):
   """embeddings.npy (input vectors), vocab.json, vocab_kind.txt, results.json, vectors.txt."""
-  from train import word_eval  # pylint: disable=import-outside-toplevel
-
   emb = np.asarray(params['input'], np.float32)
   buf = io.BytesIO()
   np.save(buf, emb)
