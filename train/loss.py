@@ -7,10 +7,14 @@ Two forms with the same value:
   op, over chunks of target positions, with its gradient computed in the same pass (a custom
   VJP), so the [B, T, V] logits and their gradient never exist at once: the memory of the output
   head drops from O(B T V) to O(chunk V), which matters for large vocabularies on accelerators.
-  On the 2-core CPU it is not faster: alone, the head + loss of the Multi30K recipe (8192 tokens,
-  d 128, V 10k) took 540 ms against 1120 ms, but inside the full train step the A/B in one
-  process was 3.48 s (chunks of 2048) and 3.32 s (1024) against 3.34 s unfused. Off by default
-  (`config.loss_chunk_tokens = 0`).
+  On the 2-core CPU it pays at the Multi30K recipe's shape (128 packed rows of 64, d 128, V 10k,
+  2 devices): in one process on an idle machine (2026-12-04) a train step took 1,052 / 1,208 ms with
+  chunks of 1024 against 1,720 / 1,741 ms unfused, 0.66-0.72x the CPU time per target token
+  (`python -m launch.benchmark --config=configs/multi30k.py:size=wu2021 --steps=5 --decode=
+  --sweep='loss_chunk_tokens=0;loss_chunk_tokens=1024;loss_chunk_tokens=0;loss_chunk_tokens=1024'`).
+  At d 128 / 256 with 4k-8k vocabularies (`size=default`, `size=small`) it made no measurable
+  difference. Off by default (`config.loss_chunk_tokens = 0`); the wu2021 and budget recipes
+  turn it on.
 """
 
 from __future__ import annotations
