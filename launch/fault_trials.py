@@ -141,6 +141,51 @@ def full_disk_trial(c: Campaign) -> None:
   )
 
 
+def _kilobytes(path: str) -> int:
+  """Disk usage of a file tree in KiB, counted in 4 KiB pages as tmpfs counts it."""
+  pages = 0
+  for d, _, fs in os.walk(path):
+    pages += 1 + sum(-(-os.path.getsize(os.path.join(d, f)) // 4096) for f in fs)
+  return 4 * pages
+
+
+def full_disk_tmpfs_trial(c: Campaign) -> None:
+  """A real full disk: the workdir is a tmpfs with room for about two and a half checkpoints, so
+  a later save runs out of space partway through its writes. One error line naming the step and
+  the intact steps, exit 1; every listed step restores; the workdir, copied to a real disk,
+  resumes bit-identical. Needs root and unshare(1) (a private mount namespace)."""
+  tally = c.tally('full disk during a save (a real tmpfs)')
+  if read_only_method() != 'mount':
+    tally.notes.append('skipped: needs root and a usable unshare(1) to mount a small tmpfs')
+    return
+  ref = c.reference_dir
+  first = os.path.join(
+    ref, layout.CKPT_DIR, str(min(map(int, os.listdir(os.path.join(ref, layout.CKPT_DIR)))))
+  )
+  rest = _kilobytes(ref) - _kilobytes(os.path.join(ref, layout.CKPT_DIR))
+  size_kb = rest + 5 * _kilobytes(first) // 2
+  w = c.workdir('full-disk-tmpfs')
+  after = w + '-copied'
+  os.makedirs(w)
+  q = shlex.quote
+  script = (
+    f'mount -t tmpfs -o size={size_kb}k attnlab-full {q(w)} && '
+    f'{{ {shlex.join(c.train_cmd(w))}; rc=$?; cp -a {q(w)} {q(after)}; exit $rc; }}'
+  )
+  p = c.run(['unshare', '--mount', '--', 'sh', '-c', script])
+  ok, note = c.clean(p, 1)
+  ok = ok and 'no space left on device' in p.stderr.decode()
+  from train import checkpointing, restore  # pylint: disable=import-outside-toplevel
+
+  steps = checkpointing.list_steps(after) if os.path.isdir(after) else []
+  restorable = bool(steps) and restore.restorable_steps(after) == steps
+  again = c.run(c.train_cmd(after))
+  same = again.returncode == 0 and c.same_as_reference(after)
+  tally.add(
+    ok and restorable and same, lost=not (restorable and same), note=f'{size_kb} KiB: {note}'
+  )
+
+
 def read_only_method() -> str | None:
   """How this process can make a workdir read-only: 'chmod' (not root), 'mount' (root, which
   ignores file permissions: a read-only bind mount in a private mount namespace, which binds root

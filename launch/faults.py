@@ -11,9 +11,12 @@ checkpoint every 5) and checks the outcome the README promises:
 - one checkpoint item (params, optimizer state, data state, metadata) of the newest step
   truncated or deleted: training resumes from the previous step and ends bit-identical;
   evaluate and translate fall back too, with one warning line.
-- a full disk during a save (simulated: the third save raises ENOSPC): one error line, exit 1,
-  the previous checkpoints restore, and a rerun ends bit-identical.
-- a read-only workdir: one error line, exit 1 (skipped as root, which ignores permissions).
+- a full disk during a save, twice: simulated (the third save raises ENOSPC as it starts), and
+  real (as root: the workdir on a tmpfs with room for about 2.5 checkpoints, so a save runs out
+  of space partway through its writes). One error line naming the failed step and the intact
+  ones, exit 1, every listed checkpoint restores, and a rerun ends bit-identical.
+- a read-only workdir: one error line, exit 1 (as root, which ignores file permissions: a
+  read-only bind mount in a private mount namespace).
 - `train.evaluate --checkpoint=all` in a loop while training saves: never a failure.
 - bad input files (empty, non-UTF-8, CRLF, a 10,000-token line, mismatched line counts, a
   missing file) for training data, evaluate and translate: one-line errors or warnings, the
@@ -50,6 +53,7 @@ def run_all(c: Campaign, kill9: int, sigterm: int) -> list[Tally]:
     fault_trials.signal_trial(c, signal.SIGTERM)
   fault_trials.checkpoint_item_trials(c)
   fault_trials.full_disk_trial(c)
+  fault_trials.full_disk_tmpfs_trial(c)
   fault_trials.read_only_trial(c)
   fault_trials.concurrent_evaluate_trial(c)
   fault_trials.bad_input_trials(c)

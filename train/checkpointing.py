@@ -47,6 +47,52 @@ if not any(isinstance(f, _OrbaxNotices) for f in logging.get_absl_logger().filte
   logging.get_absl_logger().addFilter(_OrbaxNotices())
 
 
+class _FailedSaveRecords(std_logging.Filter):
+  """A save that fails in Orbax's background threads (a full disk, say) is logged by each
+  thread that saw it, at ERROR with a ~40-line traceback (three or four records), and then
+  raised in the main thread at the next save or wait, where Checkpointer reports it as one
+  CheckpointSaveError. Drop exactly those records: tracebacks logged by Orbax's background
+  machinery (its futures, the async checkpointer's commit thread, the manager's finalize
+  thread), whose errors Orbax hands on to the caller."""
+
+  SOURCES = (
+    os.path.join('futures', 'future.py'),
+    os.path.join('checkpointers', 'async_checkpointer.py'),
+  )
+
+  def filter(self, record):
+    if record.levelno < std_logging.ERROR or not record.exc_info:
+      return True
+    path = record.pathname
+    if os.sep + 'orbax' + os.sep not in path:
+      return True
+    return not (path.endswith(self.SOURCES) or 'Save Finalize thread' in record.getMessage())
+
+
+if not any(isinstance(f, _FailedSaveRecords) for f in logging.get_absl_logger().filters):
+  logging.get_absl_logger().addFilter(_FailedSaveRecords())
+
+
+class CheckpointSaveError(OSError):
+  """A checkpoint save failed; the steps saved before it are intact and a rerun resumes from the
+  newest of them."""
+
+
+def _save_error(workdir, steps, error: Exception) -> CheckpointSaveError:
+  """One line for a failed save: the step (the first of `steps`, the saves that may have been
+  running, that is not on disk), the reason, the steps that survive, what to do."""
+  text = ' '.join(str(error).split())
+  full = 'No space left on device' in text or "os_error_code='28'" in text
+  reason = 'no space left on device' if full else f'{type(error).__name__}: {text[:300]}'
+  kept = list_steps(workdir)
+  failed = next((s for s in steps if s is not None and s not in kept), steps[-1])
+  fix = f'free space on the disk of {workdir}, then rerun' if full else 'rerun'
+  return CheckpointSaveError(
+    f'checkpoint save of step {failed} failed ({reason}); the saved steps {kept} are intact: '
+    f'{fix} and training resumes from step {kept[-1] if kept else 0}'
+  )
+
+
 def _closed_loop(exc_type, exc_value) -> bool:
   return exc_type is RuntimeError and str(exc_value) == 'Event loop is closed'
 
@@ -209,22 +255,37 @@ class Checkpointer:
       save_every=config.checkpoint_every,
       async_save=async_save,
     )
+    self._saving = None  # the step of the newest save started (async: may still be writing)
 
   def save(self, state, data_state, metrics=None, force=False):
-    """Starts an async save of `state` at state.step; returns whether one was started."""
+    """Starts an async save of `state` at state.step; returns whether one was started. Raises
+    CheckpointSaveError if this save, or the previous one still finishing, fails."""
     step = int(jax.device_get(state.step))
     if step in self.manager.all_steps():
       return False
-    return self.manager.save(
-      step,
-      force=force,
-      metrics=metrics,
-      args=ocp.args.Composite(
-        params=ocp.args.StandardSave(state.params),
-        train=ocp.args.StandardSave({'step': state.step, 'opt_state': state.opt_state}),
-        data=DataStateSave(data_state),
-      ),
-    )
+    with self._surfacing_failures(step):
+      started = self.manager.save(
+        step,
+        force=force,
+        metrics=metrics,
+        args=ocp.args.Composite(
+          params=ocp.args.StandardSave(state.params),
+          train=ocp.args.StandardSave({'step': state.step, 'opt_state': state.opt_state}),
+          data=DataStateSave(data_state),
+        ),
+      )
+    if started:
+      self._saving = step
+    return started
+
+  @contextlib.contextmanager
+  def _surfacing_failures(self, step=None):
+    """An async save's failure surfaces at the next Orbax call (the next save, which first
+    waits for the running one, or a wait): name the save that is not on disk."""
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except  # whatever the storage raised
+      raise _save_error(self.workdir, [self._saving, step], e) from e
 
   def restore_latest(self, state):
     """(state, data_state) from the newest step that restores, or (None, None).
@@ -283,7 +344,8 @@ class Checkpointer:
     self.manager.reload()
 
   def wait(self):
-    self.manager.wait_until_finished()
+    with self._surfacing_failures():
+      self.manager.wait_until_finished()
 
   def close(self):
     self.manager.close()

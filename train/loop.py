@@ -347,17 +347,36 @@ def train_and_evaluate(config, workdir, devices=None) -> str:
   preemption = runtime.Preemption()
   run = None
   loop = None
+  finished = False
   try:
     run = build_run(config, workdir, devices)
     loop = Loop(run)
-    return loop(preemption)
+    outcome = loop(preemption)
+    finished = True
+    return outcome
   finally:
-    preemption.close()
+    closers = [preemption.close]
     if run is not None:
-      run.ckpt.close()
-      if hasattr(run.train_iter, 'close'):
-        run.train_iter.close()
+      closers += [run.ckpt.close, getattr(run.train_iter, 'close', lambda: None)]
     if loop is not None:
-      loop.close()
+      closers.append(loop.close)
     if lock is not None:
-      lock.release()
+      closers.append(lock.release)
+    error = close_all(closers)
+    if error is not None:
+      if finished:
+        raise error
+      # The error that stopped the run is the one to report; this one followed from it.
+      logging.warning('while stopping after the error below: %s: %s', type(error).__name__, error)
+
+
+def close_all(closers) -> Exception | None:
+  """Calls every closer, even after one fails (the workdir lock must still be released);
+  returns the first error."""
+  first = None
+  for close in closers:
+    try:
+      close()
+    except Exception as e:  # pylint: disable=broad-except  # reported by the caller
+      first = first or e
+  return first

@@ -198,8 +198,20 @@ class Writer:
       self._w.flush()
 
   def close(self):
-    if self._w is not None:
-      self._w.close()
+    if self._w is None:
+      return
+    w, self._w = self._w, None
+    try:
+      w.close()
+    except OSError:
+      # The last events could not be written (a full disk, say). tensorboardX's close stops its
+      # writer threads only after a good flush; a thread left running fails again, with a
+      # traceback, when the interpreter exits. Stop them here, then report the error.
+      for file_writer in (w.all_writers or {}).values():
+        worker = getattr(file_writer.event_writer, '_worker', None)
+        if worker is not None and worker.is_alive():
+          worker.stop()
+      raise
 
 
 def log(text):

@@ -115,3 +115,61 @@ def test_unretrieved_read_errors_of_a_reported_restore_are_dropped(tmp_path):
   assert not asyncio_logger.filter(record(never, bad))
   assert asyncio_logger.filter(record(never, other))  # step 4 was not reported
   assert asyncio_logger.filter(record('Unclosed event loop', bad))
+
+
+def test_failed_save_names_the_step_not_on_disk_and_the_intact_ones(setup, tmp_path):
+  """An async save's failure surfaces at the next save or wait: the one-line error names the
+  save that did not land (the running one, else the one being started), the reason, and the
+  steps that survive."""
+  cfg, mesh, fresh, step_fn, batch = setup
+  state = _advance(step_fn, fresh(), batch, mesh)
+  ck = checkpointing.Checkpointer(str(tmp_path), cfg)
+  assert ck.save(state, b'x', force=True)
+  ck.wait()
+
+  class FullDisk:  # the manager as a full disk leaves it: every call raises
+    def all_steps(self):
+      return [1]
+
+    def save(self, *args, **kwargs):
+      raise OSError(28, 'No space left on device')
+
+    wait_until_finished = save
+
+  real, ck.manager = ck.manager, FullDisk()
+  state = _advance(step_fn, state, batch, mesh)
+  with pytest.raises(checkpointing.CheckpointSaveError) as e:
+    ck.save(state, b'x', force=True)  # step 1 landed: the failure is step 2's
+  assert str(e.value).startswith('checkpoint save of step 2 failed (no space left on device)')
+  assert 'the saved steps [1] are intact' in str(e.value) and 'resumes from step 1' in str(e.value)
+  ck._saving = 2  # pylint: disable=protected-access  # step 2's async save still running
+  with pytest.raises(checkpointing.CheckpointSaveError, match='save of step 2 failed'):
+    ck.save(_advance(step_fn, state, batch, mesh), b'x', force=True)  # it surfaces at step 3
+  with pytest.raises(checkpointing.CheckpointSaveError, match='save of step 2 failed'):
+    ck.wait()
+  ck.manager = real
+  ck.close()
+
+
+def test_orbax_background_save_tracebacks_are_dropped():
+  """The records Orbax's save threads log (with a traceback) before it raises the same error to
+  the caller are dropped; Orbax records without a traceback, warnings, and everyone else's
+  errors pass."""
+  import logging  # pylint: disable=import-outside-toplevel
+
+  orbax = os.path.join(os.sep, 'venv', 'site-packages', 'orbax', 'checkpoint', '_src')
+  exc_info = (OSError, OSError(28, 'No space left on device'), None)
+
+  def record(path, level=logging.ERROR, msg='failed', exc=exc_info):
+    return logging.LogRecord('absl', level, path, 1, msg, (), exc)
+
+  absl_logger = logging.getLogger('absl')
+  assert not absl_logger.filter(record(os.path.join(orbax, 'futures', 'future.py')))
+  commit = os.path.join(orbax, 'checkpointers', 'async_checkpointer.py')
+  assert not absl_logger.filter(record(commit))
+  manager = os.path.join(orbax, '..', 'checkpoint_manager.py')
+  assert not absl_logger.filter(record(manager, msg='Save Finalize thread (save_finalize) failed.'))
+  assert absl_logger.filter(record(manager, msg='Restore failed'))
+  assert absl_logger.filter(record(commit, exc=None))  # no traceback: passes
+  assert absl_logger.filter(record(commit, level=logging.WARNING))
+  assert absl_logger.filter(record(os.path.join(os.sep, 'repo', 'train', 'loop.py')))

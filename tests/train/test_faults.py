@@ -1,6 +1,6 @@
 """The fault campaign (launch/faults.py, fault_campaign.py, fault_trials.py) at test size: one
-broken checkpoint item through train, evaluate and translate, a full disk during a save and a
-read-only workdir.
+broken checkpoint item through train, evaluate and translate, a full disk during a save
+(simulated, and as root a real tmpfs that fills partway through a save) and a read-only workdir.
 The full campaign (20 kill -9, 5 SIGTERM, every item, every bad input) is
 `python -m launch.faults --out=DIR`; its table is in the README. kill -9 and SIGTERM resumes
 have their own tests in test_main.py."""
@@ -17,6 +17,7 @@ def test_broken_params_and_full_disk_are_survived(tmp_path):
   campaign.reference()
   fault_trials.checkpoint_item_trials(campaign, [('params', 'truncated')])
   fault_trials.full_disk_trial(campaign)
+  fault_trials.full_disk_tmpfs_trial(campaign)  # as root: a private mount namespace (unshare)
   fault_trials.read_only_trial(campaign)  # as root: a read-only bind mount (unshare)
   tallies = {t.fault: t for t in campaign.tallies.values()}
   assert set(tallies) == {
@@ -24,13 +25,19 @@ def test_broken_params_and_full_disk_are_survived(tmp_path):
     'newest checkpoint params truncated: evaluate',
     'newest checkpoint params truncated: translate',
     'full disk during a save',
+    'full disk during a save (a real tmpfs)',
     'read-only workdir',
   }
   read_only = tallies.pop('read-only workdir')
+  tmpfs = tallies.pop('full disk during a save (a real tmpfs)')
   if fault_trials.read_only_method() is None:  # root in a sandbox that forbids unshare
     assert read_only.trials == 0 and 'skipped' in read_only.notes[0]
   else:
     assert (read_only.trials, read_only.survived) == (1, 1), read_only.notes
+  if fault_trials.read_only_method() != 'mount':  # not root, or no unshare: cannot mount
+    assert tmpfs.trials == 0 and 'skipped' in tmpfs.notes[0]
+  else:
+    assert (tmpfs.trials, tmpfs.survived, tmpfs.data_lost) == (1, 1, 0), tmpfs.notes
   for t in tallies.values():
     assert (t.trials, t.survived, t.data_lost) == (1, 1, 0), (t.fault, t.notes)
   text = faults.markdown(list(tallies.values()), 1.0)

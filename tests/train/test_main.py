@@ -362,3 +362,22 @@ def test_patience_from_the_command_line(env, tmp_path):
   assert p.returncode == 0, p.stderr[-3000:]
   assert 'stopped early at step 20' in p.stderr
   assert len(_hashes(w)) == 20 and checkpointing.list_steps(str(w))[-1] == 20
+
+
+def test_close_all_calls_every_closer_and_returns_the_first_error():
+  """A closer that fails (TensorBoard's flush on a full disk) does not skip the ones after it:
+  the workdir lock is still released."""
+  from train import loop  # pylint: disable=import-outside-toplevel
+
+  called = []
+
+  def fails(name):
+    def close():
+      called.append(name)
+      raise OSError(28, name)
+
+    return close
+
+  first = loop.close_all([fails('writer'), lambda: called.append('iter'), fails('lock')])
+  assert called == ['writer', 'iter', 'lock'] and str(first) == '[Errno 28] writer'
+  assert loop.close_all([lambda: None]) is None
