@@ -3,6 +3,7 @@ distributed initialisation, preemption (SIGTERM) and host-side agreement between
 
 from __future__ import annotations
 
+import importlib.util
 import logging as std_logging
 import os
 import signal
@@ -17,12 +18,29 @@ from train.data import paths
 
 
 class QuietLibraries(std_logging.Filter):
-  """Drops INFO records from Orbax / grain / etils internals: they would bury the progress line."""
+  """Drops INFO records from library internals (Orbax, grain, etils, tfds, JAX: 'Load dataset
+  info from ...', 'Unable to initialize backend tpu'), which would bury the progress line and
+  come before a one-line error, and tfds's warning that a builder uses a custom configuration
+  (attnlab's builders always do). attnlab's own INFO lines and every other warning pass."""
 
-  NOISY = (os.sep + 'orbax' + os.sep, os.sep + 'grain' + os.sep, os.sep + 'etils' + os.sep)
+  NOTICES = ('Using custom data configuration',)
+
+  def __init__(self, packages=('orbax', 'grain', 'etils', 'tensorflow_datasets', 'jax')):
+    super().__init__()
+    # The packages' install directories (found without importing them), not their names: a
+    # checkout of attnlab under a folder called jax stays loud.
+    self.noisy = tuple(
+      os.path.join(path, '')
+      for name in packages
+      for path in getattr(importlib.util.find_spec(name), 'submodule_search_locations', None) or ()
+    )
 
   def filter(self, record):
-    return record.levelno >= 30 or not any(n in record.pathname for n in self.NOISY)
+    if not record.pathname.startswith(self.noisy):
+      return True
+    if record.levelno == std_logging.WARNING:
+      return not str(record.msg).startswith(self.NOTICES)
+    return record.levelno > std_logging.WARNING
 
 
 def setup_runtime() -> None:

@@ -69,3 +69,29 @@ def test_configure_splits_the_cpu_and_respects_explicit_xla_flags():
   r = _probe('--xla_force_host_platform_device_count=3', 2)
   assert not r['changed'] and r['devices'] == 3
   assert r['flags'] == '--xla_force_host_platform_device_count=3'
+
+
+def test_quiet_libraries_drops_library_info_and_keeps_attnlab_and_warnings(tmp_path):
+  """Library INFO lines (tfds 'Load dataset info', JAX's TPU probe, Orbax) are dropped, as is
+  tfds's custom-configuration notice; attnlab's own INFO lines pass even from a checkout under
+  a folder named like a library, and library warnings and errors pass."""
+  import logging  # pylint: disable=import-outside-toplevel
+
+  import jax  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+  quiet = runtime.QuietLibraries()
+  tfds_file = os.path.join(os.path.dirname(tfds.__file__), 'core', 'dataset_info.py')
+  jax_file = os.path.join(os.path.dirname(jax.__file__), '_src', 'xla_bridge.py')
+  ours = os.path.join(str(tmp_path), 'jax', 'attnlab', 'train', 'loop.py')
+
+  def record(path, level=logging.INFO, msg='Load dataset info from /x'):
+    return logging.LogRecord('absl', level, path, 1, msg, (), None)
+
+  assert not quiet.filter(record(tfds_file))
+  assert not quiet.filter(record(jax_file, msg="Unable to initialize backend 'tpu'"))
+  custom = 'Using custom data configuration: LengthgenConfig(...)'
+  assert not quiet.filter(record(tfds_file, logging.WARNING, custom))
+  assert quiet.filter(record(tfds_file, logging.WARNING, 'Dataset is missing a split'))
+  assert quiet.filter(record(jax_file, logging.ERROR, 'failed'))
+  assert quiet.filter(record(ours))
