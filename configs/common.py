@@ -165,3 +165,26 @@ def base_config():
   c.eval.batch_size = 64  # evaluation batch size
   c.eval.loss_sentences = 0  # validation sentences for loss during training; 0 = whole split
   return c
+
+
+_DEFAULTS = None  # base_config(), built on first use
+
+
+def opt(cfg, key: str, default=None, section: str = 'data'):
+  """cfg[key] when present and not None, else base_config's default (the one place defaults
+  live). `cfg` is the config's `section` ('data', 'model', 'eval'), or the whole config for
+  section '' (top-level keys such as keep_checkpoints); a config written before a key existed,
+  or a test's partial config, omits keys. `default` is only for keys base_config does not set."""
+  global _DEFAULTS  # pylint: disable=global-statement
+  value = cfg.get(key, None) if cfg is not None else None
+  if value is not None:
+    return value
+  if _DEFAULTS is None:
+    _DEFAULTS = base_config()
+  known = _DEFAULTS if section == '' else _DEFAULTS.get(section, None)
+  if known is not None and key in known and known[key] is not None:
+    if default is not None:
+      where = f'{section}.{key}' if section else key
+      raise ValueError(f'opt({where}): base_config sets its default; pass none here')
+    return known[key]
+  return default

@@ -29,8 +29,9 @@ scored as `bleu_lit`: BLEU over those tokens, as multi-bleu.perl; sacreBLEU's ca
 model is meaningless, its output is lowercase):
   size=wu2021  the published Transformer-Tiny recipe (Wu et al. 2021: 4+4 layers, d 128, 4 heads,
                FFN 256, dropout 0.3, peak lr 5e-3 after 2,000 warmup updates, ~8k target tokens
-               per update, <= 8,000 updates with patience (here 5 validations 400 updates apart), 10k joint vocabulary, beam 5; the
-               paper reports 41.02 on test_2016_flickr with the mean of the last 10 checkpoints):
+               per update, <= 8,000 updates with patience (here 5 validations 400 updates
+               apart), 10k joint vocabulary, beam 5; the paper reports 41.02 on
+               test_2016_flickr with the mean of the last 10 checkpoints):
                  python -m train.main --config=configs/multi30k.py:size=wu2021 --workdir=runs/wu2021
                  python -m train.evaluate --workdir=runs/wu2021 --checkpoint=avg_last:10 \
                      --split=test_2016_flickr

@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from configs import common
 from train import layout
 
 CKPT_DIR = layout.CKPT_DIR
@@ -251,7 +252,7 @@ class Checkpointer:
     self.workdir = workdir
     self.manager = make_manager(
       workdir,
-      keep=config.get('keep_checkpoints', 2),
+      keep=common.opt(config, 'keep_checkpoints', section=''),
       save_every=config.checkpoint_every,
       async_save=async_save,
     )

@@ -16,9 +16,10 @@ import numpy as np
 
 from model import decoding
 from model.vocab import BOS, EOS
+from configs import common
 from train import data
 from train import scoring
-from train.data import datasets, moses
+from train.data import moses
 
 # Inputs the decoder needs (targets, index, ... are not passed).
 _DECODE_KEYS = ('inputs', 'inputs_position', 'inputs_segment')
@@ -56,8 +57,8 @@ class DecodeSettings:
 
 def eval_option(config, key: str):
   """config.eval[key], or base_config's default when the config predates the key
-  (train.data.datasets.opt: configs/common.py is the one place defaults live)."""
-  return datasets.opt(config.get('eval', None), key, section='eval')
+  (configs.common.opt: configs/common.py is the one place defaults live)."""
+  return common.opt(config.get('eval', None), key, section='eval')
 
 
 def settings_from_config(config, decode=None, beam_size=None, alpha=None) -> DecodeSettings:

@@ -18,6 +18,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 import model
+from configs import common
 from train import checkpointing
 from train import config_io
 from train import data
@@ -171,7 +172,10 @@ def build_run(config, workdir, devices=None) -> Run:
     train_iter.set_state(data_state)
     logging.info('resumed from step %d', int(state.step))
   stopper = early_stopping.EarlyStopping(  # patience; history truncated to this step
-    workdir, config.get('patience', 0), int(jax.device_get(state.step)), write=pid == 0
+    workdir,
+    common.opt(config, 'patience', section=''),
+    int(jax.device_get(state.step)),
+    write=pid == 0,
   )
   return Run(
     config,

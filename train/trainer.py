@@ -16,6 +16,7 @@ from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import model
+from configs import common
 from train import config_io
 from train import loss as loss_lib
 from train import mesh as mesh_lib
@@ -80,9 +81,12 @@ def fused_loss_chunk(config) -> int:
   """Tokens per chunk of the fused output projection + loss; 0 when the model cannot use it
   (untied output, the RNN baseline) or the config turns it off."""
   m = config.model
-  if not m.get('tie_output', True) or m.get('arch') == 'rnn':
+  if (
+    not common.opt(m, 'tie_output', section='model')
+    or common.opt(m, 'arch', section='model') == 'rnn'
+  ):
     return 0
-  return int(config.get('loss_chunk_tokens', 0) or 0)
+  return int(common.opt(config, 'loss_chunk_tokens', section=''))
 
 
 def _apply(module, params, batch, rng, deterministic):
@@ -182,7 +186,7 @@ def dropout_rng(seed, step, impl=DROPOUT_RNG_IMPLS[0]):
 def train_step(state, batch, *, module, tx, config):
   """One optimizer step. Returns (new_state, metrics) with metrics as scalars."""
   # .get: configs written before the key existed resume with JAX's default generator.
-  rng = dropout_rng(config.seed, state.step, config.get('dropout_rng_impl', DROPOUT_RNG_IMPLS[0]))
+  rng = dropout_rng(config.seed, state.step, common.opt(config, 'dropout_rng_impl', section=''))
   metrics, grads = loss_and_grads(
     state.params,
     batch,

@@ -168,11 +168,10 @@ def test_choice_lists_agree_with_the_registries():
 
 def test_defaults_live_in_one_place():
   """ModelConfig's field defaults are base_config's model section, key for key, and the data
-  code's fallbacks are base_config's data section (train.data.datasets.opt reads it)."""
+  code's fallbacks are base_config's data section (configs.common.opt reads it)."""
   import dataclasses
   from configs import common
   from model.config import ModelConfig
-  from train.data import datasets
 
   base = common.base_config()
   fields = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
@@ -189,8 +188,13 @@ def test_defaults_live_in_one_place():
     'preprocess',
     'name',
   ):
-    assert datasets.opt({}, key) == base.data[key]
-  assert datasets.opt({'packed_len': 7}, 'packed_len') == 7
-  assert datasets.opt({}, 'arch', section='model') == base.model.arch
+    assert common.opt({}, key) == base.data[key]
+  assert common.opt({'packed_len': 7}, 'packed_len') == 7
+  assert common.opt({}, 'arch', section='model') == base.model.arch
   with pytest.raises(ValueError, match='base_config sets its default'):
-    datasets.opt({}, 'packed_len', 128)
+    common.opt({}, 'packed_len', 128)
+  # Top-level keys (section ''): what the trainer, loop, checkpointing and pipeline read.
+  for key in ('keep_checkpoints', 'patience', 'loss_chunk_tokens', 'dropout_rng_impl', 'seed'):
+    assert common.opt({}, key, section='') == base[key]
+  assert common.opt({'patience': 0}, 'patience', section='') == 0  # a set 0 is not a default
+  assert common.opt({}, 'batch_size', section='eval') == base.eval.batch_size

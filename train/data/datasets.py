@@ -22,25 +22,6 @@ NAMES = ('multi30k', 'lengthgen', 'text')
 SMALL_SPLIT = 200_000  # splits up to this size are read into memory once per process
 
 
-_DEFAULTS = common.base_config()
-
-
-def opt(cfg, key: str, default=None, section: str = 'data'):
-  """cfg[key] when present and not None, else base_config's default (configs/common.py: the
-  one place defaults live). `cfg` is the config's `section` ('data', 'model', 'eval'); a config
-  written before a key existed, or a test's partial config, omits keys. `default` is only for
-  keys base_config does not set."""
-  value = cfg.get(key, None) if cfg is not None else None
-  if value is not None:
-    return value
-  known = _DEFAULTS.get(section, None)
-  if known is not None and key in known and known[key] is not None:
-    if default is not None:
-      raise ValueError(f'opt({section}.{key}): base_config sets its default; pass none here')
-    return known[key]
-  return default
-
-
 def data_config(config):
   """`config.data` for a full config; the argument itself when it already is the data part."""
   return config.data if 'data' in config else config
@@ -48,18 +29,18 @@ def data_config(config):
 
 def lengthgen_params(d) -> dict:
   return dict(
-    task=opt(d, 'task'),
-    train_max_len=int(opt(d, 'train_max_len')),
-    test_max_len=int(opt(d, 'test_max_len')),
-    num_train=int(opt(d, 'num_train')),
-    num_eval=int(opt(d, 'num_eval')),
-    seed=int(opt(d, 'lengthgen_seed')),
+    task=common.opt(d, 'task'),
+    train_max_len=int(common.opt(d, 'train_max_len')),
+    test_max_len=int(common.opt(d, 'test_max_len')),
+    num_train=int(common.opt(d, 'num_train')),
+    num_eval=int(common.opt(d, 'num_eval')),
+    seed=int(common.opt(d, 'lengthgen_seed')),
   )
 
 
 def preprocess_of(config) -> str:
   """config.data.preprocess ('raw' when absent: configs written before the key existed)."""
-  value = opt(data_config(config), 'preprocess')
+  value = common.opt(data_config(config), 'preprocess')
   if value not in multi30k.PREPROCESS:
     raise ValueError(
       f'Unknown config.data.preprocess {value!r}; valid choices: {list(multi30k.PREPROCESS)}.'
@@ -70,11 +51,11 @@ def preprocess_of(config) -> str:
 def builder_key(config) -> tuple:
   """A hashable description of which builder a config needs (and where it lives)."""
   d = data_config(config)
-  name = opt(d, 'name')
+  name = common.opt(d, 'name')
   data_dir = d.get('data_dir', None)
   build_root = str(paths.build_dir())
   if name == 'multi30k':
-    src, tgt = opt(d, 'src'), opt(d, 'tgt')
+    src, tgt = common.opt(d, 'src'), common.opt(d, 'tgt')
     for lang in (src, tgt):
       if lang not in multi30k.LANGS:
         raise ValueError(
@@ -113,13 +94,13 @@ def _builder(key: tuple, fresh: bool = False):
 def _make_builder(key: tuple):
   name, build_root, raw, config_name = key
   root = pathlib.Path(build_root) / 'tfds'
-  common = dict(file_format='array_record')
+  shared = dict(file_format='array_record')
   if name == 'multi30k':
     fp = paths.fingerprint(pathlib.Path(raw).glob('*.gz'))[:12] if raw else 'download'
     if multi30k.Multi30k.builder_configs[config_name].preprocess != 'raw':
       fp += f'-sacremoses{moses.VERSION}'  # processed text: its own tree, keyed by the processor
     return multi30k.Multi30k(
-      raw_dir=raw, config=config_name, data_dir=root / f'multi30k-{fp}', **common
+      raw_dir=raw, config=config_name, data_dir=root / f'multi30k-{fp}', **shared
     )
   if name == 'lengthgen':
     params = dict(
@@ -131,9 +112,9 @@ def _make_builder(key: tuple):
     cfg = lengthgen.make_config(**params)
     # tfds wants the registered object's name for a predefined variant, the object otherwise.
     cfg = cfg.name if cfg.name in lengthgen.Lengthgen.builder_configs else cfg
-    return lengthgen.Lengthgen(config=cfg, data_dir=root, **common)
+    return lengthgen.Lengthgen(config=cfg, data_dir=root, **shared)
   fp = paths.fingerprint([raw])[:12] if raw else 'download'
-  return text.Text(raw_file=raw, data_dir=root / f'text-{fp}', **common)
+  return text.Text(raw_file=raw, data_dir=root / f'text-{fp}', **shared)
 
 
 def _parse_lengthgen_name(name: str):

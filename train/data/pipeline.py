@@ -17,6 +17,7 @@ from absl import logging
 import grain
 import numpy as np
 
+from configs import common
 from train.data import batching
 from train.data import datasets
 from train.data.tokenizer import BOS, EOS
@@ -30,15 +31,15 @@ _OPEN_ITERATORS = weakref.WeakSet()  # closed at exit, before grain's prefetch t
 def layout_of(config) -> str:
   """lm for the text corpus, else the model's arch decides (rnn reads the encoder-decoder
   layout)."""
-  if datasets.opt(datasets.data_config(config), 'name') == 'text':
+  if common.opt(datasets.data_config(config), 'name') == 'text':
     return 'lm'
   model = config.get('model', None) if 'data' in config else None
-  arch = datasets.opt(model, 'arch', section='model')
+  arch = common.opt(model, 'arch', section='model')
   return 'decoder_only' if arch == 'decoder_only' else 'encoder_decoder'
 
 
 def _choice(d, key, valid):
-  value = datasets.opt(d, key)
+  value = common.opt(d, key)
   if value not in valid:
     raise ValueError(f'Unknown config.data.{key} {value!r}; valid choices: {list(valid)}.')
   return value
@@ -149,7 +150,7 @@ def layout_features(
 
 def boundaries_for(d, max_src_len: int, max_tgt_len: int, layout: str) -> list[int]:
   """Padded widths: the configured boundaries below the longest allowed sequence, plus it."""
-  bounds = sorted(int(b) for b in datasets.opt(d, 'bucket_boundaries'))
+  bounds = sorted(int(b) for b in common.opt(d, 'bucket_boundaries'))
   longest = {'decoder_only': max_src_len + max_tgt_len, 'lm': max_tgt_len}.get(
     layout, max(max_src_len, max_tgt_len)
   )
@@ -160,13 +161,13 @@ def settings(config) -> dict:
   d = datasets.data_config(config)
   return dict(
     layout=layout_of(config),
-    max_src_len=int(datasets.opt(d, 'max_src_len')),
-    max_tgt_len=int(datasets.opt(d, 'max_tgt_len')),
+    max_src_len=int(common.opt(d, 'max_src_len')),
+    max_tgt_len=int(common.opt(d, 'max_tgt_len')),
     policy=_choice(d, 'length_policy', POLICIES),
     batching=_choice(d, 'batching', BATCHINGS),
-    packed_len=int(datasets.opt(d, 'packed_len')),
-    worker_count=int(datasets.opt(d, 'worker_count')),
-    prefetch=int(datasets.opt(d, 'prefetch')),
+    packed_len=int(common.opt(d, 'packed_len')),
+    worker_count=int(common.opt(d, 'worker_count')),
+    prefetch=int(common.opt(d, 'prefetch')),
   )
 
 
@@ -241,11 +242,11 @@ def _source(config, featurizer, process_index: int, process_count: int):
 def _train_dataset(config, tokenizer, process_index: int, process_count: int):
   s = settings(config)
   d = datasets.data_config(config)
-  batch_size = int(config.get('batch_size', 64))
+  batch_size = int(common.opt(config, 'batch_size', section=''))
   if batch_size % process_count:
     raise ValueError(f'batch_size {batch_size} is not divisible by the {process_count} processes.')
   rows = batch_size // process_count
-  seed = int(config.get('seed', 0)) % 2**32
+  seed = int(common.opt(config, 'seed', section='')) % 2**32
   featurizer = Featurizer(tokenizer, s['layout'], s['max_src_len'], s['max_tgt_len'], s['policy'])
   num, featurize, block = _source(config, featurizer, process_index, process_count)
   ds = batching.ShuffledSource(num, featurize, seed, block)
@@ -304,9 +305,7 @@ def make_eval_batches(
   if max_examples is not None:
     examples = examples[:max_examples]
   if batch_size is None:
-    batch_size = int(
-      datasets.opt(config.get('eval', None), 'batch_size', config.get('batch_size', 64))
-    )
+    batch_size = int(common.opt(config.get('eval', None), 'batch_size', section='eval'))
   if batch_size % process_count:
     raise ValueError(f'eval batch size {batch_size} is not divisible by {process_count} processes.')
   policy = 'truncate' if s['layout'] == 'lm' else None

@@ -19,6 +19,7 @@ from absl import logging
 import numpy as np
 import sentencepiece as spm
 
+from configs import common
 from train.data import datasets
 from train.data import lengthgen
 from train.data import paths
@@ -239,7 +240,7 @@ def _corpus(config):
   """(key material, source-lines fn, target-lines fn) of the config's training text; the
   functions only run on a cache miss."""
   d = datasets.data_config(config)
-  if datasets.opt(d, 'name') == 'text':
+  if common.opt(d, 'name') == 'text':
     raw = text.local_file(d.get('data_dir', None))
     key = paths.fingerprint([raw]) if raw else 'text8'
     return key, (lambda: []), (lambda: _text_train_lines(raw))
@@ -254,17 +255,15 @@ def _corpus(config):
 
 def tokenizer_settings(config) -> dict:
   d = datasets.data_config(config)
-  name = datasets.opt(d, 'name')
+  name = common.opt(d, 'name')
   # The one derived default: lengthgen's symbols are characters (base_config says unigram).
-  kind = d.get('tokenizer', None) or (
-    'char' if name == 'lengthgen' else datasets.opt(d, 'tokenizer')
-  )
+  kind = d.get('tokenizer', None) or ('char' if name == 'lengthgen' else common.opt(d, 'tokenizer'))
   if kind not in KINDS:
     raise ValueError(f'Unknown config.data.tokenizer {kind!r}; valid choices: {list(KINDS)}.')
   return {
     'kind': kind,
-    'vocab_size': int(datasets.opt(d, 'vocab_size')),
-    'joint': bool(datasets.opt(d, 'joint_vocab')) or name == 'text',
+    'vocab_size': int(common.opt(d, 'vocab_size')),
+    'joint': bool(common.opt(d, 'joint_vocab')) or name == 'text',
     'sample_lines': TEXT_TOKENIZER_LINES if name == 'text' else MAX_TOKENIZER_LINES,
     'version': 1,
   }
@@ -288,7 +287,7 @@ def get_tokenizer(config):
   """The config's tokenizer, trained on its train split on first use and cached afterwards."""
   settings = tokenizer_settings(config)
   d = datasets.data_config(config)
-  name = datasets.opt(d, 'name')
+  name = common.opt(d, 'name')
   key_material, src_lines, tgt_lines = _corpus(config)
   key = hashlib.sha256(
     json.dumps([key_material, settings, spm.__version__], sort_keys=True).encode()
