@@ -1,4 +1,5 @@
-"""Shared pieces of every config: the full key set with defaults, `arg` parsing, mesh rules.
+"""Shared pieces of every config: the full key set with defaults, `arg` parsing, mesh rules,
+and `opt`, through which code reads a key of a possibly partial config (base_config's default).
 
 Plain data only: nothing here imports the project's code, so a config can be read, printed
 and diffed without JAX. The key names are fixed by docs/contracts.md.
