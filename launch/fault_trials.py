@@ -130,15 +130,19 @@ def full_disk_trial(c: Campaign) -> None:
   p = c.run([sys.executable, '-c', FULL_DISK_SHIM, f'--config={c.config}', f'--workdir={w}'])
   ok, note = c.clean(p, 1)
   ok = ok and 'No space left' in p.stderr.decode()
+  _after_full_disk(c, c.tally('full disk during a save'), w, ok, note)
+
+
+def _after_full_disk(c: Campaign, tally, w: str, ok: bool, note: str) -> None:
+  """What every full-disk trial checks after the failed run: every listed step restores, and
+  a rerun in `w` ends bit-identical to the reference."""
   from train import checkpointing, restore  # pylint: disable=import-outside-toplevel
 
-  steps = checkpointing.list_steps(w)
+  steps = checkpointing.list_steps(w) if os.path.isdir(w) else []
   restorable = bool(steps) and restore.restorable_steps(w) == steps
   again = c.run(c.train_cmd(w))
   same = again.returncode == 0 and c.same_as_reference(w)
-  c.tally('full disk during a save').add(
-    ok and restorable and same, lost=not (restorable and same), note=note
-  )
+  tally.add(ok and restorable and same, lost=not (restorable and same), note=note)
 
 
 def _kilobytes(path: str) -> int:
@@ -158,12 +162,11 @@ def full_disk_tmpfs_trial(c: Campaign) -> None:
   if read_only_method() != 'mount':
     tally.notes.append('skipped: needs root and a usable unshare(1) to mount a small tmpfs')
     return
-  ref = c.reference_dir
-  first = os.path.join(
-    ref, layout.CKPT_DIR, str(min(map(int, os.listdir(os.path.join(ref, layout.CKPT_DIR)))))
-  )
-  rest = _kilobytes(ref) - _kilobytes(os.path.join(ref, layout.CKPT_DIR))
-  size_kb = rest + 5 * _kilobytes(first) // 2
+  from train import checkpointing  # pylint: disable=import-outside-toplevel
+
+  ref, ckpts = c.reference_dir, os.path.join(c.reference_dir, layout.CKPT_DIR)
+  first = os.path.join(ckpts, str(checkpointing.list_steps(ref)[0]))
+  size_kb = _kilobytes(ref) - _kilobytes(ckpts) + 5 * _kilobytes(first) // 2
   w = c.workdir('full-disk-tmpfs')
   after = w + '-copied'
   os.makedirs(w)
@@ -175,15 +178,7 @@ def full_disk_tmpfs_trial(c: Campaign) -> None:
   p = c.run(['unshare', '--mount', '--', 'sh', '-c', script])
   ok, note = c.clean(p, 1)
   ok = ok and 'no space left on device' in p.stderr.decode()
-  from train import checkpointing, restore  # pylint: disable=import-outside-toplevel
-
-  steps = checkpointing.list_steps(after) if os.path.isdir(after) else []
-  restorable = bool(steps) and restore.restorable_steps(after) == steps
-  again = c.run(c.train_cmd(after))
-  same = again.returncode == 0 and c.same_as_reference(after)
-  tally.add(
-    ok and restorable and same, lost=not (restorable and same), note=f'{size_kb} KiB: {note}'
-  )
+  _after_full_disk(c, tally, after, ok, f'{size_kb} KiB: {note}')
 
 
 def read_only_method() -> str | None:

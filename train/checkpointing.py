@@ -27,6 +27,7 @@ from etils import epath
 
 from configs import common
 from train import layout
+from train import runtime
 
 CKPT_DIR = layout.CKPT_DIR
 BAD_DIR = layout.BAD_CKPT_DIR
@@ -61,11 +62,13 @@ class _FailedSaveRecords(std_logging.Filter):
     os.path.join('checkpointers', 'async_checkpointer.py'),
   )
 
+  ORBAX = runtime.install_dirs(('orbax',))
+
   def filter(self, record):
     if record.levelno < std_logging.ERROR or not record.exc_info:
       return True
     path = record.pathname
-    if os.sep + 'orbax' + os.sep not in path:
+    if not path.startswith(self.ORBAX):
       return True
     return not (path.endswith(self.SOURCES) or 'Save Finalize thread' in record.getMessage())
 

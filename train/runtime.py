@@ -17,6 +17,17 @@ import numpy as np
 from train.data import paths
 
 
+def install_dirs(packages) -> tuple[str, ...]:
+  """The packages' install directories, each ending in a separator, found without importing
+  them: log filters match a record's file by these, not by a package name in its path (a
+  checkout of attnlab under a folder called jax stays loud)."""
+  return tuple(
+    os.path.join(path, '')
+    for name in packages
+    for path in getattr(importlib.util.find_spec(name), 'submodule_search_locations', None) or ()
+  )
+
+
 class QuietLibraries(std_logging.Filter):
   """Drops INFO records from library internals (Orbax, grain, etils, tfds, JAX: 'Load dataset
   info from ...', 'Unable to initialize backend tpu'), which would bury the progress line and
@@ -27,13 +38,7 @@ class QuietLibraries(std_logging.Filter):
 
   def __init__(self, packages=('orbax', 'grain', 'etils', 'tensorflow_datasets', 'jax')):
     super().__init__()
-    # The packages' install directories (found without importing them), not their names: a
-    # checkout of attnlab under a folder called jax stays loud.
-    self.noisy = tuple(
-      os.path.join(path, '')
-      for name in packages
-      for path in getattr(importlib.util.find_spec(name), 'submodule_search_locations', None) or ()
-    )
+    self.noisy = install_dirs(packages)
 
   def filter(self, record):
     if not record.pathname.startswith(self.noisy):

@@ -157,7 +157,9 @@ def test_orbax_background_save_tracebacks_are_dropped():
   errors pass."""
   import logging  # pylint: disable=import-outside-toplevel
 
-  orbax = os.path.join(os.sep, 'venv', 'site-packages', 'orbax', 'checkpoint', '_src')
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+
+  orbax = os.path.join(os.path.dirname(ocp.__file__), '_src')  # where Orbax is installed
   exc_info = (OSError, OSError(28, 'No space left on device'), None)
 
   def record(path, level=logging.ERROR, msg='failed', exc=exc_info):
@@ -173,3 +175,4 @@ def test_orbax_background_save_tracebacks_are_dropped():
   assert absl_logger.filter(record(commit, exc=None))  # no traceback: passes
   assert absl_logger.filter(record(commit, level=logging.WARNING))
   assert absl_logger.filter(record(os.path.join(os.sep, 'repo', 'train', 'loop.py')))
+  assert absl_logger.filter(record(os.path.join(os.sep, 'x', 'orbax', 'train', 'loop.py')))
