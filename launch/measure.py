@@ -302,6 +302,7 @@ class FixedLength:
   def __init__(self, module, cached=True):
     self.inner = module if cached else decoding.Uncached(module)
     self.cfg = module.cfg
+    self.beams_share_source = getattr(self.inner, 'beams_share_source', False)
 
   def apply(self, variables, *args, method=None, mutable=False):
     if method != 'decode':

@@ -3,7 +3,7 @@
 The whole search is one jitted function (`lax.while_loop`, no host round trips). Every model
 (encoder-decoder, decoder-only, RNN) is driven through the same three calls: `encode` once,
 `decode` on the prompt (creating the cache: cross-attention K/V are projected here, once per
-source), then `decode` on one token per step. Decoder-only prompts (`[bos] + inputs`) are
+source, and an encoder-decoder's beams share their sentence's copy), then `decode` on one token per step. Decoder-only prompts (`[bos] + inputs`) are
 right-aligned so all rows continue at the same cache slot; left padding is invisible to the model
 because it has segment 0, and positions are explicit, so every position scheme stays correct.
 """
@@ -200,10 +200,10 @@ def _search(
   module, method, beam, total, top_k, variables, batch, limits, rng, alpha, temperature, top_p
 ):
   encoded, src_seg, (tokens, pos, seg), next_pos = _prompt(module, variables, batch)
-  if beam > 1:
-    encoded, src_seg, tokens, pos, seg, next_pos = (
-      _repeat(x, beam) for x in (encoded, src_seg, tokens, pos, seg, next_pos)
-    )
+  if beam > 1:  # beam rows b*beam .. b*beam+beam-1 belong to sentence b
+    tokens, pos, seg, next_pos = (_repeat(x, beam) for x in (tokens, pos, seg, next_pos))
+    if not getattr(module, 'beams_share_source', False):  # else: once per sentence (transformer)
+      encoded, src_seg = _repeat(encoded, beam), _repeat(src_seg, beam)
   cache_len = tokens.shape[1] + total
 
   def step(cache, tok, p, sg):

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from model import positions as pos_lib
 from model.dropout import Dropout
-from model.attention import KINDS, Attention, exclude_self, make_mask
+from model.attention import KINDS, Attention, exclude_self, fold_beams, make_mask
 from model.convolution import Convolution
 from model.layers import DenseGeneral, Embed, EmbedInput, FeedForward, LayerNorm, constrain
 
@@ -207,7 +207,9 @@ class Decoder(nn.Module):
     if KINDS[cfg.attention].shared_qk:
       self_mask = exclude_self(self_mask, pos, k_pos)
     bias = _position_bias(self, cfg.dec_pos, pos, k_pos, bidirectional=False)
-    cross_mask = make_mask(seg, src_seg) if self.cross else None
+    cross_mask = None
+    if self.cross:  # beam search may pass each sentence's source once for its r beams (below)
+      cross_mask = make_mask(fold_beams(seg, encoded.shape[0]), src_seg)
     x = run_layers(
       self,
       DecoderLayer,
@@ -233,6 +235,12 @@ class Decoder(nn.Module):
 
 class EncoderDecoder(nn.Module):
   cfg: object
+
+  # `decode` takes `encoded`/`src_segments` with one row per sentence when the tokens have beam
+  # rows (r consecutive rows per sentence): model.decoding then never repeats the source, its
+  # cross-attention K/V are projected and cached once per sentence and read once per step for all
+  # r beams (a [r*T, S] score matrix per sentence and head instead of r [T, S] ones).
+  beams_share_source = True
 
   def setup(self):
     cfg = self.cfg

@@ -294,3 +294,50 @@ def test_split_decoding_of_a_scanned_model_with_replicated_params_is_repeatable(
   ]
   for out in outs[1:]:
     np.testing.assert_array_equal(out, outs[0])
+
+
+@pytest.mark.parametrize('attention', ['dot', 'additive', 'shared_qk', 'linear', 'lightconv'])
+def test_beams_sharing_one_source_row_decode_as_repeated_sources(attention):
+  """EncoderDecoder.decode with the source once per sentence (r beam rows each, folded into one
+  row of r*T cross-attention queries) gives the logits of the source repeated for every beam
+  row, on the prompt call that creates the cache and on the cached steps after it; and the
+  cross-attention cache holds one row per sentence."""
+  from flax import linen as nn
+
+  cfg = dict(
+    arch='encoder_decoder', vocab_size=20, d_model=16, num_heads=2, num_layers=2, d_ff=16,
+    dropout=0.0, position='sinusoidal', attention=attention,
+    scan_layers=attention != 'lightconv',  # its default widths differ per layer
+  )
+  m = model.build_model(cfg)
+  rng = np.random.default_rng(1)
+  inputs = rng.integers(3, 20, (2, 6)).astype(np.int32)
+  inputs[1, 4:] = 0  # a padded source: its keys must stay masked for all its beams
+  params = nn.unbox(m.init(jax.random.key(0), {'inputs': inputs, 'decoder_inputs': inputs}))
+  encoded = m.apply(params, {'inputs': inputs}, method='encode')
+  src_seg = (inputs != 0).astype(np.int32)
+  r, steps = 3, 4
+  toks = rng.integers(3, 20, (2 * r, steps)).astype(np.int32)
+
+  def run(enc, seg):
+    cache, out = None, []
+    for t in range(steps):
+      v = params if cache is None else {**params, 'cache': cache}
+      ones = np.ones((2 * r, 1), np.int32)
+      logits, mut = m.apply(
+        v, toks[:, t : t + 1], ones * t, ones, enc, seg, steps, method='decode', mutable=['cache']
+      )
+      cache = mut['cache']
+      out.append(np.asarray(logits[:, -1]))
+    return np.stack(out, 1), cache
+
+  shared, cache = run(encoded, src_seg)
+  repeated, _ = run(np.repeat(encoded, r, 0), np.repeat(src_seg, r, 0))
+  np.testing.assert_allclose(shared, repeated, rtol=1e-5, atol=1e-5)
+  cross = [
+    x for p, x in jax.tree_util.tree_leaves_with_path(cache)
+    if str(getattr(p[-1], 'key', '')).startswith(decoding.CROSS_PREFIX)
+  ]
+  assert cross and all(x.shape[0] == 2 for x in cross)
+  # and the rows of one sentence differ (distinct prefixes), so the check is not vacuous
+  assert not np.allclose(shared[0], shared[1])
