@@ -3,9 +3,10 @@
 The whole search is one jitted function (`lax.while_loop`, no host round trips). Every model
 (encoder-decoder, decoder-only, RNN) is driven through the same three calls: `encode` once,
 `decode` on the prompt (creating the cache: cross-attention K/V are projected here, once per
-source, and an encoder-decoder's beams share their sentence's copy), then `decode` on one token per step. Decoder-only prompts (`[bos] + inputs`) are
-right-aligned so all rows continue at the same cache slot; left padding is invisible to the model
-because it has segment 0, and positions are explicit, so every position scheme stays correct.
+source, and an encoder-decoder's beams share their sentence's copy), then `decode` on one token
+per step. Decoder-only prompts (`[bos] + inputs`) are right-aligned so all rows continue at the
+same cache slot; left padding is invisible to the model because it has segment 0, and positions
+are explicit, so every position scheme stays correct.
 """
 
 from __future__ import annotations

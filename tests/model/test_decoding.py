@@ -305,8 +305,15 @@ def test_beams_sharing_one_source_row_decode_as_repeated_sources(attention):
   from flax import linen as nn
 
   cfg = dict(
-    arch='encoder_decoder', vocab_size=20, d_model=16, num_heads=2, num_layers=2, d_ff=16,
-    dropout=0.0, position='sinusoidal', attention=attention,
+    arch='encoder_decoder',
+    vocab_size=20,
+    d_model=16,
+    num_heads=2,
+    num_layers=2,
+    d_ff=16,
+    dropout=0.0,
+    position='sinusoidal',
+    attention=attention,
     scan_layers=attention != 'lightconv',  # its default widths differ per layer
   )
   m = model.build_model(cfg)
@@ -335,7 +342,8 @@ def test_beams_sharing_one_source_row_decode_as_repeated_sources(attention):
   repeated, _ = run(np.repeat(encoded, r, 0), np.repeat(src_seg, r, 0))
   np.testing.assert_allclose(shared, repeated, rtol=1e-5, atol=1e-5)
   cross = [
-    x for p, x in jax.tree_util.tree_leaves_with_path(cache)
+    x
+    for p, x in jax.tree_util.tree_leaves_with_path(cache)
     if str(getattr(p[-1], 'key', '')).startswith(decoding.CROSS_PREFIX)
   ]
   assert cross and all(x.shape[0] == 2 for x in cross)
