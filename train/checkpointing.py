@@ -17,6 +17,7 @@ import logging as std_logging
 import os
 import shutil
 import sys
+import warnings
 from typing import Any
 
 import jax
@@ -90,6 +91,7 @@ def _save_error(workdir, steps, error: Exception) -> CheckpointSaveError:
   reason = 'no space left on device' if full else f'{type(error).__name__}: {text[:300]}'
   kept = list_steps(workdir)
   failed = next((s for s in steps if s is not None and s not in kept), steps[-1])
+  _report_failed_save(workdir, failed)
   fix = f'free space on the disk of {workdir}, then rerun' if full else 'rerun'
   return CheckpointSaveError(
     f'checkpoint save of step {failed} failed ({reason}); the saved steps {kept} are intact: '
@@ -119,23 +121,37 @@ if not getattr(sys.unraisablehook, 'attnlab_closed_loop', False):
   sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
 
 
-# Checkpoint step directories whose restore failed and was reported (CheckpointUnreadable or
-# restore_latest's warning).
+# Checkpoint step directories whose restore or save failed and was reported (CheckpointUnreadable,
+# restore_latest's warning, CheckpointSaveError): `W/checkpoints/STEP/` and Orbax's temporary
+# `W/checkpoints/STEP.orbax-checkpoint-tmp...` of a save.
 _REPORTED_BAD = set()
 
 
 def _report_bad(workdir, step):
-  _REPORTED_BAD.add(os.path.join(os.path.abspath(workdir), CKPT_DIR, str(step)) + os.sep)
+  step_dir = os.path.join(os.path.abspath(workdir), CKPT_DIR, str(step))
+  _REPORTED_BAD.update((step_dir + os.sep, step_dir + '.'))
+
+
+def _report_failed_save(workdir, step):
+  """After a save failed and is reported in one line: its other write tasks' errors (asyncio
+  records, below) and the coroutines Orbax leaves unawaited when it abandons that save (a
+  RuntimeWarning each, at exit) are the same failure."""
+  _report_bad(workdir, step)
+  warnings.filterwarnings(
+    'ignore', message="coroutine 'async_serialize_from_host", category=RuntimeWarning
+  )
 
 
 class _ReportedRestoreTasks(std_logging.Filter):
-  """A failed restore reads many arrays concurrently; the first error propagates (and is
-  reported in one line), and asyncio logs every other read task's error, with its traceback,
-  as 'Task exception was never retrieved' when the task is collected. Drop exactly those:
-  records of that kind whose exception names a step directory already reported."""
+  """A failed restore or save reads or writes many arrays concurrently; the first error
+  propagates (and is reported in one line), and asyncio logs every other task's error, with its
+  traceback, as 'Task (or _GatheringFuture) exception was never retrieved' when it is collected.
+  Drop exactly those: records of that kind whose exception names a step directory already
+  reported."""
 
   def filter(self, record):
-    if not str(record.msg).startswith('Task exception was never retrieved'):
+    # asyncio names the object: 'Task', 'Future', '_GatheringFuture' (seen for Orbax's writes)
+    if not str(record.msg).split('\n', 1)[0].endswith('exception was never retrieved'):
       return True
     text = str(record.msg) + (str(record.exc_info[1]) if record.exc_info else '')
     return not any(path in text for path in _REPORTED_BAD)

@@ -117,6 +117,36 @@ def test_unretrieved_read_errors_of_a_reported_restore_are_dropped(tmp_path):
   assert asyncio_logger.filter(record('Unclosed event loop', bad))
 
 
+def test_unretrieved_write_errors_of_a_reported_save_are_dropped(tmp_path):
+  """A save that ran out of space is reported in one line (CheckpointSaveError); asyncio's
+  'Task exception was never retrieved' records of its other writes (they name Orbax's temporary
+  step directory, as the real-tmpfs fault trial logged them) are dropped from then on, and
+  only those: another step's write errors still pass."""
+  import logging  # pylint: disable=import-outside-toplevel
+
+  ckpts = os.path.join(str(tmp_path), 'checkpoints')
+
+  def record(step, kind='Task'):
+    path = os.path.join(ckpts, f'{step}.orbax-checkpoint-tmp', 'train.orbax-checkpoint-tmp', 'd')
+    error = ValueError(
+      f'RESOURCE_EXHAUSTED: Error writing "opt_state.1.mu" in OCDBT database at local file '
+      f'"{path}": Failed to write 7076 bytes to file 8: No space left on device'
+    )
+    msg = f'{kind} exception was never retrieved\nfuture: <{kind} finished ...>'
+    exc_info = (ValueError, error, None)
+    return logging.LogRecord('asyncio', logging.ERROR, 'base_events.py', 1, msg, (), exc_info)
+
+  asyncio_logger = logging.getLogger('asyncio')
+  assert asyncio_logger.filter(record(15))  # nothing reported yet
+  error = checkpointing._save_error(  # pylint: disable=protected-access
+    str(tmp_path), [15, None], OSError(28, 'No space left on device')
+  )
+  assert 'save of step 15 failed (no space left on device)' in str(error)
+  assert not asyncio_logger.filter(record(15))
+  assert not asyncio_logger.filter(record(15, '_GatheringFuture'))  # asyncio's other wording
+  assert asyncio_logger.filter(record(150)) and asyncio_logger.filter(record(1))
+
+
 def test_failed_save_names_the_step_not_on_disk_and_the_intact_ones(setup, tmp_path):
   """An async save's failure surfaces at the next save or wait: the one-line error names the
   save that did not land (the running one, else the one being started), the reason, and the
