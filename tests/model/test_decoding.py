@@ -326,14 +326,16 @@ def test_beams_sharing_one_source_row_decode_as_repeated_sources(attention):
   r, steps = 3, 4
   toks = rng.integers(3, 20, (2 * r, steps)).astype(np.int32)
 
+  decode = jax.jit(
+    lambda v, *a: m.apply(v, *a, steps, method='decode', mutable=['cache'])  # one compile per
+  )  # cache structure: the prompt call and the cached steps
+
   def run(enc, seg):
     cache, out = None, []
     for t in range(steps):
       v = params if cache is None else {**params, 'cache': cache}
       ones = np.ones((2 * r, 1), np.int32)
-      logits, mut = m.apply(
-        v, toks[:, t : t + 1], ones * t, ones, enc, seg, steps, method='decode', mutable=['cache']
-      )
+      logits, mut = decode(v, toks[:, t : t + 1], ones * t, ones, enc, seg)
       cache = mut['cache']
       out.append(np.asarray(logits[:, -1]))
     return np.stack(out, 1), cache
