@@ -85,7 +85,8 @@ class CheckpointSaveError(OSError):
 
 def _save_error(workdir, steps, error: Exception) -> CheckpointSaveError:
   """One line for a failed save: the step (the first of `steps`, the saves that may have been
-  running, that is not on disk), the reason, the steps that survive, what to do."""
+  running, that is not on disk), the reason, the steps that survive, what to do. Registers that
+  step as reported (`_report_failed_save`), so its leftover write errors are not printed again."""
   text = ' '.join(str(error).split())
   full = 'No space left on device' in text or "os_error_code='28'" in text
   reason = 'no space left on device' if full else f'{type(error).__name__}: {text[:300]}'
@@ -142,7 +143,7 @@ def _report_failed_save(workdir, step):
   )
 
 
-class _ReportedRestoreTasks(std_logging.Filter):
+class _ReportedCheckpointTasks(std_logging.Filter):
   """A failed restore or save reads or writes many arrays concurrently; the first error
   propagates (and is reported in one line), and asyncio logs every other task's error, with its
   traceback, as 'Task (or _GatheringFuture) exception was never retrieved' when it is collected.
@@ -157,8 +158,10 @@ class _ReportedRestoreTasks(std_logging.Filter):
     return not any(path in text for path in _REPORTED_BAD)
 
 
-if not any(isinstance(f, _ReportedRestoreTasks) for f in std_logging.getLogger('asyncio').filters):
-  std_logging.getLogger('asyncio').addFilter(_ReportedRestoreTasks())
+if not any(
+  isinstance(f, _ReportedCheckpointTasks) for f in std_logging.getLogger('asyncio').filters
+):
+  std_logging.getLogger('asyncio').addFilter(_ReportedCheckpointTasks())
 
 
 # ----------------------------------------------------------------------------- data iterator state
