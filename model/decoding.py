@@ -290,16 +290,21 @@ def _beam(next_fn, logits, cache, limits, k, total, alpha):
   """Keep the k best expansions each step; those ending in EOS move to the finished set, scored
   by log p / length_penalty. Stops when no alive beam can beat a row's best finished score."""
   bk, v = logits.shape
-  b = bk // k
+  b, kk = bk // k, min(k, v)
   alive_logp = jnp.tile(jnp.asarray([0.0] + [-jnp.inf] * (k - 1)), (b, 1))
   max_lp = length_penalty(limits.astype(jnp.float32), alpha)
 
   def body(c):
     t, alive_seq, alive_logp, fin_seq, fin_score, logits, cache = c
-    logp = _log_probs(logits, t, jnp.repeat(limits, k)).reshape(b, k, v)
-    cand = (alive_logp[:, :, None] + logp).reshape(b, k * v)
+    logp = _log_probs(logits, t, jnp.repeat(limits, k))
+    # The k best of a sentence's k*V candidates are among each beam's own k best: a top-k over
+    # k*k scores instead of adding the alive score to, and selecting over, all k*V of them
+    # (A/B, size=small: 0.93x the time per call on one device, 0.97x on two; same tokens).
+    row_best, row_tok = jax.lax.top_k(logp, kk)  # [b*k, kk]
+    cand = (alive_logp[:, :, None] + row_best.reshape(b, k, kk)).reshape(b, k * kk)
     scores, idx = jax.lax.top_k(cand, k)
-    parent, tok = idx // v, (idx % v).astype(jnp.int32)
+    parent = idx // kk
+    tok = jnp.take_along_axis(row_tok.reshape(b, k * kk), idx, axis=1).astype(jnp.int32)
     seq = jnp.take_along_axis(alive_seq, parent[:, :, None], axis=1).at[:, :, t].set(tok)
     eos = tok == EOS
     new_fin = jnp.where(eos, scores / length_penalty(t + 1.0, alpha), -jnp.inf)
