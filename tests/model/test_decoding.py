@@ -111,6 +111,48 @@ def test_beam_finds_best_of_all_enumerated_sequences(arch, alpha):
     np.testing.assert_array_equal(got[row], seqs[best], err_msg=f'scores {scores}')
 
 
+@pytest.mark.parametrize('chunk', [1, 3, 7, 64])
+def test_top_log_probs_equals_top_k_over_all_log_probs(chunk):
+  """Values and indices equal lax.top_k over `_log_probs` (ties to the lower index), with ties,
+  -inf logits, PAD/BOS masked, EOS forced at the limit, and a last chunk that is padding."""
+  rng = np.random.default_rng(chunk)
+  f = jax.jit(decoding.top_log_probs, static_argnums=(3, 4))
+  for case in range(12):
+    n, v, k = 6, int(rng.integers(30, 200)), int(rng.integers(1, 6))
+    x = (3 * rng.normal(size=(n, v))).astype(np.float32)
+    if case % 3 == 1:
+      x = np.round(x)  # many exact ties
+    if case % 3 == 2:
+      x[rng.random((n, v)) < 0.9] = -np.inf
+      x[:, 5] = 0.0
+    t, limits = int(rng.integers(0, 4)), jnp.asarray(rng.integers(1, 5, n), jnp.int32)
+    want = jax.lax.top_k(decoding._log_probs(jnp.asarray(x), t, limits), k)
+    got = f(jnp.asarray(x), t, limits, k, chunk)
+    np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+    np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
+  # Logits 2e-8 apart become equal log-probs: the tie goes to the lower index (10, not 50), so
+  # chunks must be ranked by their log-probs, not by their raw logits.
+  x = np.full((1, 64), -np.inf, np.float32)
+  x[0, 10], x[0, 50] = 0.0, 2e-8
+  got = f(jnp.asarray(x), 0, jnp.asarray([9], jnp.int32), 1, chunk)
+  want = jax.lax.top_k(decoding._log_probs(jnp.asarray(x), 0, jnp.asarray([9])), 1)
+  assert int(got[1][0, 0]) == 10 == int(want[1][0, 0])
+
+
+def test_beam_search_with_chunked_top_k_equals_whole_vocabulary_top_k(monkeypatch):
+  m, params = tiny('encoder_decoder', vocab=40)
+  batch = source_batch(40)
+  run = lambda: decoding.generate(m, params, batch, method='beam', beam_size=3, max_len_margin=6)
+  decoding._compiled.cache_clear()
+  monkeypatch.setattr(decoding, 'TOP_K_CHUNK', 10**6)  # one chunk: lax.top_k over all V
+  whole = run()
+  decoding._compiled.cache_clear()
+  monkeypatch.setattr(decoding, 'TOP_K_CHUNK', 4)  # 10 chunks of 4
+  chunked = run()
+  decoding._compiled.cache_clear()
+  np.testing.assert_array_equal(chunked, whole)
+
+
 def test_filter_logits_top_k_and_top_p():
   logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
   keep = lambda **kw: np.isfinite(np.asarray(decoding.filter_logits(logits, 1.0, **kw)))[0].tolist()
