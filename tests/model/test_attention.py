@@ -236,3 +236,31 @@ def test_t5_unscaled_adds_the_bias_to_raw_logits_with_the_scale_in_the_query_ini
   scaled = attn.Attention(_cfg(attention='dot', position='t5'), 't5')
   p2 = scaled.init(jax.random.key(1), x, x, mask, bias, pos, pos)['params']
   np.testing.assert_allclose(_weights(p2)['query'] * HD**-0.5, w['query'], rtol=1e-5)
+
+
+@pytest.mark.parametrize('num_kv', [1, 2, 4])
+def test_cross_attention_from_head_major_cache_equals_numpy(num_kv):
+  """K cached [B,K,S,D] and V [B,K,D,S] give softmax(q.k * scale + mask) v per head, with head
+  h reading K/V head h // (H / K), against a NumPy reference."""
+  rng = np.random.default_rng(num_kv)
+  b, t, s, h, d = 3, 5, 7, 4, 8
+  q = rng.normal(size=(b, t, h, d)).astype(np.float32)
+  k = rng.normal(size=(b, s, num_kv, d)).astype(np.float32)
+  v = rng.normal(size=(b, s, num_kv, d)).astype(np.float32)
+  keep = rng.random((b, 1, t, s)) < 0.7
+  keep[..., 0] = True
+  out, w = attn.cross_attention_from_cache(
+    jnp.asarray(q),
+    jnp.asarray(k.transpose(0, 2, 1, 3)),
+    jnp.asarray(v.transpose(0, 2, 3, 1)),
+    jnp.asarray(keep),
+    0.3,
+  )
+  kv_of = np.arange(h) // (h // num_kv)
+  logits = np.einsum('bthd,bshd->bhts', q, k[:, :, kv_of]) * 0.3
+  logits = np.where(keep, logits, -np.inf)
+  want_w = np.exp(logits - logits.max(-1, keepdims=True))
+  want_w /= want_w.sum(-1, keepdims=True)
+  np.testing.assert_allclose(np.asarray(w), want_w, rtol=1e-5, atol=1e-6)
+  want = np.einsum('bhts,bshd->bthd', want_w, v[:, :, kv_of])
+  np.testing.assert_allclose(np.asarray(out), want, rtol=1e-5, atol=1e-5)
