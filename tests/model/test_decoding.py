@@ -393,3 +393,39 @@ def test_beams_sharing_one_source_row_decode_as_repeated_sources(attention):
   assert cross and all(x.shape[0] == 2 for x in cross)
   # and the rows of one sentence differ (distinct prefixes), so the check is not vacuous
   assert not np.allclose(shared[0], shared[1])
+
+
+def test_cache_phases_double_until_the_total():
+  assert decoding.cache_phases(32, 32) == [32]
+  assert decoding.cache_phases(80, 32) == [32, 64, 80]
+  assert decoding.cache_phases(64, 16) == [16, 32, 64]
+  assert decoding.cache_phases(5, 1) == [1, 2, 4, 5]
+
+
+@pytest.mark.parametrize('arch', ARCHS)
+@pytest.mark.parametrize('method', ['greedy', 'beam', 'sample'])
+@pytest.mark.parametrize('cached', [True, False])
+def test_a_growing_cache_decodes_as_one_with_room_for_every_token(
+  monkeypatch, arch, method, cached
+):
+  """Phases of 1, 2, 4, 8, 11 tokens (the cache padded with empty slots between loops) give
+  the tokens of a cache with room for every token from the start: greedy, beam search (which
+  reorders the grown cache) and sampling, for every architecture and the uncached adapter."""
+  from launch import measure
+
+  if arch == 'rnn' and not cached:
+    pytest.skip('the RNN has no uncached decoder')
+  m, params = tiny(arch, vocab=40)
+  m = measure.FixedLength(m, cached=cached)  # EOS never wins: every row runs all 11 steps
+  batch = source_batch(40)
+
+  def run(first):
+    decoding._compiled.cache_clear()
+    monkeypatch.setattr(decoding, 'CACHE_PHASE', first)
+    kw = dict(rng=jax.random.key(3)) if method == 'sample' else {}
+    return decoding.generate(m, params, batch, method=method, beam_size=3, max_len=11, **kw)
+
+  whole, grown = run(10**6), run(1)
+  decoding._compiled.cache_clear()
+  assert (whole[:, 8:] != 0).all()  # through phases of 1, 2, 4, 8 and 11 tokens
+  np.testing.assert_array_equal(grown, whole)
