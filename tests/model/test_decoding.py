@@ -422,6 +422,7 @@ def test_a_growing_cache_decodes_as_one_with_room_for_every_token(
   def run(first):
     decoding._compiled.cache_clear()
     monkeypatch.setattr(decoding, 'CACHE_PHASE', first)
+    monkeypatch.setattr(decoding, 'CACHE_PHASE_MIN_ROWS', 1)
     kw = dict(rng=jax.random.key(3)) if method == 'sample' else {}
     return decoding.generate(m, params, batch, method=method, beam_size=3, max_len=11, **kw)
 
