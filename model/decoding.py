@@ -271,11 +271,12 @@ def _cache_growth(make_cache, prompt, total, rows):
   work on slots no token has reached (beam-4 at size=small, 16 sentences: 8.3 ms per step at
   room for 33 tokens, 10.3 ms at 65). So decoding starts with room for `CACHE_PHASE` tokens and
   doubles it between while loops (32 sentences over two devices, 32 tokens: phases of 16 took
-  0.364-0.380 s per call against 0.395-0.409 for one of 32; phases of 8 no less than 16). The axes that grow are found by comparing the cache's shapes
-  at two lengths (every model's cache, adapters included; a cache with no such axis, e.g. an
-  RNN's, keeps one phase). New slots are zeros: segment 0, masked like every empty slot.
-  Below `CACHE_PHASE_MIN_ROWS` rows the cache is small and each extra loop costs more than it
-  saves (beam 4 for one sentence: 0.044 against 0.043 s per call), so one phase."""
+  0.364-0.380 s per call against 0.395-0.409 for one of 32; phases of 8 were no faster). The
+  axes that grow are found by comparing the cache's shapes at two lengths (every model's cache,
+  adapters included; a cache with no such axis, e.g. an RNN's, keeps one phase). New slots are
+  zeros: segment 0, masked like every empty slot. Below `CACHE_PHASE_MIN_ROWS` rows the cache is
+  small and each extra loop costs more than it saves (beam 4 for one sentence: 0.044 against
+  0.043 s per call), so one phase."""
   ends = cache_phases(total)
   if len(ends) == 1 or rows < CACHE_PHASE_MIN_ROWS:
     return [total], lambda cache, n: cache
