@@ -219,16 +219,11 @@ def _search(
   )
   logits, cache = step(None, tokens, pos, seg, prompt + ends[0])
   one = jnp.ones((tokens.shape[0], 1), jnp.int32)
-  # phases: (steps before which the cache must grow, next_fn at that cache length)
-  phases = [
-    (
-      end,
-      lambda cache, tok, t, n=prompt + end: step(
-        cache, tok[:, None], (next_pos + t)[:, None], one, n
-      ),
-    )
-    for end in ends
-  ]
+
+  def next_at(cache_len):  # one step over a cache of `cache_len` slots
+    return lambda cache, tok, t: step(cache, tok[:, None], (next_pos + t)[:, None], one, cache_len)
+
+  phases = [(end, next_at(prompt + end)) for end in ends]  # (steps it runs before, its next_fn)
   grow_at = lambda cache, i: grow(cache, prompt + ends[i])
   if method == 'beam':
     return _beam(phases, grow_at, logits, cache, limits, beam, total, alpha)
