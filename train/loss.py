@@ -103,7 +103,9 @@ def _chunk_pass(x, table, targets, weights, conf, low):
   g = (e / total[..., None] - low - jnp.where(is_label, conf - low, 0.0)) * weights[..., None]
   g = g.astype(x.dtype)
   dx = jnp.einsum('bcv,vd->bcd', g, table.astype(x.dtype), preferred_element_type=jnp.float32)
-  dtable = jnp.einsum('bcv,bcd->vd', g, x, preferred_element_type=jnp.float32)
+  # [D, V] then transposed: g [B,c,V] is the dot's right operand in the [K, N] layout XLA:CPU's
+  # GEMMs take, instead of a [V, B*c] copy of it as the left one (README "Performance").
+  dtable = jnp.einsum('bcd,bcv->dv', x, g, preferred_element_type=jnp.float32).T
   sums = (jnp.sum(smooth * weights), jnp.sum(nll * weights), jnp.sum(correct * weights))
   return sums, dx, dtable
 
