@@ -430,3 +430,34 @@ def test_a_growing_cache_decodes_as_one_with_room_for_every_token(
   decoding._compiled.cache_clear()
   assert (whole[:, 8:] != 0).all()  # through phases of 1, 2, 4, 8 and 11 tokens
   np.testing.assert_array_equal(grown, whole)
+
+
+def test_params_replicated_over_devices_decode_on_one_replica():
+  """Params replicated over 2 devices (a train state on the mesh) decode one sentence on one
+  replica, without a transfer (the arrays are that replica's own buffers), and split rows take
+  each device's own replica; a tree on one device, or sharded params, is passed on as it is.
+  The tokens equal those of params on one device."""
+  m, params = tiny('encoder_decoder')
+  devs = jax.devices()[:2]
+  mesh = jax.sharding.Mesh(np.array(devs), ('data',))
+  rep = jax.device_put(params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  one = decoding._one_replica(rep)
+  for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(rep)):
+    assert a.sharding.device_set == {devs[0]}
+    assert a.unsafe_buffer_pointer() == b.addressable_shards[0].data.unsafe_buffer_pointer()
+  on1 = decoding._on_device(rep, devs[1])
+  for a, b in zip(jax.tree.leaves(on1), jax.tree.leaves(rep)):
+    assert a.unsafe_buffer_pointer() == b.addressable_shards[1].data.unsafe_buffer_pointer()
+  single = jax.device_put(params, devs[1])
+  assert decoding._one_replica(single) is single
+  table = next(x for x in jax.tree.leaves(params) if x.ndim and x.shape[0] % 2 == 0)
+  split = jax.device_put(
+    table, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  )
+  mixed = [split, jax.tree.leaves(rep)[1]]
+  assert decoding._one_replica(mixed) is mixed
+  batch = source_batch(12)
+  kw = dict(method='beam', beam_size=3, max_len_margin=3, split_rows=False)
+  np.testing.assert_array_equal(
+    decoding.generate(m, rep, batch, **kw), decoding.generate(m, params, batch, **kw)
+  )
