@@ -12,9 +12,12 @@ Two forms with the same value:
   chunks of 1024 against 1,720 / 1,741 ms unfused, 0.66-0.72x the CPU time per target token
   (`python -m launch.benchmark --config=configs/multi30k.py:size=wu2021 --steps=5 --decode=
   --sweep='loss_chunk_tokens=0;loss_chunk_tokens=1024;loss_chunk_tokens=0;loss_chunk_tokens=1024'`).
-  At d 128 / 256 with 4k-8k vocabularies (`size=default`, `size=small`) it made no measurable
-  difference. Off by default (`config.loss_chunk_tokens = 0`); the wu2021 and budget recipes
-  turn it on.
+  At d 128 with a 4k vocabulary (`size=default`) it makes no measurable difference (0.97-0.99x).
+  At `size=small` (d 256, 8k vocabulary, 32 rows), since the table's gradient is computed as
+  [D, V] (g as the [K, N] operand XLA:CPU's GEMMs take, not a transposed [V, B*c] copy of it),
+  the step takes 0.95-0.99x the time of the unfused head (2026-12-05, README "Performance").
+  Off by default (`config.loss_chunk_tokens = 0`); `size=small` and the wu2021 and budget
+  recipes turn it on.
 """
 
 from __future__ import annotations
