@@ -450,10 +450,8 @@ def test_params_replicated_over_devices_decode_on_one_replica():
     assert a.unsafe_buffer_pointer() == b.addressable_shards[1].data.unsafe_buffer_pointer()
   single = jax.device_put(params, devs[1])
   assert decoding._one_replica(single) is single
-  table = next(x for x in jax.tree.leaves(params) if x.ndim and x.shape[0] % 2 == 0)
-  split = jax.device_put(
-    table, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
-  )
+  even = next(x for x in jax.tree.leaves(params) if x.ndim and x.shape[0] % 2 == 0)
+  split = jax.device_put(even, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data')))
   mixed = [split, jax.tree.leaves(rep)[1]]
   assert decoding._one_replica(mixed) is mixed
   batch = source_batch(12)
