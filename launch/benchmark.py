@@ -282,4 +282,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run(main, define_flags=define_flags, required=('config',))
+  cli.run(main, define_flags=define_flags, required=('config',), huge_pages=True)

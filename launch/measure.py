@@ -385,11 +385,17 @@ def machine_info():
     if dev.platform == 'cpu'
     else kind
   )
+  tunables = os.environ.get('GLIBC_TUNABLES', '')
+  malloc = 'huge pages' if 'glibc.malloc.hugetlb=1' in tunables else 'default'
   return {
     'platform': dev.platform,
     'device_kind': kind,
     'num_devices': jax.device_count(),
     'cpu_count': os.cpu_count(),
     'jax': jax.__version__,
-    'description': f'{desc}, {jax.device_count()} {dev.platform} device(s), jax {jax.__version__}',
+    'glibc_tunables': tunables,
+    'description': (
+      f'{desc}, {jax.device_count()} {dev.platform} device(s), jax {jax.__version__}, '
+      f'malloc {malloc}'
+    ),
   }

@@ -50,6 +50,7 @@ from launch import measure
 from launch import peer_model
 from launch import peer_source
 from launch import report_bench
+from train import cli
 from train import data
 from train import layout
 from train import metrics as metrics_lib
@@ -245,6 +246,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  define_flags()
-  flags.mark_flags_as_required(['config'])
-  app.run(main)
+  cli.run(main, define_flags=define_flags, required=('config',), huge_pages=True)

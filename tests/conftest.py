@@ -7,6 +7,10 @@ from tests.xla_flags import xla_flags
 os.environ.setdefault('XLA_FLAGS', xla_flags(8))
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# The commands the tests start run as started, without re-running themselves with huge pages
+# for malloc (train.cli.exec_with_huge_pages: one more start-up each, ~1.5 s); tests/train/
+# test_cli.py runs that path.
+os.environ.setdefault('ATTNLAB_MALLOC', 'system')
 # One persistent XLA compile cache for every test process (pytest workers and the train.main /
 # evaluate subprocesses they start): the same tiny programs are compiled by many tests. Keyed by
 # program, flags and jax version, so a stale entry is never used; `make clean` removes it.

@@ -13,13 +13,18 @@ traceback. `ATTNLAB_TRACEBACK=1` re-raises instead, for debugging attnlab itself
 from __future__ import annotations
 
 import os
+import platform
+import re
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from absl import app, flags
 
 USAGE_EXIT, RUNTIME_EXIT = 2, 1
 TRACEBACK_ENV = 'ATTNLAB_TRACEBACK'
+MALLOC_ENV = 'ATTNLAB_MALLOC'  # 'system': run with malloc as the environment set it up
+HUGE_PAGE_TUNABLE = 'glibc.malloc.hugetlb=1'
+THP_ENABLED = '/sys/kernel/mm/transparent_hugepage/enabled'
 
 
 class UsageError(ValueError):
@@ -84,10 +89,66 @@ def guarded(main: Callable) -> Callable:
   return wrapper
 
 
+def thp_mode(path: str = THP_ENABLED) -> str | None:
+  """The kernel's transparent huge page mode ('always', 'madvise', 'never'), None if unknown."""
+  try:
+    with open(path) as f:
+      found = re.search(r'\[(\w+)\]', f.read())
+  except OSError:
+    return None
+  return found.group(1) if found else None
+
+
+def huge_page_environ(
+  environ: Mapping[str, str], thp: str | None, libc: tuple[str, str]
+) -> dict[str, str] | None:
+  """The environment to re-run a command under so that glibc's malloc asks the kernel for
+  transparent huge pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, glibc >= 2.35), or None
+  where that changes nothing: THP 'always' (already huge) or 'never', another C library, a
+  tunable already chosen, or $ATTNLAB_MALLOC=system.
+
+  Why: XLA:CPU allocates an executable's temporaries as one block per device and call (~240 MB
+  per device for `size=small`'s train step). Blocks over 32 MB are always mmapped and unmapped
+  by glibc, so every call writes fresh 4 KiB pages: ~120k page faults per train step. With huge
+  pages it is ~1k (README "Huge pages for malloc").
+  """
+  if environ.get(MALLOC_ENV) == 'system' or thp != 'madvise':
+    return None
+  name, version = libc
+  numbers = tuple(int(n) for n in re.findall(r'\d+', version)[:2])
+  if name != 'glibc' or numbers < (2, 35):
+    return None
+  tunables = environ.get('GLIBC_TUNABLES', '')
+  if 'glibc.malloc.hugetlb=' in tunables:
+    return None
+  return {**environ, 'GLIBC_TUNABLES': ':'.join(t for t in (tunables, HUGE_PAGE_TUNABLE) if t)}
+
+
+def exec_with_huge_pages() -> None:
+  """Replaces this process (same pid, same arguments) by one whose malloc uses huge pages,
+  where `huge_page_environ` says that helps; else returns. glibc reads tunables only at start,
+  hence the re-exec, which costs one more start-up (imports, ~1.5 s). Only for a command's
+  entry point, before any work: whatever ran before is lost."""
+  env = huge_page_environ(os.environ, thp_mode(), platform.libc_ver())
+  if env is None or not sys.executable or not getattr(sys, 'orig_argv', None):
+    return
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
 def run(
-  main: Callable, *, define_flags: Callable | None = None, required: Sequence[str] = ()
+  main: Callable,
+  *,
+  define_flags: Callable | None = None,
+  required: Sequence[str] = (),
+  huge_pages: bool = False,
 ) -> None:
-  """Defines the flags, marks `required` ones, and runs `main` under `guarded`."""
+  """Defines the flags, marks `required` ones, and runs `main` under `guarded`. With
+  `huge_pages` (commands that run XLA computations), first `exec_with_huge_pages`, but only
+  where `main` is the `__main__` module's (a command line, not a caller importing this)."""
+  if huge_pages and getattr(main, '__module__', None) == '__main__':
+    exec_with_huge_pages()
   if define_flags is not None:
     define_flags()
   for name in required:

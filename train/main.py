@@ -60,4 +60,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run(main, define_flags=define_flags, required=('config', 'workdir'))
+  cli.run(main, define_flags=define_flags, required=('config', 'workdir'), huge_pages=True)

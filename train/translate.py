@@ -101,4 +101,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run(main, define_flags=_define_flags, required=('workdir',))
+  cli.run(main, define_flags=_define_flags, required=('workdir',), huge_pages=True)

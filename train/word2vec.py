@@ -285,4 +285,4 @@ def _define_flags():
 
 
 if __name__ == '__main__':
-  cli.run(main, define_flags=_define_flags, required=('config', 'workdir'))
+  cli.run(main, define_flags=_define_flags, required=('config', 'workdir'), huge_pages=True)
