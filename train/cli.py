@@ -24,6 +24,7 @@ USAGE_EXIT, RUNTIME_EXIT = 2, 1
 TRACEBACK_ENV = 'ATTNLAB_TRACEBACK'
 MALLOC_ENV = 'ATTNLAB_MALLOC'  # 'system': run with malloc as the environment set it up
 HUGE_PAGE_TUNABLE = 'glibc.malloc.hugetlb=1'
+REEXEC_ENV = 'ATTNLAB_MALLOC_REEXEC'  # set in the re-run process: never re-run twice
 THP_ENABLED = '/sys/kernel/mm/transparent_hugepage/enabled'
 
 
@@ -105,14 +106,16 @@ def huge_page_environ(
   """The environment to re-run a command under so that glibc's malloc asks the kernel for
   transparent huge pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, glibc >= 2.35), or None
   where that changes nothing: THP 'always' (already huge) or 'never', another C library, a
-  tunable already chosen, or $ATTNLAB_MALLOC=system.
+  tunable already chosen, $ATTNLAB_MALLOC=system, or a process that is the re-run already
+  (its environment has $ATTNLAB_MALLOC_REEXEC, so a wrapper that resets GLIBC_TUNABLES cannot
+  make it loop).
 
   Why: XLA:CPU allocates an executable's temporaries as one block per device and call (~240 MB
   per device for `size=small`'s train step). Blocks over 32 MB are always mmapped and unmapped
   by glibc, so every call writes fresh 4 KiB pages: ~120k page faults per train step. With huge
   pages it is ~1k (README "Huge pages for malloc").
   """
-  if environ.get(MALLOC_ENV) == 'system' or thp != 'madvise':
+  if environ.get(MALLOC_ENV) == 'system' or environ.get(REEXEC_ENV) or thp != 'madvise':
     return None
   name, version = libc
   numbers = tuple(int(n) for n in re.findall(r'\d+', version)[:2])
@@ -121,7 +124,8 @@ def huge_page_environ(
   tunables = environ.get('GLIBC_TUNABLES', '')
   if 'glibc.malloc.hugetlb=' in tunables:
     return None
-  return {**environ, 'GLIBC_TUNABLES': ':'.join(t for t in (tunables, HUGE_PAGE_TUNABLE) if t)}
+  tunables = ':'.join(t for t in (tunables, HUGE_PAGE_TUNABLE) if t)
+  return {**environ, 'GLIBC_TUNABLES': tunables, REEXEC_ENV: '1'}
 
 
 def exec_with_huge_pages() -> None:
@@ -134,7 +138,10 @@ def exec_with_huge_pages() -> None:
     return
   sys.stdout.flush()
   sys.stderr.flush()
-  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+  try:
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+  except OSError:  # the interpreter cannot be re-run: go on with malloc as it is
+    return
 
 
 def run(

@@ -180,6 +180,7 @@ GLIBC = ('glibc', '2.36')
     ),
     ({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=0'}, 'madvise', GLIBC, None),  # the user chose
     ({'ATTNLAB_MALLOC': 'system'}, 'madvise', GLIBC, None),
+    ({'ATTNLAB_MALLOC_REEXEC': '1'}, 'madvise', GLIBC, None),  # the re-run: never again
     ({}, 'always', GLIBC, None),  # every large mapping is huge already
     ({}, 'never', GLIBC, None),
     ({}, None, GLIBC, None),  # no THP file: not Linux, or a kernel without THP
@@ -194,7 +195,12 @@ def test_huge_page_environ(environ, thp, libc, tunables):
   if tunables is None:
     assert env is None
   else:
-    assert env == {'PATH': '/bin', **environ, 'GLIBC_TUNABLES': tunables}
+    assert env == {
+      'PATH': '/bin',
+      **environ,
+      'GLIBC_TUNABLES': tunables,
+      'ATTNLAB_MALLOC_REEXEC': '1',
+    }
 
 
 @pytest.mark.parametrize(
@@ -212,7 +218,8 @@ def _huge_pages_apply():
   from train import cli  # pylint: disable=import-outside-toplevel
   import platform  # pylint: disable=import-outside-toplevel
 
-  env = {k: v for k, v in os.environ.items() if k not in ('ATTNLAB_MALLOC', 'GLIBC_TUNABLES')}
+  drop = ('ATTNLAB_MALLOC', 'ATTNLAB_MALLOC_REEXEC', 'GLIBC_TUNABLES')
+  env = {k: v for k, v in os.environ.items() if k not in drop}
   return cli.huge_page_environ(env, cli.thp_mode(), platform.libc_ver()) is not None
 
 
@@ -250,8 +257,8 @@ def test_a_command_reruns_itself_with_huge_pages_and_faults_less(tmp_path):
 
   def run(**env_extra):
     env = dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
-    env.pop('ATTNLAB_MALLOC', None)
-    env.pop('GLIBC_TUNABLES', None)
+    for name in ('ATTNLAB_MALLOC', 'ATTNLAB_MALLOC_REEXEC', 'GLIBC_TUNABLES'):
+      env.pop(name, None)
     env.update(env_extra)
     p = subprocess.run(
       [sys.executable, str(script), 'arg'], env=env, capture_output=True, text=True, timeout=120
@@ -276,3 +283,14 @@ def test_one_line_error_and_exit_code_after_the_huge_page_rerun():
   p = _cli('train.main', '--config=configs/multi30k.py', env_extra={'ATTNLAB_MALLOC': ''})
   assert p.returncode == 2, p.stderr[-3000:]
   assert '--workdir' in _one_error_line(p)
+
+
+def test_an_interpreter_that_cannot_be_rerun_goes_on_as_it_is(monkeypatch):
+  from train import cli  # pylint: disable=import-outside-toplevel
+
+  monkeypatch.setattr(cli, 'thp_mode', lambda: 'madvise')
+  monkeypatch.setattr(cli.platform, 'libc_ver', lambda: ('glibc', '2.36'))
+  for name in ('ATTNLAB_MALLOC', 'ATTNLAB_MALLOC_REEXEC', 'GLIBC_TUNABLES'):
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.setattr(sys, 'executable', '/nonexistent/python')
+  assert cli.exec_with_huge_pages() is None  # execve failed: returned instead of raising
