@@ -16,6 +16,8 @@ mesh shardings) and `model.decoding.generate`. Per setting:
 - MFU: useful FLOPs (analytic, each sentence at its own lengths: padding is waste) per second over
   the peak: the device's dense peak on accelerators, on CPU a float32 matmul measured in this run.
   `exec MFU` counts FLOPs of the padded shapes as executed;
+- faults/step: the process's minor page faults per timed step (median): ~1 per page of fresh
+  memory a step writes, so a large count says its temporaries are mapped anew each call;
 - `--profile`: share of op time per model part (attention, feed-forward, output + loss, dropout
   bits, scan stacking, ...; matmuls apart), from a jax.profiler trace of 3 more steps;
 - decode: sentences/s and tokens/s for greedy and beam search, with the KV cache and without it.

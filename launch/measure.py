@@ -183,19 +183,34 @@ def _time_steps(compiled, state, device_batches, steps, ref, m):
   """`steps` timed steps over the batches (cycled); with `ref`, the matmul reference is sampled
   after each step for a quarter of its time.
 
-  Returns (state, last step's metrics, wall seconds, CPU seconds, reference rates) per step.
+  Returns (state, last step's metrics, wall seconds, CPU seconds, reference rates, minor page
+  faults) per step.
   """
-  times, cpu_times, ref_rates = [], [], []
+  times, cpu_times, ref_rates, faults = [], [], [], []
   for i in range(steps):
     b = device_batches[i % len(device_batches)]
+    f0 = minor_faults()
     t0, c0 = time.perf_counter(), time.process_time()
     state, m = compiled[shape_key(b)](state, b)
     jax.block_until_ready(m['loss'])
     times.append(time.perf_counter() - t0)
     cpu_times.append(time.process_time() - c0)
+    f1 = minor_faults()
+    faults.append(None if f0 is None else f1 - f0)
     if ref is not None:
       ref_rates.append(ref.rate(0.25 * times[-1]))
-  return state, m, times, cpu_times, ref_rates
+  return state, m, times, cpu_times, ref_rates, faults
+
+
+def minor_faults():
+  """This process's minor page faults so far (None where `resource` is missing: Windows). A
+  step that maps fresh memory for its temporaries faults once per page it writes (README "Huge
+  pages for malloc")."""
+  try:
+    import resource  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _throughput(batches, idx, times, useful, executed):
@@ -253,7 +268,7 @@ def measure_train(config, batches, host_s, steps, ref=None, profile_dir=None):
   compiled, compile_s, state, m = _compile_shapes(step_fn, state, device_batches)
   useful = [useful_flops(config.model, b) for b in batches]
   executed = [metrics_lib.batch_flops(config.model, b) for b in batches]
-  state, m, times, cpu_times, ref_rates = _time_steps(
+  state, m, times, cpu_times, ref_rates, faults = _time_steps(
     compiled, state, device_batches, steps, ref, m
   )
   loss = float(m['loss'])
@@ -268,6 +283,7 @@ def measure_train(config, batches, host_s, steps, ref=None, profile_dir=None):
     'step_s': statistics.median(times),
     'step_s_min': min(times),
     'step_cpu_s': statistics.median(cpu_times),
+    'minor_faults_per_step': None if None in faults else statistics.median(faults),
     'host_s': (host_s or 0.0) + put_s,
     **_throughput(batches, idx, times, useful, executed),
     'peak_memory_bytes': stats.get('peak_bytes_in_use'),

@@ -20,8 +20,9 @@ def benchmark_tables(result):
     f'{result["peak_flops_per_s"] / 1e9:.1f} GFLOP/s ({result["peak_source"]})',
     '',
     '| setting | params | compile s | shapes | step ms | host ms | tok/step | real tok/s | pad % '
-    '| GFLOP/s | matmul GFLOP/s | MFU | exec MFU | CPU-time MFU | cost/token | peak mem MB |',
-    '|---' * 16 + '|',
+    '| GFLOP/s | matmul GFLOP/s | MFU | exec MFU | CPU-time MFU | cost/token | peak mem MB '
+    '| faults/step |',
+    '|---' * 17 + '|',
   ]
   base = None
   for r in result['runs']:
@@ -40,13 +41,14 @@ def benchmark_tables(result):
     )
     base = base or cost
     ref = t.get('matmul_flops_per_s')
+    faults = t.get('minor_faults_per_step')  # absent from results written before it existed
     lines.append(
       f'| {r["setting"]} | {t["params"] / 1e6:.2f}M | {t["compile_s"]:.1f} | {t["num_shapes"]} | '
       f'{1e3 * t["step_s"]:.0f} | {1e3 * t["host_s"]:.1f} | {t["target_tokens_per_step"]:.0f} | '
       f'{t["tokens_per_s"]:,.0f} | {100 * t["padding_fraction"]:.1f} | '
       f'{t["flops_per_s"] / 1e9:.1f} | {_fmt(ref and ref / 1e9, ".1f")} | {100 * t["mfu"]:.1f}% | '
       f'{100 * t["executed_mfu"]:.1f}% | {_fmt(t.get("cpu_time_mfu", 0) * 100 or None, ".1f")}'
-      f' | {cost / base:.2f} | {_fmt(mem, ".0f")} |'
+      f' | {cost / base:.2f} | {_fmt(mem, ".0f")} | {_fmt(faults, ",.0f")} |'
     )
   dec = [r for r in result['runs'] if r.get('decode')]
   if dec:

@@ -52,7 +52,7 @@ def test_cli_tiny_config_json(tmp_path):
   ] + SHRINK
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  assert '| position=rotary |' in proc.stdout
+  assert '| position=rotary |' in proc.stdout and '| faults/step |' in proc.stdout
   result = json.loads(out.read_text())
   assert result['peak_flops_per_s'] > 0 and result['machine']['platform'] == 'cpu'
   assert [r['overrides'] for r in result['runs']] == [{'model.position': 'rotary'}]
@@ -74,6 +74,7 @@ def test_cli_tiny_config_json(tmp_path):
       'matmul_flops_per_s',
     ):
       assert t[key] > 0, key
+    assert t['minor_faults_per_step'] >= 0  # counted on every Unix (resource.getrusage)
     assert t['padding_fraction'] == 0.0  # synthetic rows are all real tokens
     assert t['target_tokens_per_step'] == 8 * 8
     for key in ('greedy_cached', 'greedy_uncached', 'beam_cached', 'beam_uncached'):
