@@ -11,6 +11,11 @@ import platform
 import statistics
 import time
 
+try:
+  import resource  # Unix only
+except ImportError:  # Windows: no fault counts
+  resource = None
+
 from flax import linen as nn
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
@@ -21,6 +26,7 @@ from launch import op_profile
 import model
 from model import decoding
 from model import vocab
+from train import cli
 from train import data
 from train import mesh as mesh_lib
 from train import metrics as metrics_lib
@@ -206,9 +212,7 @@ def minor_faults():
   """This process's minor page faults so far (None where `resource` is missing: Windows). A
   step that maps fresh memory for its temporaries faults once per page it writes (README "Huge
   pages for malloc")."""
-  try:
-    import resource  # pylint: disable=import-outside-toplevel
-  except ImportError:
+  if resource is None:
     return None
   return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
@@ -402,7 +406,7 @@ def machine_info():
     else kind
   )
   tunables = os.environ.get('GLIBC_TUNABLES', '')
-  malloc = 'huge pages' if 'glibc.malloc.hugetlb=1' in tunables else 'default'
+  malloc = 'huge pages' if cli.HUGE_PAGE_TUNABLE in tunables else 'default'
   return {
     'platform': dev.platform,
     'device_kind': kind,

@@ -166,6 +166,8 @@ def test_train_main_refuses_a_workdir_in_use(tmp_path):
 # ------------------------------------------------------------------------ huge pages for malloc
 
 GLIBC = ('glibc', '2.36')
+# What decides whether a command re-runs itself; cleared so the tests start from none of them.
+MALLOC_ENV_NAMES = ('ATTNLAB_MALLOC', 'ATTNLAB_MALLOC_REEXEC', 'GLIBC_TUNABLES')
 
 
 @pytest.mark.parametrize(
@@ -218,8 +220,7 @@ def _huge_pages_apply():
   from train import cli  # pylint: disable=import-outside-toplevel
   import platform  # pylint: disable=import-outside-toplevel
 
-  drop = ('ATTNLAB_MALLOC', 'ATTNLAB_MALLOC_REEXEC', 'GLIBC_TUNABLES')
-  env = {k: v for k, v in os.environ.items() if k not in drop}
+  env = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV_NAMES}
   return cli.huge_page_environ(env, cli.thp_mode(), platform.libc_ver()) is not None
 
 
@@ -266,7 +267,7 @@ def test_a_command_reruns_itself_with_huge_pages_and_faults_less(tmp_path):
 
   def run(**env_extra):
     env = dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
-    for name in ('ATTNLAB_MALLOC', 'ATTNLAB_MALLOC_REEXEC', 'GLIBC_TUNABLES'):
+    for name in MALLOC_ENV_NAMES:
       env.pop(name, None)
     env.update(env_extra)
     p = subprocess.run(
@@ -302,7 +303,7 @@ def test_an_interpreter_that_cannot_be_rerun_goes_on_as_it_is(monkeypatch):
 
   monkeypatch.setattr(cli, 'thp_mode', lambda: 'madvise')
   monkeypatch.setattr(cli.platform, 'libc_ver', lambda: ('glibc', '2.36'))
-  for name in ('ATTNLAB_MALLOC', 'ATTNLAB_MALLOC_REEXEC', 'GLIBC_TUNABLES'):
+  for name in MALLOC_ENV_NAMES:
     monkeypatch.delenv(name, raising=False)
   monkeypatch.setattr(sys, 'executable', '/nonexistent/python')
   assert cli.exec_with_huge_pages() is None  # execve failed: returned instead of raising
