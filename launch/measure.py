@@ -185,27 +185,48 @@ def _compile_shapes(step_fn, state, device_batches):
   return compiled, compile_s, state, m
 
 
-def _time_steps(compiled, state, device_batches, steps, ref, m):
-  """`steps` timed steps over the batches (cycled); with `ref`, the matmul reference is sampled
-  after each step for a quarter of its time.
+class TrainStepper:
+  """The trainer's jitted train step on `batches` (cycled), built as train.loop builds it,
+  compiled and run once per batch shape: `step(i)` then runs batch i % len(batches) to
+  completion. `measure_train` times it; `launch.peer` alternates it step by step with the
+  peer's."""
 
-  Returns (state, last step's metrics, wall seconds, CPU seconds, reference rates, minor page
-  faults) per step.
+  def __init__(self, config, batches):
+    mesh = mesh_lib.make_mesh(config.mesh)
+    t = trainer.setup(config, mesh, batches[0])  # exactly what train.loop builds
+    self.module = t.module
+    self.device_batches, self.put_s = _put_batches(batches, mesh)
+    self.compiled, self.compile_s, self.state, self.metrics = _compile_shapes(
+      t.step_fn, t.state, self.device_batches
+    )
+
+  def batch(self, i):
+    return self.device_batches[i % len(self.device_batches)]
+
+  def step(self, i):
+    b = self.batch(i)
+    self.state, self.metrics = self.compiled[shape_key(b)](self.state, b)
+    jax.block_until_ready(self.metrics['loss'])
+
+
+def _time_steps(stepper, steps, ref):
+  """`steps` timed steps of `stepper`; with `ref`, the matmul reference is sampled after each
+  step for a quarter of its time.
+
+  Returns (wall seconds, CPU seconds, reference rates, minor page faults) per step.
   """
   times, cpu_times, ref_rates, faults = [], [], [], []
   for i in range(steps):
-    b = device_batches[i % len(device_batches)]
     f0 = minor_faults()
     t0, c0 = time.perf_counter(), time.process_time()
-    state, m = compiled[shape_key(b)](state, b)
-    jax.block_until_ready(m['loss'])
+    stepper.step(i)
     times.append(time.perf_counter() - t0)
     cpu_times.append(time.process_time() - c0)
     f1 = minor_faults()
     faults.append(None if f0 is None else f1 - f0)
     if ref is not None:
       ref_rates.append(ref.rate(0.25 * times[-1]))
-  return state, m, times, cpu_times, ref_rates, faults
+  return times, cpu_times, ref_rates, faults
 
 
 def minor_faults():
@@ -265,40 +286,66 @@ def measure_train(config, batches, host_s, steps, ref=None, profile_dir=None):
   run under the profiler and `op_time_s` holds their op time per model part.
   """
 
-  mesh = mesh_lib.make_mesh(config.mesh)
-  t = trainer.setup(config, mesh, batches[0])  # exactly what train.loop builds
-  module, state, step_fn = t.module, t.state, t.step_fn
-  device_batches, put_s = _put_batches(batches, mesh)
-  compiled, compile_s, state, m = _compile_shapes(step_fn, state, device_batches)
+  s = TrainStepper(config, batches)
   useful = [useful_flops(config.model, b) for b in batches]
   executed = [metrics_lib.batch_flops(config.model, b) for b in batches]
-  state, m, times, cpu_times, ref_rates, faults = _time_steps(
-    compiled, state, device_batches, steps, ref, m
-  )
-  loss = float(m['loss'])
+  times, cpu_times, ref_rates, faults = _time_steps(s, steps, ref)
+  loss = float(s.metrics['loss'])
 
   idx = [i % len(batches) for i in range(steps)]
   stats = jax.devices()[0].memory_stats() or {}
   out = {
-    'params': model.count_params(state.params),
-    'compile_s': compile_s[0],
-    'compile_total_s': sum(compile_s),
-    'num_shapes': len(compiled),
+    'params': model.count_params(s.state.params),
+    'compile_s': s.compile_s[0],
+    'compile_total_s': sum(s.compile_s),
+    'num_shapes': len(s.compiled),
     'step_s': statistics.median(times),
     'step_s_min': min(times),
     'step_cpu_s': statistics.median(cpu_times),
     'minor_faults_per_step': None if None in faults else statistics.median(faults),
-    'host_s': (host_s or 0.0) + put_s,
+    'host_s': (host_s or 0.0) + s.put_s,
     **_throughput(batches, idx, times, useful, executed),
     'peak_memory_bytes': stats.get('peak_bytes_in_use'),
     'final_loss': loss,
   }
   if profile_dir:
-    b = device_batches[0]
-    state, out['op_time_s'] = _profile_steps(compiled[shape_key(b)], state, b, profile_dir)
+    b = s.batch(0)
+    s.state, out['op_time_s'] = _profile_steps(s.compiled[shape_key(b)], s.state, b, profile_dir)
   if ref_rates:
     out.update(_mfu(idx, times, cpu_times, ref_rates, useful, executed))
-  return out, module, state.params
+  return out, s.module, s.state.params
+
+
+# ============================================================================= paired timing
+
+
+def alternate(fn_a, fn_b, n, clock=time.perf_counter):
+  """Times `fn_a(i)` and `fn_b(i)` for i < n, one right after the other: A then B for even i,
+  B then A for odd i. Returns (A's seconds, B's seconds), one per i.
+
+  On a shared machine whose speed drifts over seconds to minutes, the two calls of a pair see
+  nearly the same machine, so the ratio of a pair is steadier than a ratio of separate runs."""
+  ta, tb = [], []
+  for i in range(n):
+    order = ((fn_a, ta), (fn_b, tb)) if i % 2 == 0 else ((fn_b, tb), (fn_a, ta))
+    for fn, times in order:
+      t0 = clock()
+      fn(i)
+      times.append(clock() - t0)
+  return ta, tb
+
+
+def pair_ratios(ta, tb):
+  """{median, q1, q3, pairs} of tb[i] / ta[i] (B's seconds over A's: A's speed-up over B when
+  both did the same work); the quartiles are `statistics.quantiles`' (exclusive method); one
+  pair gives its ratio for all three."""
+  if not ta or len(ta) != len(tb):
+    raise ValueError(
+      f'pair_ratios needs equally many times on both sides, got {len(ta)}, {len(tb)}'
+    )
+  ratios = [b / a for a, b in zip(ta, tb)]
+  q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+  return {'median': statistics.median(ratios), 'q1': q1, 'q3': q3, 'pairs': len(ratios)}
 
 
 # ============================================================================= decoding
@@ -345,6 +392,18 @@ def decode_inputs(config, tokenizer, n, length, seed=1):
   return {'inputs': src}
 
 
+def decode_call(module, params, inputs, method, cache, max_len, beam_size):
+  """One timed decode call as a function of no arguments: `decoding.generate` with `method`
+  over `inputs`, every sentence `max_len` tokens long (`FixedLength`), cached or uncached;
+  returns the tokens on the host."""
+  # The adapter hides the model from generate, so it gets the model in decoding's form here.
+  module, params = decoding.unrolled(module, params)
+  adapter = FixedLength(module, cached=(cache == 'cached'))
+  return lambda: decoding.generate(
+    adapter, params, inputs, method=method, beam_size=beam_size, max_len=max_len
+  )
+
+
 def measure_decode(module, params, inputs, methods, caches, max_len, beam_size, repeats):
   """{'{method}_{cached|uncached}': {sentences_per_s, tokens_per_s, compile_s, seconds}}.
 
@@ -352,15 +411,11 @@ def measure_decode(module, params, inputs, methods, caches, max_len, beam_size, 
   machine's load hits them all alike and the speed-ups stay comparable.
   """
 
-  # The adapter hides the model from generate, so it gets the model in decoding's form here.
-  module, params = decoding.unrolled(module, params)
-  runs = {}
-  for cache in caches:
-    adapter = FixedLength(module, cached=(cache == 'cached'))
-    for method in methods:
-      runs[f'{method}_{cache}'] = lambda a=adapter, m=method: decoding.generate(
-        a, params, inputs, method=m, beam_size=beam_size, max_len=max_len
-      )
+  runs = {
+    f'{method}_{cache}': decode_call(module, params, inputs, method, cache, max_len, beam_size)
+    for cache in caches
+    for method in methods
+  }
   first, times, cpu, tokens = {}, collections.defaultdict(list), collections.defaultdict(list), {}
   for name, fn in runs.items():
     t0 = time.perf_counter()

@@ -42,6 +42,8 @@ from __future__ import annotations
 import datetime
 import sys
 
+import numpy as np
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -74,6 +76,10 @@ def define_flags():
   flags.DEFINE_integer('decode_len', 32, 'Tokens generated per sentence (EOS held back).')
   flags.DEFINE_integer('beam_size', 4, 'Beam width.')
   flags.DEFINE_integer('decode_repeats', 3, 'Timed decode calls per round (median).')
+  flags.DEFINE_integer(
+    'pairs', 24, 'After the rounds: train steps timed in pairs, one per side (0: none).'
+  )
+  flags.DEFINE_integer('decode_pairs', 8, 'After the rounds: decode calls timed in pairs.')
   flags.DEFINE_bool('batch1', True, 'Also time beam search on one sentence (latency).')
   flags.DEFINE_string('flax_version', None, 'Peer version (default: the installed flax).')
   flags.DEFINE_string('peer_dir', None, 'Peer cache root (default: $ATTNLAB_BUILD_DIR/peer).')
@@ -138,6 +144,51 @@ def setup_of(config, batches, train, peer_params, sources):
   }
 
 
+def paired(config, batches, peer, decodes, args, log=print):
+  """The two train steps alternated step by step (`measure.alternate`: A B, B A, ...; both sides
+  run batch i in pair i), then each decode call likewise: per measure, the median and quartiles
+  of the pairs' speed-ups (`measure.pair_ratios`) and each side's rate over its paired calls."""
+  stepper = measure.TrainStepper(config, batches)
+  n = args['pairs']
+  ta, tb = measure.alternate(stepper.step, peer.step, n)
+  tokens = sum(float(np.sum(batches[i % len(batches)]['weights'])) for i in range(n))
+  out = {
+    'train': {
+      **measure.pair_ratios(ta, tb),
+      'attnlab': tokens / sum(ta),
+      'flax_wmt': tokens / sum(tb),
+      'unit': 'real target tokens/s',
+    }
+  }
+  for name, inputs in decodes:
+    ours = measure.decode_call(
+      stepper.module,
+      stepper.state.params,
+      inputs,
+      'beam',
+      'cached',
+      args['decode_len'],
+      args['beam_size'],
+    )
+    theirs = lambda i, x=inputs['inputs']: peer.translate(x)
+    ours(), theirs(0)  # compiled already in the rounds; warm again after the train steps
+    da, db = measure.alternate(lambda i, f=ours: f(), theirs, max(args['decode_pairs'], 1))
+    sentences = inputs['inputs'].shape[0] * len(da)
+    out[name] = {
+      **measure.pair_ratios(da, db),
+      'attnlab': sentences / sum(da),
+      'flax_wmt': sentences / sum(db),
+      'unit': 'sentences/s',
+    }
+  for name, p in out.items():
+    log(
+      f'[paired] {name}: attnlab {p["attnlab"]:,.1f} / flax_wmt {p["flax_wmt"]:,.1f} '
+      f'{p["unit"]}, speed-up per pair {p["median"]:.2f}x [{p["q1"]:.2f}-{p["q3"]:.2f}] over '
+      f'{p["pairs"]} pairs'
+    )
+  return out
+
+
 def run(config, args, wmt_dir=None, log=print):
   """Both sides, interleaved, as one JSON-able dict (with the Markdown table under 'table')."""
   jax.config.update('jax_enable_compilation_cache', False)
@@ -187,6 +238,7 @@ def run(config, args, wmt_dir=None, log=print):
       for rnd in side:
         rnd['train'].setdefault('mfu', rnd['train']['flops_per_s'] / (peak * jax.device_count()))
 
+  pairs = paired(config, batches, peer, decodes, args, log) if args.get('pairs') else None
   best = best_of(rounds, [name for name, _ in decodes])
   rows = report_bench.peer_rows(args, peak)
   ratios = {}
@@ -209,6 +261,7 @@ def run(config, args, wmt_dir=None, log=print):
     },
     'rounds': rounds,
     'best': best,
+    'paired': pairs,
     'ratios': ratios,
   }
   result['table'] = report_bench.peer_table(result, rows)
@@ -229,6 +282,8 @@ def main(argv):
       'decode_len',
       'beam_size',
       'decode_repeats',
+      'pairs',
+      'decode_pairs',
       'batch1',
       'flax_version',
       'peer_dir',

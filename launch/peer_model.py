@@ -152,14 +152,19 @@ class Peer:
       if i == 0:
         self.compile_s = time.perf_counter() - t0
 
+  def step(self, i):
+    """One train step on batch i % len(batches), run to completion (`measure.TrainStepper`'s
+    counterpart)."""
+    b = self.device_batches[i % len(self.device_batches)]
+    self.state, self.metrics = self.train_step(self.state, b, dropout_rng=self.dropout_rngs)
+    jax.block_until_ready(self.metrics['loss'])
+
   def time_train(self, steps, model_cfg, ref=None):
     """Like measure.measure_train: total real target tokens / total step seconds."""
     times, cpu_times, rates = [], [], []
     for i in range(steps):
-      b = self.device_batches[i % len(self.device_batches)]
       t0, c0 = time.perf_counter(), time.process_time()
-      self.state, metrics = self.train_step(self.state, b, dropout_rng=self.dropout_rngs)
-      jax.block_until_ready(metrics['loss'])
+      self.step(i)
       times.append(time.perf_counter() - t0)
       cpu_times.append(time.process_time() - c0)
       if ref is not None:
@@ -173,7 +178,7 @@ class Peer:
       'step_s': statistics.median(times),
       'tokens_per_s': tokens / sum(times),
       'flops_per_s': sum(useful[i] for i in idx) / sum(times),
-      'loss_sum': float(np.asarray(metrics['loss']).sum()),
+      'loss_sum': float(np.asarray(self.metrics['loss']).sum()),
     }
     if rates:
       wall, cpu = zip(*rates)

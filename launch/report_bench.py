@@ -118,26 +118,40 @@ def peer_rows(args, peak):
   return rows
 
 
+PAIRED_KEYS = ('tokens_per_s', 'sentences_per_s')  # the rows launch.peer also times in pairs
+
+
 def peer_table(result, rows):
-  """launch.peer's side-by-side table of `rows` (`peer_rows`), with the setup line."""
+  """launch.peer's side-by-side table of `rows` (`peer_rows`), with the setup line; with a
+  column of paired ratios when the run timed pairs (`launch.peer.paired`)."""
   s = result['setup']
+  paired = result.get('paired')
   lines = [
     f'{result["date"]} | {result["machine"]["description"]} | {s["rows"]} rows x '
     f'{s["row_len"]} tokens, vocab {s["vocab_size"]}, d {s["d_model"]}, {s["layers"]}+'
     f'{s["layers"]} layers, {s["heads"]} heads, FFN {s["d_ff"]}, {s["dtype"]} | params '
     f'attnlab {s["params"]["attnlab"] / 1e6:.2f}M, flax wmt '
     f'{s["params"]["flax_wmt"] / 1e6:.2f}M | best of {result["args"]["repeats"]} '
-    'interleaved rounds',
+    'interleaved rounds'
+    + (
+      "; paired: steps / calls alternated one by one, median [quartiles] of the pairs' speed-ups"
+      if paired
+      else ''
+    ),
     '',
-    '| measure | attnlab | flax wmt | ratio |',
-    '|---|---|---|---|',
+    '| measure | attnlab | flax wmt | ratio |' + (' paired ratio |' if paired else ''),
+    '|---|---|---|---|' + ('---|' if paired else ''),
   ]
   for label, part, key, spec in rows:
     a = result['best']['attnlab'][part].get(key)
     b = result['best']['flax_wmt'][part].get(key)
     ratio = result['ratios'][f'{part}.{key}']
     cell = lambda v: '-' if v is None else format(v, spec)
-    lines.append(
-      f'| {label} | {cell(a)} | {cell(b)} | {"-" if ratio is None else f"{ratio:.2f}x"} |'
-    )
+    line = f'| {label} | {cell(a)} | {cell(b)} | {"-" if ratio is None else f"{ratio:.2f}x"} |'
+    if paired:
+      p = paired.get(part) if key in PAIRED_KEYS else None
+      line += (
+        f' {p["median"]:.2f}x [{p["q1"]:.2f}-{p["q3"]:.2f}], {p["pairs"]} pairs |' if p else ' - |'
+      )
+    lines.append(line)
   return '\n'.join(lines)

@@ -186,3 +186,47 @@ def test_op_profile_finds_the_matmul_of_a_named_scope(tmp_path):
   assert (
     op_profile.category('fusion.2', 'jit(step)/dropout/jit(_bernoulli)/x') == 'dropout bits (other)'
   )
+
+
+class _FakeClock:
+  """A clock that advances only when a timed function runs (by what it says it costs)."""
+
+  def __init__(self):
+    self.now = 0.0
+
+  def __call__(self):
+    return self.now
+
+
+def test_alternate_swaps_the_order_every_pair_and_times_each_call():
+  clock, calls = _FakeClock(), []
+
+  def side(name, cost):
+    def fn(i):
+      calls.append((name, i))
+      clock.now += cost(i)
+
+    return fn
+
+  ta, tb = measure.alternate(
+    side('a', lambda i: 1.0 + i), side('b', lambda i: 3.0 * (1.0 + i)), 4, clock=clock
+  )
+  assert calls == [('a', 0), ('b', 0), ('b', 1), ('a', 1), ('a', 2), ('b', 2), ('b', 3), ('a', 3)]
+  assert ta == [1.0, 2.0, 3.0, 4.0] and tb == [3.0, 6.0, 9.0, 12.0]
+  r = measure.pair_ratios(ta, tb)
+  assert r['median'] == r['q1'] == r['q3'] == pytest.approx(3.0) and r['pairs'] == 4
+
+
+def test_pair_ratios_are_median_and_quartiles_of_the_per_pair_speedups():
+  rng = np.random.default_rng(0)
+  ta = rng.uniform(0.5, 1.5, 9)
+  tb = ta * rng.uniform(1.2, 1.8, 9)
+  r = measure.pair_ratios(list(ta), list(tb))
+  ratios = tb / ta
+  assert r['median'] == pytest.approx(np.median(ratios))
+  # statistics.quantiles' default (exclusive) method is NumPy's 'weibull' percentile
+  q1, q3 = np.percentile(ratios, [25, 75], method='weibull')
+  assert (r['q1'], r['q3']) == (pytest.approx(q1), pytest.approx(q3))
+  assert measure.pair_ratios([2.0], [3.0]) == {'median': 1.5, 'q1': 1.5, 'q3': 1.5, 'pairs': 1}
+  with pytest.raises(ValueError, match='equally many'):
+    measure.pair_ratios([1.0, 2.0], [1.0])

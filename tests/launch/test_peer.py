@@ -86,6 +86,8 @@ def test_cli_tiny_end_to_end(tmp_path, wmt_dir):
     '--decode_batch=2',
     '--decode_len=4',
     '--decode_repeats=0',
+    '--pairs=2',
+    '--decode_pairs=1',
     f'--json={out}',
   ] + SHRINK
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -101,5 +103,11 @@ def test_cli_tiny_end_to_end(tmp_path, wmt_dir):
       assert best[name]['tokens_per_sentence'] == 4  # fixed length on both sides
   assert result['setup']['target_tokens_per_step'] == 4 * 8
   assert all(v > 0 for v in result['ratios'].values())
+  # the steps and calls timed in alternating pairs after the rounds
+  paired = result['paired']
+  assert paired['train']['pairs'] == 2 and paired['beam']['pairs'] == 1
+  for p in paired.values():
+    assert p['attnlab'] > 0 and p['flax_wmt'] > 0 and 0 < p['q1'] <= p['median'] <= p['q3']
+  assert '| paired ratio |' in proc.stdout
   p = result['setup']['params']
   assert 0.5 < p['attnlab'] / p['flax_wmt'] < 2  # the same model, up to each side's details
