@@ -33,8 +33,12 @@ sentence is exactly `--decode_len` decoder steps on both sides.
 Timing: attnlab through `launch.measure.measure_train` / `measure_decode`; the peer the same way
 (batches on the device first, one warm-up call, total real target tokens / total step time; decode
 median of `--decode_repeats` calls after a warm one). The sides alternate within each of
-`--repeats` rounds (A B, then B A, ...) and the best round of each side is kept. There is no greedy
-row: the peer has beam search only.
+`--repeats` rounds (A B, then B A, ...) and the best round of each side is kept. Then, with
+`--pairs` > 0, both sides are timed in pairs (`paired`): one train step of each on the same batch,
+the order swapped every pair, then `--decode_pairs` pairs of decode calls; the median and quartiles
+of the per-pair speed-ups go into a last column. On a host whose speed drifts, each side's best
+round can fall in a different minute; a pair's two calls fall in the same seconds. There is no
+greedy row: the peer has beam search only.
 """
 
 from __future__ import annotations
