@@ -337,14 +337,18 @@ def alternate(fn_a, fn_b, n, clock=time.perf_counter):
 
 def pair_ratios(ta, tb):
   """{median, q1, q3, pairs} of tb[i] / ta[i] (B's seconds over A's: A's speed-up over B when
-  both did the same work); the quartiles are `statistics.quantiles`' (exclusive method); one
-  pair gives its ratio for all three."""
+  both did the same work). The quartiles are `statistics.quantiles`' inclusive method (NumPy's
+  default 'linear' percentile): they stay within the ratios seen, so min <= q1 <= median <= q3
+  <= max however few pairs there are (the exclusive method extrapolates past the ends: with two
+  pairs its q1 can fall below zero). One pair gives its ratio for all three."""
   if not ta or len(ta) != len(tb):
     raise ValueError(
       f'pair_ratios needs equally many times on both sides, got {len(ta)}, {len(tb)}'
     )
   ratios = [b / a for a, b in zip(ta, tb)]
-  q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+  q1, _, q3 = (
+    statistics.quantiles(ratios, n=4, method='inclusive') if len(ratios) > 1 else ratios * 3
+  )
   return {'median': statistics.median(ratios), 'q1': q1, 'q3': q3, 'pairs': len(ratios)}
 
 
