@@ -8,10 +8,13 @@ every test's tolerance. The performance numbers come from launch/benchmark.py, w
 default flags.
 """
 
-CHEAP_CODEGEN = (
-  '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
-  ' --xla_cpu_use_fusion_emitters=false'
-)
+# As `jax.jit(..., compiler_options=...)` takes them, and as XLA_FLAGS spells them.
+CHEAP_OPTIONS = {
+  'xla_backend_optimization_level': 0,
+  'xla_llvm_disable_expensive_passes': True,
+  'xla_cpu_use_fusion_emitters': False,
+}
+CHEAP_CODEGEN = ' '.join(f'--{k}={str(v).lower()}' for k, v in CHEAP_OPTIONS.items())
 
 
 def xla_flags(devices: int) -> str:

@@ -13,6 +13,7 @@ import pytest
 
 import model
 from model import config as cfg_lib
+from tests.xla_flags import CHEAP_OPTIONS
 
 ALLOWED = [
   (a, p) for a in cfg_lib.ATTENTIONS for p in cfg_lib.POSITIONS if p not in cfg_lib.UNSUPPORTED[a]
@@ -137,7 +138,6 @@ PROP_CASES = (
   + [('encoder_decoder', 'linear', 'sinusoidal')]
   + [('decoder_only', 'lightconv', 'none'), ('encoder_decoder', 'dynamicconv', 'sinusoidal')]
 )
-OPTS = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
 
 
 def _key(arch, attention, position):
@@ -150,7 +150,7 @@ def decode_results(cfg_items):
   m = model.build_model(dict(cfg_items))
   sep = batches()[1]
 
-  @functools.partial(jax.jit, compiler_options=OPTS)
+  @functools.partial(jax.jit, compiler_options=CHEAP_OPTIONS)
   def run(key):
     params = m.init(key, sep)
     full = m.apply(params, sep)
@@ -197,7 +197,7 @@ def property_results(cfg_items):
   packed, sep, padded = batches()
   emb = 'target_embed' if cfg['arch'] == 'encoder_decoder' else 'embed'
 
-  @functools.partial(jax.jit, compiler_options=OPTS)
+  @functools.partial(jax.jit, compiler_options=CHEAP_OPTIONS)
   def run(key):
     params = m.init(key, sep)
     out = dict(
