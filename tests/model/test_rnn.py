@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import model
-from test_transformer import OPTS, batches  # tests/model is on sys.path (no packages)
+from test_transformer import batches  # tests/model is on sys.path (no packages)
+
+from tests.xla_flags import CHEAP_OPTIONS
 
 
 @functools.lru_cache(maxsize=None)
@@ -27,7 +29,7 @@ def results(cell):
   )
   packed, sep, padded = batches()
 
-  @functools.partial(jax.jit, compiler_options=OPTS)
+  @functools.partial(jax.jit, compiler_options=CHEAP_OPTIONS)
   def run(key):
     params = m.init(key, sep)
     out = dict(
