@@ -7,6 +7,12 @@ r"""Throughput, MFU, compile time, memory and decode speed of a config, per swee
 override sets: `'model.position=none;model.position=t5,model.num_kv_heads=1'` (runs separated by
 `;`, keys within a run by `,`).
 
+`--pairs=N` (with 2+ settings) is the A/B: after the per-setting runs, each later setting is built
+beside the first in the same process and the two train steps alternate, A B then B A, N pairs
+(then `--decode_pairs` decode calls each way). The table gives the median and quartiles of the
+per-pair speed-ups over the first setting. On a shared machine whose speed drifts from minute to
+minute, the two calls of a pair see nearly the same machine; separate runs do not.
+
 Every number comes from the project's real code: the trainer's jitted `train_step` (donated state,
 mesh shardings) and `model.decoding.generate`. Per setting:
 - compile: seconds to lower + compile the train step (no persistent cache), first batch shape;
@@ -35,6 +41,8 @@ import os
 import sys
 import tempfile
 
+import jax
+import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -74,6 +82,14 @@ def define_flags():
   flags.DEFINE_integer('decode_len', 64, 'Target tokens generated per sentence.')
   flags.DEFINE_integer('decode_repeats', 3, 'Timed decode calls (median) after the compiling one.')
   flags.DEFINE_integer('beam_size', 4, 'Beam width for method beam.')
+  flags.DEFINE_integer(
+    'pairs',
+    0,
+    'With a sweep of 2+ settings: after the per-setting runs, alternate each later setting with '
+    'the first, this many train-step pairs (A B, B A, ...), and report the median [quartiles] '
+    "of the pairs' speed-ups over the first setting.",
+  )
+  flags.DEFINE_integer('decode_pairs', 8, 'With --pairs: decode-call pairs per method and cache.')
   flags.DEFINE_bool(
     'profile',
     False,
@@ -156,22 +172,28 @@ def setting_name(overrides):
 # ============================================================================= one setting
 
 
+def prepare_setting(config, overrides, args, n=None):
+  """(resolved config, batches, host seconds, tokenizer or None) of one override set, as
+  train.loop resolves and batches it; `n` batches (default: as many as the timed steps use)."""
+  config = apply_overrides(config, overrides)
+  if args['data'] == 'real':
+    data.build(config)
+    tokenizer = data.get_tokenizer(config)
+    config = config_io.resolve(config, tokenizer.vocab_size)  # as train.loop does
+    batches, host = measure.real_batches(config, tokenizer, n or min(args['steps'], 20))
+    return config, batches, host, tokenizer
+  config = config_io.resolve(config, config.data.vocab_size)
+  batches, host = measure.synthetic_batches(
+    config, n or min(args['steps'], 4), args['synthetic_len']
+  )
+  return config, batches, host, None
+
+
 def benchmark_setting(config, overrides, peak, ref, args):
   """Train + decode numbers for one override set; errors are recorded, not raised."""
   row = {'setting': setting_name(overrides), 'overrides': overrides}
   try:
-    config = apply_overrides(config, overrides)
-    tokenizer = None
-    if args['data'] == 'real':
-      data.build(config)
-      tokenizer = data.get_tokenizer(config)
-      config = config_io.resolve(config, tokenizer.vocab_size)  # as train.loop does
-      batches, host = measure.real_batches(config, tokenizer, min(args['steps'], 20))
-    else:
-      config = config_io.resolve(config, config.data.vocab_size)
-      batches, host = measure.synthetic_batches(
-        config, min(args['steps'], 4), args['synthetic_len']
-      )
+    config, batches, host, tokenizer = prepare_setting(config, overrides, args)
     if args.get('train', True):
       profile_dir = args.get('profile_dir')  # set only with --profile
       if profile_dir:
@@ -202,10 +224,72 @@ def benchmark_setting(config, overrides, peak, ref, args):
   return row
 
 
+# ============================================================================= paired A/B
+
+
+class _Side:
+  """One setting, ready to alternate with another: its train stepper, the real target tokens of
+  each batch, and its decode calls (each a no-argument function that decodes to completion)."""
+
+  def __init__(self, config, overrides, args):
+    cfg, batches, _, tokenizer = prepare_setting(config, overrides, args)
+    self.stepper = measure.TrainStepper(cfg, batches)
+    self.tokens = [float(np.sum(b['weights'])) for b in batches]
+    inputs = measure.decode_inputs(cfg, tokenizer, args['decode_batch'], args['synthetic_len'])
+    # A copy: the train steps donate the state, params included.
+    params = jax.tree.map(lambda x: x.copy(), self.stepper.state.params)
+    self.decodes = {
+      f'{m}_{c}': measure.decode_call(
+        self.stepper.module, params, inputs, m, c, args['decode_len'], args['beam_size']
+      )
+      for m in args['decode']
+      for c in args['cache']
+    }
+    for f in self.decodes.values():
+      f()  # compile
+
+  def step_seconds_per_token(self, times):
+    return [t / self.tokens[i % len(self.tokens)] for i, t in enumerate(times)]
+
+
+def paired_row(a, b, args):
+  """Setting B against baseline A, alternated call by call (`measure.alternate`: A B, B A, ...):
+  per measure, the median and quartiles of B's per-pair speed-up over A (`measure.pair_ratios`).
+  Training compares seconds per real target token, so settings that change the batch compare."""
+  ta, tb = measure.alternate(a.stepper.step, b.stepper.step, args['pairs'])
+  row = {'train': measure.pair_ratios(b.step_seconds_per_token(tb), a.step_seconds_per_token(ta))}
+  for key in a.decodes.keys() & b.decodes.keys():
+    fa, fb = a.decodes[key], b.decodes[key]
+    da, db = measure.alternate(lambda i: fa(), lambda i: fb(), max(args['decode_pairs'], 1))
+    row[key] = measure.pair_ratios(db, da)  # same sentences and lengths on both sides
+  return row
+
+
+def run_paired(config, runs, args, log=print):
+  """Every setting after the first alternated with the first (the baseline), one pair of calls
+  at a time: the A/B that a drifting shared machine cannot tilt. One list entry per setting;
+  errors are recorded, not raised."""
+  base = _Side(config, runs[0], args)
+  out = []
+  for overrides in runs[1:]:
+    row = {'setting': setting_name(overrides), 'baseline': setting_name(runs[0])}
+    try:
+      row.update(paired_row(base, _Side(config, overrides, args), args))
+      log(
+        f'[paired] {row["setting"]} vs {row["baseline"]}: '
+        + ', '.join(f'{k} {v["median"]:.3f}x' for k, v in row.items() if isinstance(v, dict))
+      )
+    except Exception as e:  # pylint: disable=broad-except
+      row['error'] = f'{type(e).__name__}: {e}'
+    out.append(row)
+  return out
+
+
+# ============================================================================= run
+
+
 def run(config, config_spec, sweep, args, json_path=None):
   """The whole benchmark as a JSON-able dict."""
-  import jax  # pylint: disable=import-outside-toplevel
-
   # Compile times must be real; --compile_cache (the GPU check's dry run) trades that for speed.
   if args.get('compile_cache'):
     runtime.setup_runtime()  # the cache directory train.main uses
@@ -237,6 +321,11 @@ def run(config, config_spec, sweep, args, json_path=None):
     print(f'[{len(result["runs"])}] {result["runs"][-1]["setting"]} done', flush=True)
     if json_path:  # after every setting: a long sweep that is stopped keeps what it measured
       layout.write_json(json_path, result, default=repr)
+  runs = sweep_runs(config_spec, sweep)
+  if args.get('pairs') and len(runs) > 1:
+    result['paired'] = run_paired(config, runs, args)
+    if json_path:
+      layout.write_json(json_path, result, default=repr)
   return result
 
 
@@ -254,6 +343,8 @@ def main(argv):
     'decode_len': FLAGS.decode_len,
     'decode_repeats': FLAGS.decode_repeats,
     'beam_size': FLAGS.beam_size,
+    'pairs': FLAGS.pairs,
+    'decode_pairs': FLAGS.decode_pairs,
     # --profile: one trace directory per benchmark run (a subdirectory per setting)
     'compile_cache': FLAGS.compile_cache,
     'profile_dir': (FLAGS.profile_dir or tempfile.mkdtemp(prefix='attnlab_prof'))
@@ -271,7 +362,13 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   spec = flags.FLAGS['config'].config_filename
-  for overrides in sweep_runs(spec, FLAGS.sweep):  # every setting's values, before any data loads
+  runs = sweep_runs(spec, FLAGS.sweep)
+  if FLAGS.pairs < 0 or (FLAGS.pairs and len(runs) < 2):
+    raise app.UsageError(
+      f'--pairs={FLAGS.pairs} needs a --sweep of at least two settings (the first is the '
+      "baseline), e.g. --sweep='model.dropout_mask=bernoulli;model.dropout_mask=hash'"
+    )
+  for overrides in runs:  # every setting's values, before any data loads
     try:
       config_io.validate(apply_overrides(FLAGS.config, overrides))
     except (ValueError, KeyError) as e:

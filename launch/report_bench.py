@@ -91,7 +91,35 @@ def benchmark_tables(result):
   for r in result['runs']:
     if r.get('error') and r.get('train'):
       lines.append(f'{r["setting"]}: error: {r["error"]}')
+  if result.get('paired'):
+    lines += ['', *paired_table(result['paired'], result['args'])]
   return '\n'.join(lines)
+
+
+def paired_table(rows, args):
+  """launch.benchmark --pairs: each setting's speed-up over the first, median [quartiles] of the
+  pairs (> 1: faster than the baseline)."""
+  keys = [k for r in rows for k in r if isinstance(r[k], dict)]
+  keys = list(dict.fromkeys(['train'] + sorted(keys)))
+  head = {'train': f'train ({args["pairs"]} pairs)'}
+  lines = [
+    f'Paired against {rows[0]["baseline"]}: speed-up per pair, median [quartiles] (train: per '
+    'real target token; decode: per call)',
+    '',
+    '| setting | '
+    + ' | '.join(head.get(k, f'{k} ({args["decode_pairs"]} pairs)') for k in keys)
+    + ' |',
+    '|---' * (len(keys) + 1) + '|',
+  ]
+  for r in rows:
+    if 'error' in r:
+      lines.append(f'| {r["setting"]} | error: {r["error"]} |')
+      continue
+    cells = [
+      f'{r[k]["median"]:.3f}x [{r[k]["q1"]:.3f}-{r[k]["q3"]:.3f}]' if k in r else '-' for k in keys
+    ]
+    lines.append(f'| {r["setting"]} | ' + ' | '.join(cells) + ' |')
+  return lines
 
 
 def peer_rows(args, peak):

@@ -235,3 +235,72 @@ def test_pair_ratios_are_median_and_quartiles_of_the_per_pair_speedups():
   assert measure.pair_ratios([2.0], [3.0]) == {'median': 1.5, 'q1': 1.5, 'q3': 1.5, 'pairs': 1}
   with pytest.raises(ValueError, match='equally many'):
     measure.pair_ratios([1.0, 2.0], [1.0])
+
+
+@pytest.mark.slow  # ~20 s: two settings' train steps and greedy decoders, compiled once each
+def test_cli_paired_sweep_reports_each_setting_against_the_first(tmp_path):
+  out = tmp_path / 'bench.json'
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
+  cmd = [
+    sys.executable,
+    '-m',
+    'launch.benchmark',
+    '--config=configs/multi30k.py:size=tiny',
+    '--data=synthetic',
+    '--synthetic_len=8',
+    '--steps=1',
+    '--decode=greedy',
+    '--cache=cached',
+    '--decode_len=8',
+    '--decode_batch=2',
+    '--decode_repeats=1',
+    '--sweep=model.position=rotary;model.position=none',
+    '--pairs=3',
+    '--decode_pairs=2',
+    '--compile_cache',  # the paired sides compile what the per-setting runs compiled
+    f'--json={out}',
+  ] + SHRINK
+  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert 'Paired against position=rotary' in proc.stdout
+  (row,) = json.loads(out.read_text())['paired']
+  assert (row['setting'], row['baseline']) == ('position=none', 'position=rotary')
+  assert row['train']['pairs'] == 3 and row['greedy_cached']['pairs'] == 2
+  for key in ('train', 'greedy_cached'):
+    assert 0 < row[key]['q1'] <= row[key]['median'] <= row[key]['q3']
+
+  # One setting cannot be paired: a usage error that says what --pairs needs.
+  bad = [c for c in cmd if not c.startswith('--sweep')]
+  proc = subprocess.run(bad, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0 and 'at least two settings' in proc.stderr
+
+
+def test_paired_row_compares_seconds_per_real_token_and_decode_seconds(monkeypatch):
+  """B's speed-up over A per pair: training per real target token (B's batches hold twice the
+  tokens, so equal step times are a 2x speed-up), decoding per call."""
+  calls = []
+
+  def side(tokens, step_s, decode_s):
+    s = object.__new__(benchmark._Side)
+    s.tokens = tokens
+    s.stepper = type('Stepper', (), {'step': lambda self, i: calls.append(('step', i))})()
+    s.decodes = {'beam_cached': lambda: calls.append('decode')}
+    s.times = {'step': step_s, 'decode': decode_s}
+    return s
+
+  a, b = (
+    side([10.0, 20.0], [1.0, 2.0, 1.0], [4.0, 4.0]),
+    side([20.0, 40.0], [1.0, 2.0, 1.0], [1.0, 2.0]),
+  )
+
+  def fake_alternate(fa, fb, n):
+    for i in range(n):
+      fa(i), fb(i)
+    kind = 'step' if n == 3 else 'decode'
+    return a.times[kind][:n], b.times[kind][:n]
+
+  monkeypatch.setattr(measure, 'alternate', fake_alternate)
+  row = benchmark.paired_row(a, b, {'pairs': 3, 'decode_pairs': 2})
+  assert row['train'] == {'median': 2.0, 'q1': 2.0, 'q3': 2.0, 'pairs': 3}
+  assert row['beam_cached'] == {'median': 3.0, 'q1': 2.5, 'q3': 3.5, 'pairs': 2}
+  assert calls.count('decode') == 4 and len([c for c in calls if c != 'decode']) == 6
