@@ -78,13 +78,15 @@ RECIPES = {
     'model.dropout': 0.0,  # ~2 epochs: nothing to regularise yet, so no dropout
   },
   'small': {
-    # fused output head + loss: 0.95-0.99x the step time of the [B, T, V] logits (README)
+    # fused output head + loss: 0.95-0.99x the step time of the [B, T, V] logits
+    # (docs/performance.md)
     'loss_chunk_tokens': 1024,
   },
   'wu2021': {
     'data.preprocess': 'lc_norm_tok',  # the paper trains and scores on the official tok files
     'model.dropout': 0.3,  # paper
-    'loss_chunk_tokens': 1024,  # fused output head + loss: ~0.7x the CPU time per token (README)
+    # fused output head + loss: ~0.7x the CPU time per token (docs/performance.md)
+    'loss_chunk_tokens': 1024,
     'checkpoint_every': 100,  # ~2 epochs (8k target tokens per update, ~50 per epoch)
     'keep_checkpoints': 10,  # the paper averages the last 10
     'eval_every': 400,  # validation loss + greedy BLEU (500 val sentences, ~40 s each)
@@ -136,10 +138,11 @@ def get_config(arg=None):
   c.model.d_ff = d_ff  # FFN width (4 x d_model)
   c.model.dropout = 0.1  # residual dropout (paper: 0.1)
   c.model.position = a.position  # every self-attention's position scheme
-  c.model.dropout_mask = 'hash'  # counter-hash keep bits: ~6% less CPU time per token (README)
+  # counter-hash keep bits: ~6% less CPU time per token (docs/performance.md)
+  c.model.dropout_mask = 'hash'
   # Unrolled layers on the CPU sizes: 0.93-0.95x the CPU time per token of nn.scan at d 128 and
-  # d 256, 0.82-0.85x for the recipes' 4+4 layers (README); base, an accelerator job, keeps
-  # nn.scan (compile time flat in depth).
+  # d 256, 0.82-0.85x for the recipes' 4+4 layers (docs/performance.md); base, an accelerator
+  # job, keeps nn.scan (compile time flat in depth).
   c.model.scan_layers = a.size == 'base'
 
   c.optim.schedule = schedule  # rsqrt = the paper's; cosine for the short CPU runs

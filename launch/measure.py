@@ -231,8 +231,8 @@ def _time_steps(stepper, steps, ref):
 
 def minor_faults():
   """This process's minor page faults so far (None where `resource` is missing: Windows). A
-  step that maps fresh memory for its temporaries faults once per page it writes (README "Huge
-  pages for malloc")."""
+  step that maps fresh memory for its temporaries faults once per page it writes
+  (docs/performance.md, "Huge pages for malloc")."""
   if resource is None:
     return None
   return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

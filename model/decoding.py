@@ -191,7 +191,7 @@ def _one_replica(tree):
   jit runs a call on every device its committed arguments span: with params replicated over the
   2 CPU devices (a train state on the mesh), one sentence would be decoded twice, once per core,
   both competing for the memory bandwidth a batch-1 step is bound by (39.9-40.4 against 40.9-42.1
-  ms per beam-4 call at size=small, README "Performance"). Sharded params (fsdp, tensor) stay as
+  ms per beam-4 call at size=small, docs/performance.md). Sharded params (fsdp, tensor) stay as
   they are."""
   leaves = [x for x in jax.tree.leaves(tree) if isinstance(x, jax.Array)]
   if not leaves:

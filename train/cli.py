@@ -113,7 +113,7 @@ def huge_page_environ(
   Why: XLA:CPU allocates an executable's temporaries as one block per device and call (~240 MB
   per device for `size=small`'s train step). Blocks over 32 MB are always mmapped and unmapped
   by glibc, so every call writes fresh 4 KiB pages: ~120k page faults per train step. With huge
-  pages it is ~1k (README "Huge pages for malloc").
+  pages it is ~1k (docs/performance.md, "Huge pages for malloc").
   """
   if environ.get(MALLOC_ENV) == 'system' or environ.get(REEXEC_ENV) or thp != 'madvise':
     return None

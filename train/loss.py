@@ -15,7 +15,7 @@ Two forms with the same value:
   At d 128 with a 4k vocabulary (`size=default`) it makes no measurable difference (0.97-0.99x).
   At `size=small` (d 256, 8k vocabulary, 32 rows), since the table's gradient is computed as
   [D, V] (g as the [K, N] operand XLA:CPU's GEMMs take, not a transposed [V, B*c] copy of it),
-  the step takes 0.95-0.99x the time of the unfused head (2026-12-05, README "Performance").
+  the step takes 0.95-0.99x the time of the unfused head (2026-12-05, docs/performance.md).
   Off by default (`config.loss_chunk_tokens = 0`); `size=small` and the wu2021 and budget
   recipes turn it on.
 """
@@ -107,7 +107,7 @@ def _chunk_pass(x, table, targets, weights, conf, low):
   g = g.astype(x.dtype)
   dx = jnp.einsum('bcv,vd->bcd', g, table.astype(x.dtype), preferred_element_type=jnp.float32)
   # [D, V] then transposed: g [B,c,V] is the dot's right operand in the [K, N] layout XLA:CPU's
-  # GEMMs take, instead of a [V, B*c] copy of it as the left one (README "Performance").
+  # GEMMs take, instead of a [V, B*c] copy of it as the left one (docs/performance.md).
   dtable = jnp.einsum('bcd,bcv->dv', x, g, preferred_element_type=jnp.float32).T
   sums = (jnp.sum(smooth * weights), jnp.sum(nll * weights), jnp.sum(correct * weights))
   return sums, dx, dtable

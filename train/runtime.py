@@ -106,7 +106,7 @@ def configure_cpu_devices(n: int) -> bool:
 
   Data parallelism over cores instead of threads inside every op: small models' ops are too
   small to split well over threads (the Multi30K recipe trains ~1.3x faster per update on 2
-  cores, README "Training throughput"). XLA_FLAGS that already set a device count win (the
+  cores, docs/performance.md). XLA_FLAGS that already set a device count win (the
   tests simulate 8 devices that way); n = 1 leaves XLA's default (one device, all threads).
   Returns whether anything was changed. Only the CPU backend reads either setting.
   """

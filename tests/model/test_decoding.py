@@ -302,7 +302,8 @@ def test_scanned_layers_decode_as_an_unrolled_loop_with_the_same_function(arch):
   for i in range(3):
     for a, b in zip(jax.tree.leaves(loop_vars['params'][stack][f'layer_{i}']), stacked):
       np.testing.assert_array_equal(a, b[i])
-  np.testing.assert_allclose(loop.apply(loop_vars, full), m.apply(params, full), atol=1e-5)
+  forward = lambda mod, v: jax.jit(mod.apply)(v, full)  # jitted: no eager op-by-op compiles
+  np.testing.assert_allclose(forward(loop, loop_vars), forward(m, params), atol=1e-5)
   out = decoding.generate(m, params, batch, method='greedy', max_len_margin=8)
   logp = teacher_forced_logp(m, params, batch, out)
   logp[..., [0, 2]] = -np.inf  # never generated

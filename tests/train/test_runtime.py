@@ -2,7 +2,7 @@
 the backend for that many devices (Eigen's thread pool off) before it starts.
 
 How fast that runs is a benchmark's business (`launch.benchmark --cpu_devices=auto` against `=1`,
-README "Training throughput"), not a test's: a CPU-time ratio measured here depended on what else
+docs/performance.md), not a test's: a CPU-time ratio measured here depended on what else
 the machine was doing (XLA's XNNPACK dots use a free core even with Eigen's pool off)."""
 
 import json
