@@ -258,10 +258,12 @@ def paired_row(a, b, args):
   Training compares seconds per real target token, so settings that change the batch compare."""
   ta, tb = measure.alternate(a.stepper.step, b.stepper.step, args['pairs'])
   row = {'train': measure.pair_ratios(b.step_seconds_per_token(tb), a.step_seconds_per_token(ta))}
-  for key in a.decodes.keys() & b.decodes.keys():
+  row['train']['seconds'] = {'baseline': ta, 'setting': tb}  # per pair, in pair order
+  for key in sorted(a.decodes.keys() & b.decodes.keys()):
     fa, fb = a.decodes[key], b.decodes[key]
     da, db = measure.alternate(lambda i: fa(), lambda i: fb(), max(args['decode_pairs'], 1))
     row[key] = measure.pair_ratios(db, da)  # same sentences and lengths on both sides
+    row[key]['seconds'] = {'baseline': da, 'setting': db}
   return row
 
 

@@ -162,6 +162,7 @@ def paired(config, batches, peer, decodes, args, log=print):
       'attnlab': tokens / sum(ta),
       'flax_wmt': tokens / sum(tb),
       'unit': 'real target tokens/s',
+      'seconds': {'attnlab': ta, 'flax_wmt': tb},  # per pair, in pair order
     }
   }
   for name, inputs in decodes:
@@ -183,6 +184,7 @@ def paired(config, batches, peer, decodes, args, log=print):
       'attnlab': sentences / sum(da),
       'flax_wmt': sentences / sum(db),
       'unit': 'sentences/s',
+      'seconds': {'attnlab': da, 'flax_wmt': db},
     }
   for name, p in out.items():
     log(

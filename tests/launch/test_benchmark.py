@@ -301,6 +301,18 @@ def test_paired_row_compares_seconds_per_real_token_and_decode_seconds(monkeypat
 
   monkeypatch.setattr(measure, 'alternate', fake_alternate)
   row = benchmark.paired_row(a, b, {'pairs': 3, 'decode_pairs': 2})
-  assert row['train'] == {'median': 2.0, 'q1': 2.0, 'q3': 2.0, 'pairs': 3}
-  assert row['beam_cached'] == {'median': 3.0, 'q1': 2.5, 'q3': 3.5, 'pairs': 2}
+  assert row['train'] == {
+    'median': 2.0,
+    'q1': 2.0,
+    'q3': 2.0,
+    'pairs': 3,
+    'seconds': {'baseline': [1.0, 2.0, 1.0], 'setting': [1.0, 2.0, 1.0]},
+  }
+  assert row['beam_cached'] == {
+    'median': 3.0,
+    'q1': 2.5,
+    'q3': 3.5,
+    'pairs': 2,
+    'seconds': {'baseline': [4.0, 4.0], 'setting': [1.0, 2.0]},
+  }
   assert calls.count('decode') == 4 and len([c for c in calls if c != 'decode']) == 6

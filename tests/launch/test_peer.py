@@ -108,6 +108,9 @@ def test_cli_tiny_end_to_end(tmp_path, wmt_dir):
   assert paired['train']['pairs'] == 2 and paired['beam']['pairs'] == 1
   for p in paired.values():
     assert p['attnlab'] > 0 and p['flax_wmt'] > 0 and 0 < p['q1'] <= p['median'] <= p['q3']
+    ta, tb = p['seconds']['attnlab'], p['seconds']['flax_wmt']  # the pairs' own times
+    assert len(ta) == len(tb) == p['pairs'] and min(ta + tb) > 0
+    assert sorted(b / a for a, b in zip(ta, tb))[(p['pairs'] - 1) // 2] <= p['median']
   assert '| paired ratio |' in proc.stdout
   p = result['setup']['params']
   assert 0.5 < p['attnlab'] / p['flax_wmt'] < 2  # the same model, up to each side's details
