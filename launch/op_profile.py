@@ -38,12 +38,18 @@ CATEGORIES = (
 _DOT = re.compile(r'(ynn_fusion|dot|convolution|cublas|gemm|custom-call|.*matmul)')
 
 
+# Control flow: the trace's event for one of these spans the ops of its body or branches, which
+# have events of their own; counting both would count the body twice.
+_CONTROL_FLOW = re.compile(r'(while|conditional|call)(\.\d+)?$')
+
+
 def op_names(hlo_text: str) -> dict:
-  """instruction name -> op_name metadata ('' when it has none), for every instruction."""
+  """instruction name -> op_name metadata ('' when it has none), for every instruction but
+  control flow (while, conditional, call), whose time is that of the ops inside it."""
   out = {}
   for line in hlo_text.splitlines():
     m = re.match(r'\s*(?:ROOT )?%?([\w.\-]+) = ', line)
-    if m:
+    if m and not _CONTROL_FLOW.match(m.group(1)):
       meta = re.search(r'op_name="([^"]*)"', line)
       out[m.group(1)] = meta.group(1) if meta else ''
   return out

@@ -1,6 +1,7 @@
 """launch.benchmark: the CLI on a shrunken tiny config (JSON keys, positive numbers, never speed),
 the helpers it is built from, and that uncached decoding reproduces cached decoding exactly."""
 
+import gzip
 import json
 import os
 import subprocess
@@ -316,3 +317,33 @@ def test_paired_row_compares_seconds_per_real_token_and_decode_seconds(monkeypat
     'seconds': {'baseline': [4.0, 4.0], 'setting': [1.0, 2.0]},
   }
   assert calls.count('decode') == 4 and len([c for c in calls if c != 'decode']) == 6
+
+
+def test_op_profile_counts_a_loop_body_once(tmp_path):
+  """A while loop's trace event spans its body's ops, which have events of their own: only the
+  body's ops are counted, so the shares are not inflated by the loop's own span."""
+  import jax
+  import jax.numpy as jnp
+  from launch import op_profile
+
+  def f(x, w):
+    with jax.named_scope('ffn'):
+      return jax.lax.fori_loop(0, 4, lambda i, y: jnp.tanh(y @ w), x).sum()
+
+  x, w = jnp.ones((128, 128)), jnp.ones((128, 128)) * 1e-3
+  fn = jax.jit(f).lower(x, w).compile()
+  names = op_profile.op_names(fn.as_text())
+  assert not any(n.startswith('while') for n in names) and any('dot' in n for n in names)
+  trace = op_profile.trace_steps(lambda: fn(x, w), 2, str(tmp_path))
+  with gzip.open(trace, 'rt') as fh:
+    events = [e for e in json.load(fh)['traceEvents'] if e.get('ph') == 'X']
+  loops = [e for e in events if e['name'].startswith('while')]
+  assert loops  # XLA kept the loop, and its event spans body ops that have events of their own
+  w = loops[0]
+  inside = [
+    e for e in events
+    if e['name'] in names and w['ts'] <= e['ts'] and e['ts'] + e['dur'] <= w['ts'] + w['dur']
+  ]  # fmt: skip
+  assert any('dot' in e['name'] or 'fusion' in e['name'] for e in inside)
+  counted = sum(e['dur'] for e in events if e['name'] in names) * 1e-6
+  assert abs(sum(op_profile.breakdown(trace, fn.as_text()).values()) - counted) < 1e-9
