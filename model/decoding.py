@@ -395,11 +395,12 @@ def _reorder(cache, flat_idx):
   """Gather each beam's parent state. Every cache leaf with a batch has it on axis 0 (see
   model/transformer.py); scalars are shared. Leaves named `cross_*` (cross-attention K/V or
   state, a function of the source alone) are equal across a sentence's beams, and a parent is
-  always a beam of the same sentence: they stay as they are."""
+  always a beam of the same sentence: they stay as they are. So do leaves named `shared_*`
+  (`transformer.SHARED_PREFIX`: functions of the params alone, without a batch axis)."""
 
   def take(path, x):
-    name = getattr(path[-1], 'key', '')
-    if not x.ndim or str(name).startswith(CROSS_PREFIX):
+    name = str(getattr(path[-1], 'key', ''))
+    if not x.ndim or name.startswith((CROSS_PREFIX, transformer.SHARED_PREFIX)):
       return x
     return jnp.take(x, flat_idx, axis=0)
 

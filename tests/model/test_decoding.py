@@ -460,3 +460,34 @@ def test_params_replicated_over_devices_decode_on_one_replica():
   np.testing.assert_array_equal(
     decoding.generate(m, rep, batch, **kw), decoding.generate(m, params, batch, **kw)
   )
+
+
+def test_tied_output_reads_a_shared_table_copy_that_beam_reordering_keeps():
+  """Decoding caches the tied output table as [D, V] (`shared_output_table`, made from the params
+  at the first decode call) and the step's logits equal a full forward pass's; beam search's
+  reorder gathers batch-row leaves by parent and leaves `shared_*` and `cross_*` leaves alone."""
+  m, params = tiny('encoder_decoder')
+  batch = {k: jnp.asarray(v) for k, v in source_batch(12).items()}
+  enc = m.apply(params, batch, method='encode')
+  src_seg = (batch['inputs'] > 0).astype(jnp.int32)
+  tok = jnp.array([[2, 5], [2, 7], [2, 3]], jnp.int32)
+  pos, seg = jnp.broadcast_to(jnp.arange(2), tok.shape), jnp.ones_like(tok)
+  decode = jax.jit(
+    lambda p, t, q, s: m.apply(p, t, q, s, enc, src_seg, 4, method='decode', mutable=['cache'])
+  )
+  logits, mut = decode(params, tok, pos, seg)
+  full = jax.jit(m.apply)(params, dict(batch, decoder_inputs=tok))
+  np.testing.assert_allclose(logits, full, atol=1e-5)
+  cache = mut['cache']
+  table = params['params']['embed']['embedding'].value  # boxed: logical axes
+  np.testing.assert_array_equal(cache['decoder']['shared_output_table'], table.T)
+  idx = jnp.array([2, 0, 0])
+  moved = decoding._reorder(cache, idx)
+  flat = jax.tree_util.tree_flatten_with_path(cache)[0]
+  for (path, x), y in zip(flat, jax.tree.leaves(moved)):
+    name = str(path[-1].key)
+    if name.startswith(('shared_', 'cross_')) or not x.ndim:
+      np.testing.assert_array_equal(y, x)
+    else:
+      np.testing.assert_array_equal(y, x[idx])
+  assert any(str(p[-1].key).startswith('cross_') for p, _ in flat)  # both kinds were exercised
