@@ -22,6 +22,17 @@ from model import vocab
 from tests.xla_flags import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The CLI on the tiny config's synthetic rows; cheaper XLA codegen, as these tests check the
+# JSON and tables, not speed, and compiling dominates them.
+CLI = [
+  sys.executable,
+  '-m',
+  'launch.benchmark',
+  '--config=configs/multi30k.py:size=tiny',
+  '--data=synthetic',
+  '--synthetic_len=8',
+]
+ENV = dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
 SHRINK = [
   '--config.model.d_model=32',
   '--config.model.d_ff=64',
@@ -35,23 +46,19 @@ SHRINK = [
 @pytest.mark.slow  # ~60 s of CPU: one train-step and four decoder compiles in a subprocess
 def test_cli_tiny_config_json(tmp_path):
   out = tmp_path / 'bench.json'
-  # Cheaper XLA codegen: this test checks the JSON, not speed, and compiling dominates it.
-  env = dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
-  cmd = [
-    sys.executable,
-    '-m',
-    'launch.benchmark',
-    '--config=configs/multi30k.py:size=tiny',
-    '--data=synthetic',
-    '--synthetic_len=8',
-    '--steps=2',
-    '--decode_len=8',
-    '--decode_batch=2',
-    '--decode_repeats=1',
-    '--sweep=model.position=rotary',
-    f'--json={out}',
-  ] + SHRINK
-  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  cmd = (
+    CLI
+    + [
+      '--steps=2',
+      '--decode_len=8',
+      '--decode_batch=2',
+      '--decode_repeats=1',
+      '--sweep=model.position=rotary',
+      f'--json={out}',
+    ]
+    + SHRINK
+  )
+  proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   assert '| position=rotary |' in proc.stdout and '| faults/step |' in proc.stdout
   result = json.loads(out.read_text())
@@ -241,27 +248,24 @@ def test_pair_ratios_are_median_and_quartiles_of_the_per_pair_speedups():
 @pytest.mark.slow  # ~20 s: two settings' train steps and greedy decoders, compiled once each
 def test_cli_paired_sweep_reports_each_setting_against_the_first(tmp_path):
   out = tmp_path / 'bench.json'
-  env = dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
-  cmd = [
-    sys.executable,
-    '-m',
-    'launch.benchmark',
-    '--config=configs/multi30k.py:size=tiny',
-    '--data=synthetic',
-    '--synthetic_len=8',
-    '--steps=1',
-    '--decode=greedy',
-    '--cache=cached',
-    '--decode_len=8',
-    '--decode_batch=2',
-    '--decode_repeats=1',
-    '--sweep=model.position=rotary;model.position=none',
-    '--pairs=3',
-    '--decode_pairs=2',
-    '--compile_cache',  # the paired sides compile what the per-setting runs compiled
-    f'--json={out}',
-  ] + SHRINK
-  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  cmd = (
+    CLI
+    + [
+      '--steps=1',
+      '--decode=greedy',
+      '--cache=cached',
+      '--decode_len=8',
+      '--decode_batch=2',
+      '--decode_repeats=1',
+      '--sweep=model.position=rotary;model.position=none',
+      '--pairs=3',
+      '--decode_pairs=2',
+      '--compile_cache',  # the paired sides compile what the per-setting runs compiled
+      f'--json={out}',
+    ]
+    + SHRINK
+  )
+  proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   assert 'Paired against position=rotary' in proc.stdout
   (row,) = json.loads(out.read_text())['paired']
@@ -272,7 +276,7 @@ def test_cli_paired_sweep_reports_each_setting_against_the_first(tmp_path):
 
   # One setting cannot be paired: a usage error that says what --pairs needs.
   bad = [c for c in cmd if not c.startswith('--sweep')]
-  proc = subprocess.run(bad, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  proc = subprocess.run(bad, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0 and 'at least two settings' in proc.stderr
 
 
