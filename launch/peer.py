@@ -83,7 +83,11 @@ def define_flags():
   flags.DEFINE_integer(
     'pairs', 24, 'After the rounds: train steps timed in pairs, one per side (0: none).'
   )
-  flags.DEFINE_integer('decode_pairs', 8, 'After the rounds: decode calls timed in pairs.')
+  flags.DEFINE_integer(
+    'decode_pairs',
+    24,
+    'After the rounds: decode calls timed in pairs (8 were too few on a noisy host).',
+  )
   flags.DEFINE_bool('batch1', True, 'Also time beam search on one sentence (latency).')
   flags.DEFINE_string('flax_version', None, 'Peer version (default: the installed flax).')
   flags.DEFINE_string('peer_dir', None, 'Peer cache root (default: $ATTNLAB_BUILD_DIR/peer).')
