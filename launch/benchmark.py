@@ -86,8 +86,9 @@ def define_flags():
     'pairs',
     0,
     'With a sweep of 2+ settings: after the per-setting runs, alternate each later setting with '
-    'the first, this many train-step pairs (A B, B A, ...), and report the median [quartiles] '
-    "of the pairs' speed-ups over the first setting.",
+    'the first, this many train-step pairs (A B, B A, ...; none with --train=false), then '
+    "--decode_pairs decode calls, and report the median [quartiles] of the pairs' speed-ups over "
+    'the first setting.',
   )
   flags.DEFINE_integer('decode_pairs', 8, 'With --pairs: decode-call pairs per method and cache.')
   flags.DEFINE_bool(
@@ -228,19 +229,25 @@ def benchmark_setting(config, overrides, peak, ref, args):
 
 
 class _Side:
-  """One setting, ready to alternate with another: its train stepper, the real target tokens of
-  each batch, and its decode calls (each a no-argument function that decodes to completion)."""
+  """One setting, ready to alternate with another: its train stepper (None with --train=false:
+  decoding with initial params), the real target tokens of each batch, and its decode calls (each
+  a no-argument function that decodes to completion)."""
 
   def __init__(self, config, overrides, args):
     cfg, batches, _, tokenizer = prepare_setting(config, overrides, args)
-    self.stepper = measure.TrainStepper(cfg, batches)
     self.tokens = [float(np.sum(b['weights'])) for b in batches]
+    self.stepper = None
+    if args.get('train', True):
+      self.stepper = measure.TrainStepper(cfg, batches)
+      module = self.stepper.module
+      # A copy: the train steps donate the state, params included.
+      params = jax.tree.map(lambda x: x.copy(), self.stepper.state.params)
+    else:
+      module, params = measure.init_params(cfg, batches[0])
     inputs = measure.decode_inputs(cfg, tokenizer, args['decode_batch'], args['synthetic_len'])
-    # A copy: the train steps donate the state, params included.
-    params = jax.tree.map(lambda x: x.copy(), self.stepper.state.params)
     self.decodes = {
       f'{m}_{c}': measure.decode_call(
-        self.stepper.module, params, inputs, m, c, args['decode_len'], args['beam_size']
+        module, params, inputs, m, c, args['decode_len'], args['beam_size']
       )
       for m in args['decode']
       for c in args['cache']
@@ -256,9 +263,12 @@ def paired_row(a, b, args):
   """Setting B against baseline A, alternated call by call (`measure.alternate`: A B, B A, ...):
   per measure, the median and quartiles of B's per-pair speed-up over A (`measure.pair_ratios`).
   Training compares seconds per real target token, so settings that change the batch compare."""
-  ta, tb = measure.alternate(a.stepper.step, b.stepper.step, args['pairs'])
-  row = {'train': measure.pair_ratios(b.step_seconds_per_token(tb), a.step_seconds_per_token(ta))}
-  row['train']['seconds'] = {'baseline': ta, 'setting': tb}  # per pair, in pair order
+  row = {}
+  if a.stepper and b.stepper:
+    ta, tb = measure.alternate(a.stepper.step, b.stepper.step, args['pairs'])
+    tokens_a, tokens_b = a.step_seconds_per_token(ta), b.step_seconds_per_token(tb)
+    row['train'] = measure.pair_ratios(tokens_b, tokens_a)
+    row['train']['seconds'] = {'baseline': ta, 'setting': tb}  # per pair, in pair order
   for key in sorted(a.decodes.keys() & b.decodes.keys()):
     fa, fb = a.decodes[key], b.decodes[key]
     da, db = measure.alternate(lambda i: fa(), lambda i: fb(), max(args['decode_pairs'], 1))

@@ -99,8 +99,9 @@ def benchmark_tables(result):
 def paired_table(rows, args):
   """launch.benchmark --pairs: each setting's speed-up over the first, median [quartiles] of the
   pairs (> 1: faster than the baseline)."""
-  keys = [k for r in rows for k in r if isinstance(r[k], dict)]
-  keys = list(dict.fromkeys(['train'] + sorted(keys)))
+  keys = sorted(
+    {k for r in rows for k in r if isinstance(r[k], dict)}, key=lambda k: (k != 'train', k)
+  )
   head = {'train': f'train ({args["pairs"]} pairs)'}
   lines = [
     f'Paired against {rows[0]["baseline"]}: speed-up per pair, median [quartiles] (train: per '

@@ -321,6 +321,9 @@ def test_paired_row_compares_seconds_per_real_token_and_decode_seconds(monkeypat
     'seconds': {'baseline': [4.0, 4.0], 'setting': [1.0, 2.0]},
   }
   assert calls.count('decode') == 4 and len([c for c in calls if c != 'decode']) == 6
+  a.stepper = None  # --train=false: decode pairs only
+  row = benchmark.paired_row(a, b, {'pairs': 3, 'decode_pairs': 2})
+  assert sorted(row) == ['beam_cached'] and row['beam_cached']['median'] == 3.0
 
 
 def test_op_profile_counts_a_loop_body_once(tmp_path):
