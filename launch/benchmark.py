@@ -173,20 +173,18 @@ def setting_name(overrides):
 # ============================================================================= one setting
 
 
-def prepare_setting(config, overrides, args, n=None):
+def prepare_setting(config, overrides, args):
   """(resolved config, batches, host seconds, tokenizer or None) of one override set, as
-  train.loop resolves and batches it; `n` batches (default: as many as the timed steps use)."""
+  train.loop resolves and batches it (as many batches as the timed steps cycle through)."""
   config = apply_overrides(config, overrides)
   if args['data'] == 'real':
     data.build(config)
     tokenizer = data.get_tokenizer(config)
     config = config_io.resolve(config, tokenizer.vocab_size)  # as train.loop does
-    batches, host = measure.real_batches(config, tokenizer, n or min(args['steps'], 20))
+    batches, host = measure.real_batches(config, tokenizer, min(args['steps'], 20))
     return config, batches, host, tokenizer
   config = config_io.resolve(config, config.data.vocab_size)
-  batches, host = measure.synthetic_batches(
-    config, n or min(args['steps'], 4), args['synthetic_len']
-  )
+  batches, host = measure.synthetic_batches(config, min(args['steps'], 4), args['synthetic_len'])
   return config, batches, host, None
 
 
@@ -266,8 +264,8 @@ def paired_row(a, b, args):
   row = {}
   if a.stepper and b.stepper:
     ta, tb = measure.alternate(a.stepper.step, b.stepper.step, args['pairs'])
-    tokens_a, tokens_b = a.step_seconds_per_token(ta), b.step_seconds_per_token(tb)
-    row['train'] = measure.pair_ratios(tokens_b, tokens_a)
+    per_token_a, per_token_b = a.step_seconds_per_token(ta), b.step_seconds_per_token(tb)
+    row['train'] = measure.pair_ratios(per_token_b, per_token_a)
     row['train']['seconds'] = {'baseline': ta, 'setting': tb}  # per pair, in pair order
   for key in sorted(a.decodes.keys() & b.decodes.keys()):
     fa, fb = a.decodes[key], b.decodes[key]
@@ -281,10 +279,13 @@ def run_paired(config, runs, args, log=print):
   """Every setting after the first alternated with the first (the baseline), one pair of calls
   at a time: the A/B that a drifting shared machine cannot tilt. One list entry per setting;
   errors are recorded, not raised."""
-  base = _Side(config, runs[0], args)
+  rows = [{'setting': setting_name(o), 'baseline': setting_name(runs[0])} for o in runs[1:]]
+  try:
+    base = _Side(config, runs[0], args)
+  except Exception as e:  # pylint: disable=broad-except
+    return [dict(row, error=f'baseline: {type(e).__name__}: {e}') for row in rows]
   out = []
-  for overrides in runs[1:]:
-    row = {'setting': setting_name(overrides), 'baseline': setting_name(runs[0])}
+  for overrides, row in zip(runs[1:], rows):
     try:
       row.update(paired_row(base, _Side(config, overrides, args), args))
       log(
@@ -388,6 +389,9 @@ def main(argv):
   result = run(FLAGS.config, spec, FLAGS.sweep, args, FLAGS.json)
   print(report_bench.benchmark_tables(result))
   failed = [f'{r["setting"]}: {r["error"]}' for r in result['runs'] if r.get('error')]
+  failed += [
+    f'paired {r["setting"]}: {r["error"]}' for r in result.get('paired', []) if 'error' in r
+  ]
   if failed:
     cli.fail(f'{len(failed)} setting(s) failed: ' + '; '.join(failed), cli.RUNTIME_EXIT)
 
