@@ -460,6 +460,17 @@ def test_params_replicated_over_devices_decode_on_one_replica():
   np.testing.assert_array_equal(
     decoding.generate(m, rep, batch, **kw), decoding.generate(m, params, batch, **kw)
   )
+  # generate keeps the replica for the next call with the same arrays; new arrays (other
+  # values) get their own, and decode with their own values.
+  assert decoding._one_replica_of(rep) is decoding._one_replica_of(rep)
+  doubled = jax.tree.map(lambda x: 2 * x, rep)
+  again = decoding._one_replica_of(doubled)
+  assert again is not decoding._one_replica_of(rep)
+  np.testing.assert_array_equal(jax.tree.leaves(again)[0], 2 * jax.tree.leaves(one)[0])
+  np.testing.assert_array_equal(
+    decoding.generate(m, doubled, batch, **kw),
+    decoding.generate(m, jax.tree.map(lambda x: 2 * x, params), batch, **kw),
+  )
 
 
 def test_tied_output_reads_a_shared_table_copy_that_beam_reordering_keeps():
