@@ -327,14 +327,14 @@ def run(config, config_spec, sweep, args, json_path=None):
     'matmul_flops_per_s_by_size': {str(k): v for k, v in ref.by_size.items()},
     'runs': [],
   }
-  for overrides in sweep_runs(config_spec, sweep):
+  runs = sweep_runs(config_spec, sweep)
+  for overrides in runs:
     result['runs'].append(
       benchmark_setting(config, overrides, peak, ref if source != 'device spec' else None, args)
     )
     print(f'[{len(result["runs"])}] {result["runs"][-1]["setting"]} done', flush=True)
     if json_path:  # after every setting: a long sweep that is stopped keeps what it measured
       layout.write_json(json_path, result, default=repr)
-  runs = sweep_runs(config_spec, sweep)
   if args.get('pairs') and len(runs) > 1:
     result['paired'] = run_paired(config, runs, args)
     if json_path:

@@ -156,7 +156,11 @@ def _split_call(fn, variables, arrays, limits, scalars, devices):
     sl = slice(i * per, (i + 1) * per)
     put = lambda x, dev=dev: jax.device_put(x, dev)
     args.append(
-      (_on_device(variables, dev), {k: put(v[sl]) for k, v in arrays.items()}, put(limits[sl]))
+      (
+        _kept(_on_device, variables, dev),
+        {k: put(v[sl]) for k, v in arrays.items()},
+        put(limits[sl]),
+      )
       + tuple(map(put, scalars))
     )
 
@@ -187,23 +191,28 @@ def _default_rng():
   return jax.random.key(0)
 
 
-_REPLICAS = collections.OrderedDict()  # (treedef, ids of its leaves) -> (leaves, one replica)
-_REPLICAS_KEPT = 2  # the params being decoded, and one more
+_KEPT = collections.OrderedDict()  # (fn, args, treedef, ids of its leaves) -> (leaves, result)
+_KEPT_ENTRIES = 4  # the params being decoded: one replica, and their copy on each of 2 devices
+
+
+def _kept(fn, tree, *args):
+  """`fn(tree, *args)` for a tree of the params (`_one_replica`, `_on_device`), kept for the next
+  calls with the same arrays: walking size=small's 91 leaves and their shards took ~1.2 ms per
+  call, host time that a one-sentence beam search (~33 ms) waits for. The entry holds the tree's
+  leaves, so their ids are not reused while it is kept; new arrays (the next train step's params)
+  are a new entry."""
+  leaves, treedef = jax.tree.flatten(tree)
+  key = (fn, args, treedef, tuple(map(id, leaves)))
+  if key not in _KEPT:
+    _KEPT[key] = (leaves, fn(tree, *args))
+    while len(_KEPT) > _KEPT_ENTRIES:
+      _KEPT.popitem(last=False)
+  _KEPT.move_to_end(key)
+  return _KEPT[key][1]
 
 
 def _one_replica_of(tree):
-  """`_one_replica(tree)`, kept for the next calls with the same arrays: walking size=small's 91
-  leaves and their shards took ~1.2 ms per call, host time that a one-sentence beam search
-  (~33 ms) waits for. The entry holds the tree's leaves, so their ids are not reused while it
-  is kept; new arrays (the next train step's params) are a new entry."""
-  leaves, treedef = jax.tree.flatten(tree)
-  key = (treedef, tuple(map(id, leaves)))
-  if key not in _REPLICAS:
-    _REPLICAS[key] = (leaves, _one_replica(tree))
-    while len(_REPLICAS) > _REPLICAS_KEPT:
-      _REPLICAS.popitem(last=False)
-  _REPLICAS.move_to_end(key)
-  return _REPLICAS[key][1]
+  return _kept(_one_replica, tree)
 
 
 def _one_replica(tree):

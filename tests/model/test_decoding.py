@@ -463,6 +463,9 @@ def test_params_replicated_over_devices_decode_on_one_replica():
   # generate keeps the replica for the next call with the same arrays; new arrays (other
   # values) get their own, and decode with their own values.
   assert decoding._one_replica_of(rep) is decoding._one_replica_of(rep)
+  on_dev1 = decoding._kept(decoding._on_device, rep, devs[1])  # split rows: each device's copy
+  assert on_dev1 is decoding._kept(decoding._on_device, rep, devs[1])
+  assert jax.tree.leaves(on_dev1)[0].sharding.device_set == {devs[1]}
   doubled = jax.tree.map(lambda x: 2 * x, rep)
   again = decoding._one_replica_of(doubled)
   assert again is not decoding._one_replica_of(rep)
