@@ -12,7 +12,6 @@ are explicit, so every position scheme stays correct.
 from __future__ import annotations
 
 import collections.abc
-import concurrent.futures
 import dataclasses
 import functools
 
@@ -85,7 +84,7 @@ def generate(
   else:
     total = out_len = int(max_len)
     limits = np.full(inputs.shape[0], total)
-  fn = _compiled(module, method, int(beam_size) if method == 'beam' else 1, int(total), int(top_k))
+  method_key = (module, method, int(beam_size) if method == 'beam' else 1, int(total), int(top_k))
   # Host arrays and NumPy scalars go to the call as they are (jit transfers them with the call):
   # building each as a jax array first cost ~0.1 ms apiece, host time that a one-sentence call
   # waits for (docs/performance.md).
@@ -93,10 +92,10 @@ def generate(
   scalars = (rng, np.float32(alpha), np.float32(temperature), np.float32(top_p))
   devices = row_devices(inputs.shape[0], method) if split_rows else None
   if devices is None:
-    out = fn(_one_replica_of(variables), arrays, np.asarray(limits, np.int32), *scalars)
-    out = np.asarray(out)
+    fn = _compiled(*method_key)
+    out = np.asarray(fn(_one_replica_of(variables), arrays, np.asarray(limits, np.int32), *scalars))
   else:
-    out = _split_call(fn, variables, arrays, limits, scalars, devices)
+    out = _split_call(method_key, variables, arrays, limits, scalars, devices)
   return np.pad(out, ((0, 0), (0, out_len - out.shape[1])))  # PAD after EOS, width as promised
 
 
@@ -141,31 +140,37 @@ def row_devices(rows: int, method: str):
   return devices[:n] if n > 1 else None
 
 
-def _split_call(fn, variables, arrays, limits, scalars, devices):
-  """fn on equal row slices, one per device, dispatched from threads so that the per-device
-  compiles and runs overlap; rows are padded (repeating the last) to a multiple of the devices."""
+def _split_call(method_key, variables, arrays, limits, scalars, devices):
+  """The search over rows split evenly across `devices`: one jitted call of a shard_map over a
+  1-D mesh of them, each device running its own while loops on its slice (rows are
+  independent and the loops hold no collective). Rows are padded (repeating the last) to a
+  multiple of the devices; the params go in replicated over the mesh (no copy when a train
+  state already holds them so).
+
+  One dispatch for all devices, where a thread per device each dispatched its slice before:
+  1.015-1.031x per beam-4 call over 32 sentences at size=small (docs/performance.md)."""
+  fn, replicated = _compiled_split(*method_key, tuple(devices))
   rows, n = len(limits), len(devices)
   per = -(-rows // n)
   pad = lambda a: np.concatenate([a, np.repeat(a[-1:], per * n - rows, axis=0)])
   arrays, limits = {k: pad(v) for k, v in arrays.items()}, pad(np.asarray(limits, np.int32))
+  out = fn(_kept(jax.device_put, variables, replicated), arrays, limits, *scalars)
+  return np.asarray(out)[:rows]
 
-  # Transfers are queued here, on one thread (jax.device_put of one array from several threads at
-  # once is not safe: seen to fail on freshly sliced params); only the calls run in threads.
-  args = []
-  for i, dev in enumerate(devices):
-    sl = slice(i * per, (i + 1) * per)
-    put = lambda x, dev=dev: jax.device_put(x, dev)
-    args.append(
-      (
-        _kept(_on_device, variables, dev),
-        {k: put(v[sl]) for k, v in arrays.items()},
-        put(limits[sl]),
-      )
-      + tuple(map(put, scalars))
-    )
 
-  with concurrent.futures.ThreadPoolExecutor(n) as pool:
-    return np.concatenate(list(pool.map(lambda a: np.asarray(fn(*a)), args)))[:rows]
+@functools.lru_cache(maxsize=32)
+def _compiled_split(module, method, beam, total, top_k, devices):
+  """(jitted search over rows sharded across `devices`, the params' replicated sharding)."""
+  mesh = jax.sharding.Mesh(np.asarray(devices), ('rows',))
+  rows, rep = jax.sharding.PartitionSpec('rows'), jax.sharding.PartitionSpec()
+  search = jax.shard_map(
+    functools.partial(_search, module, method, beam, total, top_k),
+    mesh=mesh,
+    in_specs=(rep, rows, rows, rep, rep, rep, rep),  # params, arrays, limits, rng, 3 scalars
+    out_specs=rows,
+    check_vma=False,  # no collectives: each device's loops are its own
+  )
+  return jax.jit(search), jax.sharding.NamedSharding(mesh, rep)
 
 
 def _replica(x, dev):
@@ -192,15 +197,15 @@ def _default_rng():
 
 
 _KEPT = collections.OrderedDict()  # (fn, args, treedef, ids of its leaves) -> (leaves, result)
-_KEPT_ENTRIES = 4  # the params being decoded: one replica, and their copy on each of 2 devices
+_KEPT_ENTRIES = 4  # the params being decoded: one replica, and their copy replicated over the rows
 
 
 def _kept(fn, tree, *args):
-  """`fn(tree, *args)` for a tree of the params (`_one_replica`, `_on_device`), kept for the next
-  calls with the same arrays: walking size=small's 91 leaves and their shards took ~1.2 ms per
-  call, host time that a one-sentence beam search (~33 ms) waits for. The entry holds the tree's
-  leaves, so their ids are not reused while it is kept; new arrays (the next train step's params)
-  are a new entry."""
+  """`fn(tree, *args)` for a tree of the params (`_one_replica`; `jax.device_put` onto the rows'
+  mesh), kept for the next calls with the same arrays: walking size=small's 91 leaves and their
+  shards took ~1.2 ms per call, host time that a one-sentence beam search (~33 ms) waits for.
+  The entry holds the tree's leaves, so their ids are not reused while it is kept; new arrays
+  (the next train step's params) are a new entry."""
   leaves, treedef = jax.tree.flatten(tree)
   key = (fn, args, treedef, tuple(map(id, leaves)))
   if key not in _KEPT:
