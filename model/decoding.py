@@ -123,7 +123,7 @@ def _unrolled_module(module):
   return module.clone(cfg=dataclasses.replace(module.cfg, scan_layers=False))
 
 
-MIN_ROWS_PER_DEVICE = 8  # below this, a second compile costs more than the rows it parallelises
+MIN_ROWS_PER_DEVICE = 8  # below this, the split costs more than the rows it parallelises
 
 
 def row_devices(rows: int, method: str):
