@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from flax import traverse_util
 
 from model import transformer
 from model.vocab import BOS, EOS, PAD
@@ -64,6 +65,7 @@ def generate(
     raise ValueError('method=sample needs rng=jax.random.key(...).')
   variables = params if isinstance(params, dict) and 'params' in params else {'params': params}
   module, variables = unrolled(module, variables)
+  variables = _kept(_with_shared_cache, variables, module)
   keys = ('inputs', 'inputs_segment', 'inputs_position')
   arrays = {k: np.asarray(batch[k]) for k in keys if batch.get(k) is not None}
   inputs = arrays['inputs']
@@ -197,7 +199,9 @@ def _default_rng():
 
 
 _KEPT = collections.OrderedDict()  # (fn, args, treedef, ids of its leaves) -> (leaves, result)
-_KEPT_ENTRIES = 4  # the params being decoded: one replica, and their copy replicated over the rows
+# Per params being decoded: them with their shared cache leaves, one replica of that, its copy
+# on the rows' mesh; room for two such sets.
+_KEPT_ENTRIES = 6
 
 
 def _kept(fn, tree, *args):
@@ -214,6 +218,44 @@ def _kept(fn, tree, *args):
       _KEPT.popitem(last=False)
   _KEPT.move_to_end(key)
   return _KEPT[key][1]
+
+
+def _with_shared_cache(variables, module):
+  """`variables` with the decode cache's `shared_*` leaves (`transformer.SHARED_PREFIX`:
+  functions of the params alone, such as the tied output table's [D, V] copy) under 'cache', so
+  a search seeds its cache with them instead of making them again. Kept with the params
+  (`_kept`): made once per params, not once per call. Beam-4, one sentence, size=small: the
+  table's transpose was ~3 ms of op time in each ~50 ms call (docs/performance.md). Models
+  without such leaves get `variables` back as they are."""
+  shared = _compiled_shared(module)(variables)
+  return {**variables, 'cache': shared} if shared else variables
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_shared(module):
+  """jit: variables -> the `shared_*` leaves of the cache that a first decode step creates,
+  in the cache's tree layout ({} when there are none). The step runs on a one-token source and
+  prompt; its other outputs are unused and dead code to XLA."""
+
+  def shared(variables):
+    batch = {'inputs': jnp.full((1, 1), EOS, jnp.int32)}
+    encoded, src_seg, (tokens, pos, seg), _ = _prompt(module, variables, batch)
+    _, mut = module.apply(
+      variables,
+      tokens,
+      pos,
+      seg,
+      encoded,
+      src_seg,
+      tokens.shape[1] + 1,
+      method='decode',
+      mutable=['cache'],
+    )
+    flat = traverse_util.flatten_dict(dict(mut.get('cache', {})))
+    keep = {k: v for k, v in flat.items() if str(k[-1]).startswith(transformer.SHARED_PREFIX)}
+    return traverse_util.unflatten_dict(keep) if keep else {}
+
+  return jax.jit(shared)
 
 
 def _one_replica_of(tree):

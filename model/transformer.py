@@ -230,8 +230,9 @@ class Decoder(nn.Module):
     if return_hidden and cfg.tie_output:  # the trainer's fused output projection + loss
       return constrain(x, ('batch', 'length', 'embed')), self.embed.table
     if cfg.tie_output and decode:
-      # The tied projection reads a [D, V] copy of the table, made once per decode call (with
-      # the cache): XLA:CPU's GEMM takes its right operand as [K, N], and the [V, D] table fed it
+      # The tied projection reads a [D, V] copy of the table, a cache leaf made with the cache
+      # unless the caller seeds it (`decoding.generate` makes it once per params and keeps it):
+      # XLA:CPU's GEMM takes its right operand as [K, N], and the [V, D] table fed it
       # transposed on every step. Beam-4, one sentence, size=small: 1.10x per call (two runs of
       # 40 pairs, docs/performance.md); 32 sentences: no change. Same values: the same dot.
       table_t = self.variable(

@@ -511,3 +511,27 @@ def test_tied_output_reads_a_shared_table_copy_that_beam_reordering_keeps():
     else:
       np.testing.assert_array_equal(y, x[idx])
   assert any(str(p[-1].key).startswith('cross_') for p, _ in flat)  # both kinds were exercised
+
+
+def test_shared_cache_leaves_are_made_once_per_params_and_seed_the_search(monkeypatch):
+  """generate makes the cache's `shared_*` leaves (the tied table's [D, V] copy) once per params,
+  keeps them for the next calls with the same arrays, and seeds each search's cache with them:
+  the tokens equal those of a search that makes its own. A model without such leaves (the RNN)
+  gets its variables back as they are."""
+  m, params = tiny('encoder_decoder')
+  seeded = decoding._kept(decoding._with_shared_cache, params, m)
+  assert seeded is decoding._kept(decoding._with_shared_cache, params, m)
+  assert set(seeded) == {'params', 'cache'}
+  table = params['params']['embed']['embedding'].value  # boxed: logical axes
+  np.testing.assert_array_equal(seeded['cache']['decoder']['shared_output_table'], table.T)
+  assert jax.tree.leaves(seeded['cache']) == [seeded['cache']['decoder']['shared_output_table']]
+  rnn, rnn_params = tiny('rnn')
+  assert decoding._with_shared_cache(rnn_params, rnn) is rnn_params
+  batch = source_batch(12)
+  for kw in (dict(method='beam', beam_size=3), dict(method='greedy')):
+    out = decoding.generate(m, params, batch, max_len_margin=3, **kw)
+    with monkeypatch.context() as patch:
+      patch.setattr(decoding, '_with_shared_cache', lambda variables, module: variables)
+      np.testing.assert_array_equal(
+        decoding.generate(m, params, batch, max_len_margin=3, **kw), out
+      )
