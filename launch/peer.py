@@ -193,8 +193,7 @@ def paired(config, batches, peer, decodes, args, log=print):
   for name, p in out.items():
     log(
       f'[paired] {name}: attnlab {p["attnlab"]:,.1f} / flax_wmt {p["flax_wmt"]:,.1f} '
-      f'{p["unit"]}, speed-up per pair {p["median"]:.2f}x [{p["q1"]:.2f}-{p["q3"]:.2f}] over '
-      f'{p["pairs"]} pairs'
+      f'{p["unit"]}, speed-up per pair {report_bench.format_ratio(p)} over {p["pairs"]} pairs'
     )
   return out
 

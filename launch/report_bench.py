@@ -9,6 +9,11 @@ from __future__ import annotations
 from launch import op_profile
 
 
+def format_ratio(p, digits=2):
+  """A `measure.pair_ratios` result as 'median x [q1-q3]', the form every paired table uses."""
+  return f'{p["median"]:.{digits}f}x [{p["q1"]:.{digits}f}-{p["q3"]:.{digits}f}]'
+
+
 def _fmt(v, spec):
   return '-' if v is None else format(v, spec)
 
@@ -116,9 +121,7 @@ def paired_table(rows, args):
     if 'error' in r:
       lines.append(f'| {r["setting"]} | error: {r["error"]} |')
       continue
-    cells = [
-      f'{r[k]["median"]:.3f}x [{r[k]["q1"]:.3f}-{r[k]["q3"]:.3f}]' if k in r else '-' for k in keys
-    ]
+    cells = [format_ratio(r[k], 3) if k in r else '-' for k in keys]
     lines.append(f'| {r["setting"]} | ' + ' | '.join(cells) + ' |')
   return lines
 
@@ -179,8 +182,6 @@ def peer_table(result, rows):
     line = f'| {label} | {cell(a)} | {cell(b)} | {"-" if ratio is None else f"{ratio:.2f}x"} |'
     if paired:
       p = paired.get(part) if key in PAIRED_KEYS else None
-      line += (
-        f' {p["median"]:.2f}x [{p["q1"]:.2f}-{p["q3"]:.2f}], {p["pairs"]} pairs |' if p else ' - |'
-      )
+      line += f' {format_ratio(p)}, {p["pairs"]} pairs |' if p else ' - |'
     lines.append(line)
   return '\n'.join(lines)
