@@ -116,8 +116,15 @@ def unrolled(module, variables):
   if not scanned or cfg.arch == 'rnn':
     return module, variables
   wrapped = isinstance(variables, collections.abc.Mapping) and 'params' in variables
-  params = transformer.unstack_layers(nn.meta.unbox(variables['params'] if wrapped else variables))
+  params = _kept(_unstacked, variables['params'] if wrapped else variables)
   return _unrolled_module(module), ({**variables, 'params': params} if wrapped else params)
+
+
+def _unstacked(params):
+  """The unrolled params, kept for the next calls with the same arrays (`_kept`): slicing every
+  layer out of the stacks took 132 ms of a 327 ms one-sentence beam-4 call at size=base
+  (docs/performance.md)."""
+  return transformer.unstack_layers(nn.meta.unbox(params))
 
 
 @functools.lru_cache(maxsize=32)
@@ -199,9 +206,10 @@ def _default_rng():
 
 
 _KEPT = collections.OrderedDict()  # (fn, args, treedef, ids of its leaves) -> (leaves, result)
-# Per params being decoded: them with their shared cache leaves, one replica of that, its copy
-# on the rows' mesh; room for two such sets.
-_KEPT_ENTRIES = 6
+# Per params being decoded: a scanned model's unrolled params, them with their shared cache
+# leaves, one replica of that, its copy on the rows' mesh; room for two such sets. The entries
+# hold their arrays (for size=base, ~0.2 GB per set of unrolled params) until pushed out.
+_KEPT_ENTRIES = 8
 
 
 def _kept(fn, tree, *args):

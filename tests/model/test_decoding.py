@@ -291,6 +291,14 @@ def test_scanned_layers_decode_as_an_unrolled_loop_with_the_same_function(arch):
   loop, loop_vars = decoding.unrolled(m, params)
   assert not loop.cfg.scan_layers and m.cfg.scan_layers
   assert decoding.unrolled(m, params)[0] is loop  # one clone per model: compiled searches reuse
+  # The unrolled params are kept for the next call with the same arrays (no slicing per call);
+  # other arrays get their own.
+  assert decoding.unrolled(m, params)[1]['params'] is loop_vars['params']
+  doubled = jax.tree.map(lambda x: 2 * x, params)
+  twice = decoding.unrolled(m, doubled)[1]['params']
+  np.testing.assert_array_equal(
+    jax.tree.leaves(twice)[0], 2 * np.asarray(jax.tree.leaves(loop_vars['params'])[0])
+  )
   bare = decoding.unrolled(m, params['params'])[1]  # params alone come back alone
   assert jax.tree.structure(bare) == jax.tree.structure(loop_vars['params'])
   stack = 'decoder' if arch == 'decoder_only' else 'encoder'
