@@ -213,9 +213,10 @@ _KEPT_ENTRIES = 8
 
 
 def _kept(fn, tree, *args):
-  """`fn(tree, *args)` for a tree of the params (`_one_replica`; `jax.device_put` onto the rows'
-  mesh), kept for the next calls with the same arrays: walking size=small's 91 leaves and their
-  shards took ~1.2 ms per call, host time that a one-sentence beam search (~33 ms) waits for.
+  """`fn(tree, *args)` for a tree of the params (`_unstacked`, `_with_shared_cache`,
+  `_one_replica`, `jax.device_put` onto the rows' mesh), kept for the next calls with the same
+  arrays: walking size=small's 91 leaves and their shards took ~1.2 ms per call, host time that
+  a one-sentence beam search (~33 ms) waits for.
   The entry holds the tree's leaves, so their ids are not reused while it is kept; new arrays
   (the next train step's params) are a new entry."""
   leaves, treedef = jax.tree.flatten(tree)
