@@ -37,8 +37,11 @@ median of `--decode_repeats` calls after a warm one). The sides alternate within
 `--pairs` > 0, both sides are timed in pairs (`paired`): one train step of each on the same batch,
 the order swapped every pair, then `--decode_pairs` pairs of decode calls; the median and quartiles
 of the per-pair speed-ups go into a last column. On a host whose speed drifts, each side's best
-round can fall in a different minute; a pair's two calls fall in the same seconds. There is no
-greedy row: the peer has beam search only.
+round can fall in a different minute; a pair's two calls fall in the same seconds.
+
+Greedy rows (`--greedy`): attnlab's greedy decoder against the peer's beam search with one beam,
+the only way to decode greedily with the peer (its `predict_step` at `beam_size=1`: the same
+tokens as greedy, with the beam search's bookkeeping, which is the peer's design).
 """
 
 from __future__ import annotations
@@ -88,7 +91,10 @@ def define_flags():
     24,
     'After the rounds: decode calls timed in pairs (8 were too few on a noisy host).',
   )
-  flags.DEFINE_bool('batch1', True, 'Also time beam search on one sentence (latency).')
+  flags.DEFINE_bool('batch1', True, 'Also time decoding of one sentence (latency).')
+  flags.DEFINE_bool(
+    'greedy', True, "Also time greedy decoding (the peer's side: its beam search, one beam)."
+  )
   flags.DEFINE_string('flax_version', None, 'Peer version (default: the installed flax).')
   flags.DEFINE_string('peer_dir', None, 'Peer cache root (default: $ATTNLAB_BUILD_DIR/peer).')
   flags.DEFINE_string('json', None, 'Write the results here (atomically).')
@@ -96,6 +102,15 @@ def define_flags():
 
 
 # ============================================================================= the run
+
+
+def decodes_of(sources, args):
+  """(name, method, beam width, inputs) of each decode measure: beam search over `sources`,
+  then one sentence (`--batch1`), then greedy likewise (`--greedy`)."""
+  one = {k: v[:1] for k, v in sources.items()}
+  methods = [('beam', args['beam_size'])] + ([('greedy', 1)] if args.get('greedy') else [])
+  sets = [('', sources)] + ([('_batch1', one)] if args['batch1'] else [])
+  return [(m + suffix, m, width, inputs) for m, width in methods for suffix, inputs in sets]
 
 
 def prepare(config, args):
@@ -169,17 +184,11 @@ def paired(config, batches, peer, decodes, args, log=print):
       'seconds': {'attnlab': ta, 'flax_wmt': tb},  # per pair, in pair order
     }
   }
-  for name, inputs in decodes:
+  for name, method, width, inputs in decodes:
     ours = measure.decode_call(
-      stepper.module,
-      stepper.state.params,
-      inputs,
-      'beam',
-      'cached',
-      args['decode_len'],
-      args['beam_size'],
+      stepper.module, stepper.state.params, inputs, method, 'cached', args['decode_len'], width
     )
-    theirs = lambda i, x=inputs['inputs']: peer.translate(x)
+    theirs = lambda i, x=inputs['inputs'], w=width: peer.translate(x, w)
     ours(), theirs(0)  # compiled already in the rounds; warm again after the train steps
     da, db = measure.alternate(lambda i, f=ours: f(), theirs, max(args['decode_pairs'], 1))
     sentences = inputs['inputs'].shape[0] * len(da)
@@ -208,30 +217,29 @@ def run(config, args, wmt_dir=None, log=print):
   peak = metrics_lib.peak_flops(info['device_kind'], config.model.dtype)
   ref = measure.MatmulReference('float32') if peak is None else None
   peer = peer_model.Peer(peer_ns, config, batches, args['decode_len'], args['beam_size'])
-  one = {k: v[:1] for k, v in sources.items()}
-  decodes = [('beam', sources)] + ([('beam_batch1', one)] if args['batch1'] else [])
+  decodes = decodes_of(sources, args)
   rounds = {'attnlab': [], 'flax_wmt': []}
 
   def attnlab_round():
     train, module, params = measure.measure_train(config, batches, host, args['steps'], ref)
     out = {'train': train}
-    for name, inputs in decodes:
+    for name, method, width, inputs in decodes:
       out[name] = measure.measure_decode(
         module,
         params,
         inputs,
-        ['beam'],
+        [method],
         ['cached'],
         args['decode_len'],
-        args['beam_size'],
+        width,
         args['decode_repeats'],
-      )['beam_cached']
+      )[f'{method}_cached']
     return out
 
   def peer_round():
     out = {'train': peer.time_train(args['steps'], config.model, ref)}
-    for name, inputs in decodes:
-      out[name] = peer.time_decode(inputs['inputs'], args['decode_repeats'])
+    for name, _, width, inputs in decodes:
+      out[name] = peer.time_decode(inputs['inputs'], args['decode_repeats'], width)
     return out
 
   for r in range(args['repeats']):
@@ -248,7 +256,7 @@ def run(config, args, wmt_dir=None, log=print):
         rnd['train'].setdefault('mfu', rnd['train']['flops_per_s'] / (peak * jax.device_count()))
 
   pairs = paired(config, batches, peer, decodes, args, log) if args.get('pairs') else None
-  best = best_of(rounds, [name for name, _ in decodes])
+  best = best_of(rounds, [name for name, *_ in decodes])
   rows = report_bench.peer_rows(args, peak)
   ratios = {}
   for label, part, key, _ in rows:
@@ -294,6 +302,7 @@ def main(argv):
       'pairs',
       'decode_pairs',
       'batch1',
+      'greedy',
       'flax_version',
       'peer_dir',
     )

@@ -123,11 +123,15 @@ class Peer:
       ),
       axis_name='batch',
     )
-    self.pred_step = jax.pmap(
-      functools.partial(self.p.predict_step, config=predict_config, beam_size=beam_size),
-      axis_name='batch',
-      static_broadcasted_argnums=(3, 4),
-    )
+    self.beam_size = beam_size
+    self.pred_steps = {  # by beam width; 1 is the peer's greedy (it has no other decoder)
+      width: jax.pmap(
+        functools.partial(self.p.predict_step, config=predict_config, beam_size=width),
+        axis_name='batch',
+        static_broadcasted_argnums=(3, 4),
+      )
+      for width in {beam_size, 1}
+    }
 
   def _put_batches(self, batches):
     """Batches on the devices before timing, as attnlab's."""
@@ -188,26 +192,28 @@ class Peer:
       )
     return out
 
-  def translate(self, inputs):
-    """One call as train.py's translate loop makes it: pad to the devices, init cache, predict."""
+  def translate(self, inputs, beam_size=None):
+    """One call as train.py's translate loop makes it: pad to the devices, init cache, predict.
+    `beam_size` 1 is greedy as the peer does it: its beam search with one beam."""
     x = np.asarray(inputs)
     n = x.shape[0]
     if n % self.n_dev:
       x = self.p.pad_examples(x, -(-n // self.n_dev) * self.n_dev)
     x = self.shard(x)
     cache = self.init_cache(x)
-    out = self.pred_step(x, self.state.params, cache, NO_EOS, self.max_decode_len)
+    pred_step = self.pred_steps[beam_size or self.beam_size]
+    out = pred_step(x, self.state.params, cache, NO_EOS, self.max_decode_len)
     return self.tohost(out)[:n]
 
-  def time_decode(self, inputs, repeats):
+  def time_decode(self, inputs, repeats, beam_size=None):
     t0 = time.perf_counter()
-    tokens = self.translate(inputs)  # compiles on the first round
+    tokens = self.translate(inputs, beam_size)  # compiles on the first round
     first = time.perf_counter() - t0
-    self.translate(inputs)  # and any second compile (argument layouts)
+    self.translate(inputs, beam_size)  # and any second compile (argument layouts)
     times = []
     for _ in range(repeats):
       t0 = time.perf_counter()
-      self.translate(inputs)
+      self.translate(inputs, beam_size)
       times.append(time.perf_counter() - t0)
     sec = statistics.median(times) if times else first
     n = tokens.shape[0]

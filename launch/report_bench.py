@@ -147,6 +147,13 @@ def peer_rows(args, peak):
   if args['batch1']:
     label = f'beam-{args["beam_size"]} decode, 1 sentence, sentences/s'
     rows.append((label, 'beam_batch1', 'sentences_per_s', ',.1f'))
+  if args.get('greedy'):  # the peer's side is its beam search with one beam (launch.peer)
+    label = 'greedy decode (flax wmt: beam 1), {}, sentences/s'
+    rows.append(
+      (label.format(f'{args["decode_batch"]} sentences'), 'greedy', 'sentences_per_s', ',.1f')
+    )
+    if args['batch1']:
+      rows.append((label.format('1 sentence'), 'greedy_batch1', 'sentences_per_s', ',.1f'))
   return rows
 
 
