@@ -111,6 +111,31 @@ def test_beam_finds_best_of_all_enumerated_sequences(arch, alpha):
     np.testing.assert_array_equal(got[row], seqs[best], err_msg=f'scores {scores}')
 
 
+@pytest.mark.parametrize('chunk', [1, 3, 7, 64, 512])
+def test_greedy_tokens_are_the_first_largest_allowed_logit(chunk):
+  """Against NumPy: the first index of the largest logit, with PAD (0) and BOS (2) never chosen
+  and EOS (1) forced at each row's limit; exact ties within and across chunks, -inf logits, a
+  padded last chunk (v = 300), and a vocabulary smaller than one chunk (chunk 512)."""
+  rng = np.random.default_rng(chunk)
+  f = jax.jit(decoding.greedy_tokens, static_argnums=3)
+  for case in range(9):
+    n, v = 6, 300
+    x = (3 * rng.normal(size=(n, v))).astype(np.float32)
+    if case % 3 == 1:
+      x = np.round(x)  # many exact ties, in one chunk and in several
+    if case % 3 == 2:
+      x[rng.random((n, v)) < 0.9] = -np.inf
+      x[:, 5] = -50.0
+    x[0, 0] = x[0, 2] = 1e9  # PAD and BOS, never generated
+    t, limits = int(rng.integers(0, 4)), rng.integers(1, 5, n).astype(np.int32)
+    allowed = np.ones((n, v), bool)
+    allowed[:, [0, 2]] = False
+    allowed[t + 1 >= limits] = np.arange(v) == 1  # at the limit only EOS
+    want = np.where(allowed, x, -np.inf).argmax(-1)
+    got = f(jnp.asarray(x), t, jnp.asarray(limits), chunk)
+    np.testing.assert_array_equal(np.asarray(got), want, err_msg=f'case {case}')
+
+
 @pytest.mark.parametrize('chunk', [1, 3, 7, 64])
 def test_top_log_probs_equals_top_k_over_all_log_probs(chunk):
   """Values and indices equal lax.top_k over `_log_probs` (ties to the lower index), with ties,
