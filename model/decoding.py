@@ -431,13 +431,17 @@ def _phased_loop(cond, body, init, phases, grow_at, cache_at):
   return state
 
 
+def _banned(tok, at_limit, v):
+  """Token ids `tok` that are never generated: PAD and BOS, every id but EOS where `at_limit`
+  (a row at its length limit, broadcast against `tok`), and ids >= v (a last chunk's padding)."""
+  return (tok == PAD) | (tok == BOS) | (at_limit & (tok != EOS)) | (tok >= v)
+
+
 def _log_probs(logits, t, limits):
   """log-softmax; PAD and BOS are never generated; EOS is forced at each row's length limit."""
   logp = jax.nn.log_softmax(logits, axis=-1)
-  vocab = jnp.arange(logp.shape[-1])
-  logp = jnp.where((vocab == PAD) | (vocab == BOS), -jnp.inf, logp)
-  force = (t + 1 >= limits)[:, None] & (vocab != EOS)
-  return jnp.where(force, -jnp.inf, logp)
+  v = logp.shape[-1]
+  return jnp.where(_banned(jnp.arange(v), (t + 1 >= limits)[:, None], v), -jnp.inf, logp)
 
 
 def filter_logits(logits, temperature, top_k, top_p):
@@ -468,9 +472,7 @@ def greedy_tokens(logits, t, limits, chunk: int):
   (size=small, 16 rows per device)."""
   n, v = logits.shape
   c = -(-v // chunk)
-  tok = jnp.arange(c * chunk, dtype=jnp.int32)
-  force = (t + 1 >= limits)[:, None] & (tok != EOS)
-  banned = (tok == PAD) | (tok == BOS) | force | (tok >= v)  # ids >= v pad the last chunk
+  banned = _banned(jnp.arange(c * chunk, dtype=jnp.int32), (t + 1 >= limits)[:, None], v)
   padded = jnp.pad(logits, ((0, 0), (0, c * chunk - v)))
   x = jnp.where(banned, -jnp.inf, padded).reshape(n, c, chunk)
   best = jnp.argmax(x.max(axis=-1), axis=-1)  # ties: the first chunk, then the first index in it
@@ -539,10 +541,8 @@ def top_log_probs(logits, t, limits, k: int, chunk: int):
     return jax.lax.top_k(_log_probs(logits, t, limits), k)
   x_max = logits.max(axis=-1, keepdims=True)  # jax.nn.log_softmax's arithmetic, term by term
   lse = jnp.log(jnp.sum(jnp.exp(logits - x_max), axis=-1, keepdims=True))
-  force = (t + 1 >= limits)[:, None, None]
-
-  def banned(tok):  # _log_probs' masks; ids >= v are the padding of the last chunk
-    return (tok == PAD) | (tok == BOS) | (force & (tok != EOS)) | (tok >= v)
+  at_limit = (t + 1 >= limits)[:, None, None]
+  banned = lambda tok: _banned(tok, at_limit, v)  # _log_probs' masks, and the last chunk's padding
 
   xp = jnp.pad(logits, ((0, 0), (0, c * chunk - v))).reshape(n, c, chunk)
   ids = jnp.arange(c * chunk, dtype=jnp.int32).reshape(1, c, chunk)
