@@ -257,7 +257,7 @@ def run(config, args, wmt_dir=None, log=print):
 
   pairs = paired(config, batches, peer, decodes, args, log) if args.get('pairs') else None
   best = best_of(rounds, [name for name, *_ in decodes])
-  rows = report_bench.peer_rows(args, peak)
+  rows = report_bench.peer_rows(decodes, peak)
   ratios = {}
   for label, part, key, _ in rows:
     a, b = best['attnlab'][part].get(key), best['flax_wmt'][part].get(key)

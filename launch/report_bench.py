@@ -126,8 +126,9 @@ def paired_table(rows, args):
   return lines
 
 
-def peer_rows(args, peak):
-  """(label, part, key, format) of each row of the side-by-side table."""
+def peer_rows(decodes, peak):
+  """(label, part, key, format) of each row of the side-by-side table: training, then one row
+  per decode measure of `decodes` (`launch.peer.decodes_of`: name, method, beam width, inputs)."""
   cpu = peak is None
   rows = [
     ('train, real target tokens/s', 'train', 'tokens_per_s', ',.0f'),
@@ -137,23 +138,12 @@ def peer_rows(args, peak):
       'cpu_time_mfu' if cpu else 'mfu',
       '.1%',
     ),
-    (
-      f'beam-{args["beam_size"]} decode, {args["decode_batch"]} sentences, sentences/s',
-      'beam',
-      'sentences_per_s',
-      ',.1f',
-    ),
   ]
-  if args['batch1']:
-    label = f'beam-{args["beam_size"]} decode, 1 sentence, sentences/s'
-    rows.append((label, 'beam_batch1', 'sentences_per_s', ',.1f'))
-  if args.get('greedy'):  # the peer's side is its beam search with one beam (launch.peer)
-    label = 'greedy decode (flax wmt: beam 1), {}, sentences/s'
-    rows.append(
-      (label.format(f'{args["decode_batch"]} sentences'), 'greedy', 'sentences_per_s', ',.1f')
-    )
-    if args['batch1']:
-      rows.append((label.format('1 sentence'), 'greedy_batch1', 'sentences_per_s', ',.1f'))
+  for name, method, width, inputs in decodes:
+    n = inputs['inputs'].shape[0]
+    what = f'beam-{width} decode' if method == 'beam' else 'greedy decode (flax wmt: beam 1)'
+    label = f'{what}, {n} sentence{"s" if n > 1 else ""}, sentences/s'
+    rows.append((label, name, 'sentences_per_s', ',.1f'))
   return rows
 
 
