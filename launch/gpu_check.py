@@ -23,17 +23,18 @@ recorded and the next one still runs; all of them share `--budget_s`):
 Files under --out (at most 7, one level): summary.md, summary.json, bench_small.json,
 bench_base.json, install.log, tests.log, bench.log.
 
-On this workplace's device machine (offline image with its own jax; from the repo root; the
-command goes to the device tool's `run`, results come back from $OUT):
+On this workplace's device machine (an offline image with its own jax 0.11.2 and CUDA): first,
+here, `python -m launch.gpu_wheels --dest=.whl` (wheels of the 16 packages the image lacks, ~11
+MiB; `.whl` ignored through .git/info/exclude), then the device tool's `run` with
+`carry=[".whl"]`, from the repo root, results back from $OUT:
 
   export PYTHONUNBUFFERED=1 ATTNLAB_BUILD_DIR=/tmp/attnlab; python3 -m pip install -q --no-index \
-    --no-deps --target /tmp/site .whl/*.whl 2>/dev/null; export PYTHONPATH=/tmp/site:$PWD; \
-    python3 -m launch.gpu_check --out=$OUT --budget_s=470
+    --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD && \
+    python3 -m launch.gpu_check --out=$OUT --budget_s=470 --noinstall
 
-(with `carry=[".whl"]` holding wheels of what its image lacks: ml_collections at least; see
-/work/.library/device/README.md for the `pip download` line. Its jax is newer than the pinned
-0.10.2, and the summary records which jax ran). On any other H100/H200 machine with network:
-`python -m launch.gpu_check --out=gpu_results`.
+(the summary records which jax ran). Checked on CPU on 2026-12-07 in a Python 3.12 environment
+with the image's packages and jax 0.11.2: the dry run and the check's test lists pass there. On
+any other H100/H200 machine with network: `python -m launch.gpu_check --out=gpu_results`.
 """
 
 from __future__ import annotations
