@@ -57,6 +57,7 @@ GPU_TESTS = [
   'tests/model/test_decoding.py',
   'tests/model/test_attention.py',
 ]
+GPU_TEST_WORKERS = 4  # pytest-xdist workers for GPU_TESTS (the machines have 16 CPU cores)
 SHARDING_TESTS = ['tests/train/test_trainer.py', '-k', 'mesh or accumulation']
 DRY_TESTS = ['tests/model/test_attention_impl.py', '-k', 'rejects']
 # size -> launch.benchmark --sweep (most important setting first: a stage cut short keeps it).
@@ -243,13 +244,21 @@ def _tests(runner, dry_run):
       'tests_gpu', pytest + DRY_TESTS, 'tests.log', env={'JAX_PLATFORMS': 'cpu'}, limit=240
     )
   else:
-    # JAX_PLATFORMS='' (set, so conftest leaves it) lets jax pick the GPU.
+    # JAX_PLATFORMS='' (set, so conftest leaves it) lets jax pick the GPU. Four pytest workers
+    # share it, each taking GPU memory as needed instead of 75% of it up front: compiling
+    # dominates these tests (5.5 CPU-minutes of them on 2 CPU cores under jax 0.11.2), more
+    # than the stage's limit if run one after another.
     runner.run(
       'tests_gpu',
-      pytest + GPU_TESTS,
+      pytest + ['-n', str(GPU_TEST_WORKERS)] + GPU_TESTS,
       'tests.log',
       limit=STAGE_LIMIT_S['tests_gpu'],
-      env={'JAX_PLATFORMS': '', 'XLA_FLAGS': '', 'JAX_DEFAULT_MATMUL_PRECISION': 'highest'},
+      env={
+        'JAX_PLATFORMS': '',
+        'XLA_FLAGS': '',
+        'JAX_DEFAULT_MATMUL_PRECISION': 'highest',
+        'XLA_PYTHON_CLIENT_PREALLOCATE': 'false',
+      },
     )
     runner.run(
       'tests_sharding',
