@@ -25,7 +25,7 @@ bench_base.json, install.log, tests.log, bench.log.
 
 On this workplace's device machine (an offline image with its own jax 0.11.2 and CUDA): first,
 here, `python -m launch.gpu_wheels --dest=.whl` (wheels of the 16 packages the image lacks, ~11
-MiB; `.whl` ignored through .git/info/exclude), then the device tool's `run` with
+MiB; `.whl/` is in .gitignore), then the device tool's `run` with
 `carry=[".whl"]`, from the repo root, results back from $OUT:
 
   export PYTHONUNBUFFERED=1 ATTNLAB_BUILD_DIR=/tmp/attnlab; python3 -m pip install -q --no-index \
