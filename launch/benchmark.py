@@ -370,6 +370,15 @@ def main(argv):
   for c in args['cache']:
     if c not in ('cached', 'uncached'):
       raise app.UsageError(f'--cache={c!r}; valid: cached, uncached')
+  counts = [('synthetic_len', 'tokens per synthetic sentence')]
+  if args['train']:
+    counts.append(('steps', 'timed train step (or --train=false to time decoding alone)'))
+  if args['decode']:
+    counts += [('decode_batch', 'sentence per call'), ('decode_len', 'token per sentence')]
+    counts.append(('decode_repeats', 'timed call'))
+  for name, what in counts:
+    if args[name] < 1:
+      raise app.UsageError(f'--{name}={args[name]}: needs at least 1 {what}')
   try:
     runtime.use_cpu_devices(FLAGS.cpu_devices, FLAGS.config)
   except ValueError as e:

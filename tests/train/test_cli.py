@@ -78,6 +78,11 @@ def _one_error_line(p):
       2,
       ["position='x'", 'rotary'],
     ),
+    (
+      ('launch.benchmark', '--config=configs/multi30k.py:size=tiny', '--steps=0'),
+      2,
+      ['--steps=0', 'at least 1', '--train=false'],
+    ),
     # runtime: exit 1
     (('train.evaluate', '--workdir=/nonexistent/w'), 1, ['/nonexistent/w', 'no such directory']),
     (('train.translate', '--workdir=/nonexistent/w', 'a dog'), 1, ['/nonexistent/w']),
