@@ -375,7 +375,8 @@ def main(argv):
     counts.append(('steps', 'timed train step (or --train=false to time decoding alone)'))
   if args['decode']:
     counts += [('decode_batch', 'sentence per call'), ('decode_len', 'token per sentence')]
-    counts.append(('decode_repeats', 'timed call'))
+  if 'beam' in args['decode']:
+    counts.append(('beam_size', 'beam'))
   for name, what in counts:
     if args[name] < 1:
       raise app.UsageError(f'--{name}={args[name]}: needs at least 1 {what}')

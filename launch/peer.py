@@ -70,26 +70,41 @@ FLAGS = flags.FLAGS
 
 def define_flags():
   config_flags.DEFINE_config_file('config', None, 'configs/NAME.py[:ARG]', lock_config=False)
-  flags.DEFINE_integer('repeats', 2, 'Rounds; each side is timed once per round, best round kept.')
-  flags.DEFINE_integer('steps', 12, 'Timed train steps per side per round.')
+  flags.DEFINE_integer(
+    'repeats', 2, 'Rounds; each side is timed once per round, best round kept.', lower_bound=1
+  )
+  flags.DEFINE_integer('steps', 12, 'Timed train steps per side per round.', lower_bound=1)
   flags.DEFINE_enum(
     'data',
     'real',
     ['real', 'synthetic'],
     "Batches: the config's pipeline or random full rows (launch.benchmark).",
   )
-  flags.DEFINE_integer('synthetic_len', 16, 'Row length of synthetic batches and sources.')
-  flags.DEFINE_integer('decode_batch', 32, 'Sentences per beam-search call.')
-  flags.DEFINE_integer('decode_len', 32, 'Tokens generated per sentence (EOS held back).')
-  flags.DEFINE_integer('beam_size', 4, 'Beam width.')
-  flags.DEFINE_integer('decode_repeats', 3, 'Timed decode calls per round (median).')
   flags.DEFINE_integer(
-    'pairs', 24, 'After the rounds: train steps timed in pairs, one per side (0: none).'
+    'synthetic_len', 16, 'Row length of synthetic batches and sources.', lower_bound=1
+  )
+  flags.DEFINE_integer('decode_batch', 32, 'Sentences per beam-search call.', lower_bound=1)
+  flags.DEFINE_integer(
+    'decode_len', 32, 'Tokens generated per sentence (EOS held back).', lower_bound=1
+  )
+  flags.DEFINE_integer('beam_size', 4, 'Beam width.', lower_bound=1)
+  flags.DEFINE_integer(
+    'decode_repeats',
+    3,
+    "Timed decode calls per round (median; 0: the first call's time, compile included).",
+    lower_bound=0,
+  )
+  flags.DEFINE_integer(
+    'pairs',
+    24,
+    'After the rounds: train steps timed in pairs, one per side (0: none).',
+    lower_bound=0,
   )
   flags.DEFINE_integer(
     'decode_pairs',
     24,
     'After the rounds: decode calls timed in pairs (8 were too few on a noisy host).',
+    lower_bound=0,
   )
   flags.DEFINE_bool('batch1', True, 'Also time decoding of one sentence (latency).')
   flags.DEFINE_bool(

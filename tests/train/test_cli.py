@@ -83,6 +83,11 @@ def _one_error_line(p):
       2,
       ['--steps=0', 'at least 1', '--train=false'],
     ),
+    (
+      ('launch.peer', '--config=configs/multi30k.py:size=tiny', '--decode_pairs=-1'),
+      2,
+      ['--decode_pairs=-1', 'not a non-negative integer'],
+    ),
     # runtime: exit 1
     (('train.evaluate', '--workdir=/nonexistent/w'), 1, ['/nonexistent/w', 'no such directory']),
     (('train.translate', '--workdir=/nonexistent/w', 'a dog'), 1, ['/nonexistent/w']),
