@@ -73,15 +73,27 @@ def define_flags():
     ['real', 'synthetic'],
     "real: the config's training pipeline; synthetic: random full rows (no padding).",
   )
-  flags.DEFINE_integer('synthetic_len', 16, 'Source and target length of synthetic rows.')
-  flags.DEFINE_integer('steps', 20, 'Timed train steps (after one warm-up step per batch shape).')
+  flags.DEFINE_integer(
+    'synthetic_len', 16, 'Source and target length of synthetic rows.', lower_bound=1
+  )
+  flags.DEFINE_integer(
+    'steps',
+    20,
+    'Timed train steps (after one warm-up step per batch shape; --train=false: none).',
+    lower_bound=1,
+  )
   flags.DEFINE_bool('train', True, 'Time the train step; false: decode only, with initial params.')
   flags.DEFINE_list('decode', ['greedy', 'beam'], 'Decoding methods to time (empty: none).')
   flags.DEFINE_list('cache', ['cached', 'uncached'], 'cached and/or uncached decoding.')
-  flags.DEFINE_integer('decode_batch', 8, 'Sentences per decode call.')
-  flags.DEFINE_integer('decode_len', 64, 'Target tokens generated per sentence.')
-  flags.DEFINE_integer('decode_repeats', 3, 'Timed decode calls (median) after the compiling one.')
-  flags.DEFINE_integer('beam_size', 4, 'Beam width for method beam.')
+  flags.DEFINE_integer('decode_batch', 8, 'Sentences per decode call.', lower_bound=1)
+  flags.DEFINE_integer('decode_len', 64, 'Target tokens generated per sentence.', lower_bound=1)
+  flags.DEFINE_integer(
+    'decode_repeats',
+    3,
+    "Timed decode calls (median) after the compiling one (0: the compiling call's time).",
+    lower_bound=0,
+  )
+  flags.DEFINE_integer('beam_size', 4, 'Beam width for method beam.', lower_bound=1)
   flags.DEFINE_integer(
     'pairs',
     0,
@@ -90,7 +102,9 @@ def define_flags():
     "--decode_pairs decode calls, and report the median [quartiles] of the pairs' speed-ups over "
     'the first setting.',
   )
-  flags.DEFINE_integer('decode_pairs', 8, 'With --pairs: decode-call pairs per method and cache.')
+  flags.DEFINE_integer(
+    'decode_pairs', 8, 'With --pairs: decode-call pairs per method and cache.', lower_bound=0
+  )
   flags.DEFINE_bool(
     'profile',
     False,
@@ -370,16 +384,6 @@ def main(argv):
   for c in args['cache']:
     if c not in ('cached', 'uncached'):
       raise app.UsageError(f'--cache={c!r}; valid: cached, uncached')
-  counts = [('synthetic_len', 'tokens per synthetic sentence')]
-  if args['train']:
-    counts.append(('steps', 'timed train step (or --train=false to time decoding alone)'))
-  if args['decode']:
-    counts += [('decode_batch', 'sentence per call'), ('decode_len', 'token per sentence')]
-  if 'beam' in args['decode']:
-    counts.append(('beam_size', 'beam'))
-  for name, what in counts:
-    if args[name] < 1:
-      raise app.UsageError(f'--{name}={args[name]}: needs at least 1 {what}')
   try:
     runtime.use_cpu_devices(FLAGS.cpu_devices, FLAGS.config)
   except ValueError as e:

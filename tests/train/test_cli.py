@@ -81,7 +81,7 @@ def _one_error_line(p):
     (
       ('launch.benchmark', '--config=configs/multi30k.py:size=tiny', '--steps=0'),
       2,
-      ['--steps=0', 'at least 1', '--train=false'],
+      ['--steps=0', 'not a positive integer'],
     ),
     (
       ('launch.peer', '--config=configs/multi30k.py:size=tiny', '--decode_pairs=-1'),
